@@ -1,0 +1,3 @@
+"""Routes of /dev/inbox/."""
+
+urlpatterns: list = []

@@ -1,0 +1,1 @@
+"""Customer journeys: triggers, enrollments and the step engine."""

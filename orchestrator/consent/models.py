@@ -1,0 +1,191 @@
+"""Topics, per-channel subscriptions, the append-only consent ledger, preferences, suppressions."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+CHANNELS = ("email", "sms", "whatsapp", "line")
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "Email"
+    SMS = "sms", "SMS"
+    WHATSAPP = "whatsapp", "WhatsApp"
+    LINE = "line", "LINE"
+
+
+def default_channels() -> list[str]:
+    return list(CHANNELS)
+
+
+class Topic(models.Model):
+    class Kind(models.TextChoices):
+        MARKETING = "marketing", "Marketing"
+        TRANSACTIONAL = "transactional", "Transactional"
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.MARKETING)
+    default_opt_in = models.BooleanField(
+        default=False,
+        help_text="Subscribed unless the customer opts out. Leave off where the law asks for "
+        "explicit opt-in (e.g. marketing email in Japan and the EU).",
+    )
+    channels = ArrayField(
+        models.CharField(max_length=16, choices=Channel.choices),
+        default=default_channels,
+        help_text="Channels this topic may use.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_transactional(self) -> bool:
+        return self.kind == self.Kind.TRANSACTIONAL
+
+
+class Subscription(models.Model):
+    """The current consent of one customer for one topic on one channel."""
+
+    class Status(models.TextChoices):
+        SUBSCRIBED = "subscribed", "Subscribed"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+
+    customer = models.ForeignKey(
+        "audience.Customer", on_delete=models.CASCADE, related_name="subscriptions"
+    )
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="subscriptions")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "topic", "channel"], name="subscription_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.topic_id}/{self.channel}: {self.status}"
+
+
+class ConsentRecord(models.Model):
+    """Append-only ledger: every consent change, with where it came from and its evidence.
+
+    Rows are never updated (a database trigger refuses UPDATE); they go only with
+    the customer they belong to.
+    """
+
+    class Action(models.TextChoices):
+        OPT_IN = "opt_in", "Opted in"
+        OPT_OUT = "opt_out", "Opted out"
+
+    class Source(models.TextChoices):
+        API = "api", "API"
+        ADMIN = "admin", "Admin"
+        PREFERENCE_CENTER = "preference_center", "Preference center"
+        ONE_CLICK = "one_click", "One-click unsubscribe"
+        INBOUND_KEYWORD = "inbound_keyword", "Inbound keyword (STOP/START)"
+        PROVIDER = "provider", "Provider report (bounce, complaint)"
+        IMPORT = "import", "Import"
+
+    customer = models.ForeignKey(
+        "audience.Customer", on_delete=models.CASCADE, related_name="consent_records"
+    )
+    topic = models.ForeignKey(
+        Topic,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="consent_records",
+        help_text="Empty: all marketing topics.",
+    )
+    channel = models.CharField(max_length=16, choices=Channel.choices, blank=True, default="")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    source = models.CharField(max_length=32, choices=Source.choices)
+    evidence = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["customer", "-created_at"], name="consent_customer_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.action} {self.topic_id or 'all'}/{self.channel or 'all'}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("Consent records are append-only; write a new record instead.")
+        super().save(*args, **kwargs)
+
+
+class ChannelPreference(models.Model):
+    """How a customer wants to be reached: channel order, quiet hours, pauses."""
+
+    customer = models.OneToOneField(
+        "audience.Customer", on_delete=models.CASCADE, related_name="preference"
+    )
+    channel_order = ArrayField(
+        models.CharField(max_length=16, choices=Channel.choices), default=list, blank=True
+    )
+    quiet_hours_start = models.TimeField(null=True, blank=True)
+    quiet_hours_end = models.TimeField(null=True, blank=True)
+    paused_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"preferences of {self.customer_id}"
+
+
+def address_hash(channel: str, address: str) -> str:
+    """A stable hash of a normalized address, kept after erasure so nobody is re-messaged."""
+    normalized = address.strip().lower() if channel == "email" else address.strip()
+    return hashlib.sha256(f"{channel}:{normalized}".encode()).hexdigest()
+
+
+class Suppression(models.Model):
+    """A hard stop for one address on one channel. Even transactional sends respect it."""
+
+    class Reason(models.TextChoices):
+        BOUNCE = "bounce", "Hard bounce"
+        COMPLAINT = "complaint", "Spam complaint"
+        STOP = "stop", "Opted out at the carrier (STOP)"
+        INVALID = "invalid", "Invalid address"
+        ERASED = "erased", "Erased on request"
+        MANUAL = "manual", "Added by an operator"
+
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    address_hash = models.CharField(max_length=64)
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    detail = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "address_hash"], name="suppression_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel}:{self.address_hash[:12]} ({self.reason})"
+
+
+__all__ = [
+    "CHANNELS",
+    "Channel",
+    "ChannelPreference",
+    "ConsentRecord",
+    "Subscription",
+    "Suppression",
+    "Topic",
+    "address_hash",
+]

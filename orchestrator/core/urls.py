@@ -1,0 +1,3 @@
+"""Operational routes (health)."""
+
+urlpatterns: list = []

@@ -1,0 +1,176 @@
+"""Templates, and the Message table: the outbox and the ledger of every send."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from orchestrator.consent.models import Channel
+
+
+class MessageTemplate(models.Model):
+    """A named message with one variant per channel and locale, written in Liquid."""
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    topic = models.ForeignKey(
+        "consent.Topic",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="templates",
+        help_text="Default topic for sends of this template.",
+    )
+    description = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TemplateVariant(models.Model):
+    template = models.ForeignKey(MessageTemplate, on_delete=models.CASCADE, related_name="variants")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    locale = models.CharField(max_length=16, default="en")
+    subject = models.CharField(
+        max_length=500, blank=True, default="", help_text="Email only. Liquid."
+    )
+    body = models.TextField(help_text="Plain text (SMS, chat, email text part). Liquid.")
+    html = models.TextField(blank=True, default="", help_text="Email only, optional. Liquid.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "channel", "locale"], name="template_variant_unique"
+            ),
+        ]
+        ordering = ["template_id", "channel", "locale"]
+
+    def __str__(self) -> str:
+        return f"{self.template_id}:{self.channel}:{self.locale}"
+
+
+class MessageStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SCHEDULED = "scheduled", "Scheduled"
+    DEFERRED = "deferred", "Deferred"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    DELIVERED = "delivered", "Delivered"
+    UNDELIVERED = "undelivered", "Undelivered"
+    BOUNCED = "bounced", "Bounced"
+    FAILED = "failed", "Failed"
+    OPENED = "opened", "Opened"
+    CLICKED = "clicked", "Clicked"
+    REPLIED = "replied", "Replied"
+    SUPPRESSED = "suppressed", "Suppressed"
+    EXPIRED = "expired", "Expired"
+    CANCELED = "canceled", "Canceled"
+
+
+#: Statuses a dispatcher may claim once ``send_after`` has passed.
+WAITING_STATUSES = (MessageStatus.QUEUED, MessageStatus.SCHEDULED, MessageStatus.DEFERRED)
+
+
+class Message(models.Model):
+    class Source(models.TextChoices):
+        API = "api", "API"
+        JOURNEY = "journey", "Journey"
+        ADMIN = "admin", "Admin"
+        DEMO = "demo", "Demo"
+        SYSTEM = "system", "System"
+
+    customer = models.ForeignKey(
+        "audience.Customer", on_delete=models.CASCADE, related_name="messages"
+    )
+    topic = models.ForeignKey("consent.Topic", on_delete=models.PROTECT, related_name="messages")
+    template = models.ForeignKey(MessageTemplate, on_delete=models.PROTECT, related_name="messages")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    requested_channel = models.CharField(
+        max_length=16, blank=True, default="", help_text="As asked, e.g. 'preferred'."
+    )
+    to_address = models.CharField(max_length=320, blank=True, default="")
+    locale = models.CharField(max_length=16, blank=True, default="")
+    status = models.CharField(
+        max_length=16, choices=MessageStatus.choices, default=MessageStatus.QUEUED
+    )
+    priority = models.PositiveSmallIntegerField(default=5, help_text="0 (lowest) to 9 (highest).")
+    send_after = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True, help_text="Request data for the template.")
+    idempotency_key = models.CharField(max_length=300, null=True, blank=True, unique=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
+    rendered = models.JSONField(
+        null=True, blank=True, help_text="What was handed to the provider, as rendered."
+    )
+    provider = models.CharField(max_length=64, blank=True, default="")
+    provider_message_id = models.CharField(max_length=255, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    attempt_id = models.UUIDField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    handed_off_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set just before the provider call: a stalled send with this set may have "
+        "gone out and is reconciled, never blindly resent.",
+    )
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    explanation = models.JSONField(
+        default=list, blank=True, help_text="The decision trail: why sent, deferred or suppressed."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=MessageStatus.values), name="message_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__gte=0, priority__lte=9), name="message_priority_range"
+            ),
+        ]
+        indexes = [
+            # The dispatcher's claim: only waiting rows are in this index, so it stays small.
+            models.Index(
+                fields=["send_after", "-priority"],
+                name="message_due_idx",
+                condition=Q(status__in=["queued", "scheduled", "deferred"]),
+            ),
+            models.Index(fields=["customer", "-created_at"], name="message_customer_idx"),
+            models.Index(
+                fields=["provider", "provider_message_id"],
+                name="message_provider_id_idx",
+                condition=~Q(provider_message_id=""),
+            ),
+            models.Index(
+                fields=["claimed_at"], name="message_sending_idx", condition=Q(status="sending")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.channel} to {self.customer_id} ({self.status})"
+
+
+class MessageEvent(models.Model):
+    """One step in a message's status history, with the raw provider payload if any."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="history")
+    status = models.CharField(max_length=16, choices=MessageStatus.choices)
+    occurred_at = models.DateTimeField()
+    reason = models.TextField(blank=True, default="")
+    provider_event_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    raw = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["message", "occurred_at"], name="msgevent_message_idx")]
+        ordering = ["occurred_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} {self.status}"

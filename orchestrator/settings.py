@@ -1,0 +1,230 @@
+"""One settings module, configured from the environment (12-factor).
+
+Without ``DATABASE_URL`` the checkout's embedded PostgreSQL is used (see
+``orchestrator.embedded``); without ``CELERY_BROKER_URL`` the embedded Valkey
+started by ``manage.py dev`` or the test suite. A bad value stops the process at
+start with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from orchestrator import env
+from orchestrator.embedded import (
+    data_dir,
+    ensure_postgres,
+    local_secret_key,
+    running_valkey_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_database_url = env.get_url("DATABASE_URL", schemes=("postgres", "postgresql", "pgsql", "postgis"))
+#: No DATABASE_URL means a local checkout on its embedded servers: a developer's machine.
+EMBEDDED_DATABASE = _database_url is None
+
+DEBUG = env.get_bool("DEBUG", default=EMBEDDED_DATABASE)
+
+SECRET_KEY = env.get_str("SECRET_KEY")
+if SECRET_KEY is None:
+    if not EMBEDDED_DATABASE:
+        raise ImproperlyConfigured("SECRET_KEY: must be set when DATABASE_URL is set")
+    SECRET_KEY = local_secret_key()
+if len(SECRET_KEY) < 32:
+    raise ImproperlyConfigured("SECRET_KEY: must be at least 32 characters")
+
+ALLOWED_HOSTS = env.get_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+PUBLIC_BASE_URL = env.get_url("PUBLIC_BASE_URL", "http://localhost:8000", schemes=("http", "https"))
+CSRF_TRUSTED_ORIGINS = env.get_list("CSRF_TRUSTED_ORIGINS", [PUBLIC_BASE_URL])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "orchestrator.audience",
+    "orchestrator.consent",
+    "orchestrator.delivery",
+    "orchestrator.api",
+    "orchestrator.core",
+    "channels.devinbox",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "orchestrator.urls"
+WSGI_APPLICATION = "orchestrator.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+if _database_url:
+    try:
+        _default_db = dj_database_url.parse(_database_url)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from None
+else:
+    _pg = ensure_postgres()
+    _default_db = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": _pg.name,
+        "USER": _pg.user,
+        "HOST": _pg.socket_dir,
+        "PORT": str(_pg.port),
+    }
+    EMBEDDED_DATABASE_URL = _pg.url
+_default_db["CONN_MAX_AGE"] = env.get_int("DB_CONN_MAX_AGE", 0, minimum=0)
+# Concurrent test runs against one server each get their own test database.
+_test_suffix = env.get_str("TEST_DB_SUFFIX", "")
+_default_db["TEST"] = {"NAME": f"test_orchestrator{'_' + _test_suffix if _test_suffix else ''}"}
+DATABASES = {"default": _default_db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("ja", "日本語")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        # Not the manifest storage: a missing collectstatic must not turn pages into 500s.
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = True
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.get_int("API_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SECURE = PUBLIC_BASE_URL.startswith("https://")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- REST API ---------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["orchestrator.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["orchestrator.api.auth.HasScope"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "orchestrator.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Orchestrator API",
+    "DESCRIPTION": "Customers, events, transactional sends, preferences and configuration as code.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+API_BULK_LIMIT = 1000
+IDEMPOTENCY_KEY_TTL_HOURS = env.get_int("IDEMPOTENCY_KEY_TTL_HOURS", 48, minimum=24)
+
+# --- Celery -----------------------------------------------------------------------
+CELERY_BROKER_URL = (
+    env.get_url(
+        "CELERY_BROKER_URL",
+        schemes=("redis", "rediss", "valkey", "valkeys", "amqp", "amqps", "pyamqp", "memory"),
+    )
+    or running_valkey_url()
+)
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ACKS_LATE = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+DISPATCH_INTERVAL_SECONDS = env.get_int("DISPATCH_INTERVAL_SECONDS", 2, minimum=1)
+DISPATCH_BATCH_SIZE = env.get_int("DISPATCH_BATCH_SIZE", 500, minimum=1)
+# Beat runs only these sweepers, defined here in code.
+CELERY_BEAT_SCHEDULE = {
+    "dispatch-due-messages": {
+        "task": "delivery.dispatch",
+        "schedule": float(DISPATCH_INTERVAL_SECONDS),
+        "options": {"expires": float(DISPATCH_INTERVAL_SECONDS) * 2},
+    },
+    "recover-stalled-sends": {
+        "task": "sweeps.recover_stalled",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
+    "purge-idempotency-records": {
+        "task": "sweeps.purge_idempotency_records",
+        "schedule": 3600.0,
+        "options": {"expires": 600.0},
+    },
+}
+
+# --- Channels ---------------------------------------------------------------------
+_default_adapter = env.get_str("CHANNEL_ADAPTER_DEFAULT", "devinbox")
+_adapter_backends = {
+    "devinbox": "channels.adapters.devinbox.DevInboxAdapter",
+    "locmem": "channels.adapters.locmem.LocmemAdapter",
+    "console": "channels.adapters.console.ConsoleAdapter",
+    "null": "channels.adapters.null.NullAdapter",
+}
+if _default_adapter not in _adapter_backends:
+    raise ImproperlyConfigured(
+        f"CHANNEL_ADAPTER_DEFAULT: expected one of {', '.join(_adapter_backends)}, "
+        f"got {_default_adapter!r}"
+    )
+CHANNEL_ADAPTERS = {
+    channel: {"BACKEND": _adapter_backends[_default_adapter], "OPTIONS": {}}
+    for channel in ("email", "sms", "whatsapp", "line")
+}
+DEFAULT_FROM_EMAIL = env.get_str("DEFAULT_FROM_EMAIL", "Stride Running <hello@example.com>")
+BRAND_NAME = env.get_str("BRAND_NAME", "Stride Running")
+
+ORCHESTRATOR_DATA_DIR = data_dir()
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.get_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,14 @@
+"""URL routes: admin, the REST API and its docs, the dev inbox, operations."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("orchestrator.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("dev/inbox/", include("channels.devinbox.urls")),
+    path("", include("orchestrator.core.urls")),
+]
