@@ -62,7 +62,7 @@ class Event(models.Model):
         max_length=255,
         null=True,
         blank=True,
-        help_text="Client-supplied id; a second event with the same id for the customer is ignored.",
+        help_text="Client-supplied id; a repeat for the same customer is ignored.",
     )
     source = models.CharField(max_length=32, default="api")
 
