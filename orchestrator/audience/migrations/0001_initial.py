@@ -41,7 +41,7 @@ class Migration(migrations.Migration):
                 ('properties', models.JSONField(blank=True, default=dict)),
                 ('occurred_at', models.DateTimeField()),
                 ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('event_id', models.CharField(blank=True, help_text='Client-supplied id; a second event with the same id for the customer is ignored.', max_length=255, null=True)),
+                ('event_id', models.CharField(blank=True, help_text='Client-supplied id; a repeat for the same customer is ignored.', max_length=255, null=True)),
                 ('source', models.CharField(default='api', max_length=32)),
                 ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='audience.customer')),
             ],
