@@ -59,3 +59,52 @@ def api(api_key_factory):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_factory()}")
     return client
+
+
+CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's chromium; tests that need it skip with a reason when it is not installed."""
+    for path in CHROMIUM_PATHS:
+        if os.path.exists(path):
+            return path
+    if os.environ.get("CI"):
+        pytest.fail("CI must have Debian's chromium installed (see .ci/run)")
+    pytest.skip("no Chromium installed (apt-get install chromium) - browser test skipped")
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path):
+    """A headless Chromium driven by Playwright, flags suited to a closed network."""
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls the
+    # tests make around it are still plain synchronous code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    """A fresh browser page; ``live_server.url`` is the running Django."""
+    context = browser.new_context()
+    page = context.new_page()
+    yield page
+    context.close()

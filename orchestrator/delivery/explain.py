@@ -1,0 +1,20 @@
+"""The decision trail each message carries: why it was queued, deferred, suppressed or sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+
+def explain(step: str, decision: str, reason: str, **details: Any) -> dict[str, Any]:
+    """One entry: ``step`` (created, consent, render, send, policy...), ``decision``, prose."""
+    entry: dict[str, Any] = {
+        "at": timezone.now().isoformat(),
+        "step": step,
+        "decision": decision,
+        "reason": reason,
+    }
+    if details:
+        entry["details"] = details
+    return entry

@@ -1,0 +1,137 @@
+"""Liquid rendering of marketer-authored templates: sandboxed, bounded, never silently blank.
+
+Liquid cannot reach Python objects or the filesystem; on top of that we bound
+loops, output size and nesting, treat an undefined variable as an error (the
+``default`` filter still works), and refuse an empty rendered body.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from liquid import Environment, StrictDefaultUndefined
+from liquid.exceptions import LiquidError, TemplateNotFoundError
+
+
+class _BoundedEnvironment(Environment):
+    loop_iteration_limit = 10_000
+    output_stream_limit = 200_000  # characters
+    local_namespace_limit = 20_000
+    context_depth_limit = 20
+
+
+ENV = _BoundedEnvironment(undefined=StrictDefaultUndefined, autoescape=False)
+HTML_ENV = _BoundedEnvironment(undefined=StrictDefaultUndefined, autoescape=True)
+
+_WS = re.compile(r"\s+")
+
+
+class TemplateProblem(ValueError):
+    """A template that does not parse or does not render, with its line when known."""
+
+    def __init__(self, message: str, *, field: str = "body", line: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.line = line
+
+    def __str__(self) -> str:
+        where = f"{self.field}, line {self.line}" if self.line else self.field
+        return f"{where}: {self.args[0]}"
+
+
+def _line_of(exc: LiquidError) -> int | None:
+    token = getattr(exc, "token", None)
+    if token is None:
+        return None
+    source = getattr(token, "source", "") or ""
+    start = getattr(token, "start_index", None)
+    if start is None:
+        return None
+    return source.count("\n", 0, start) + 1
+
+
+def _first_line(exc: Exception) -> str:
+    message = str(exc).splitlines()[0].strip() if str(exc) else ""
+    if isinstance(exc, TemplateNotFoundError):
+        return f"include and render of other templates are not allowed ({message})"
+    return message or type(exc).__name__
+
+
+@lru_cache(maxsize=2048)
+def _parse(source: str, html: bool):
+    return (HTML_ENV if html else ENV).from_string(source)
+
+
+def check_syntax(source: str, *, field: str = "body", html: bool = False) -> None:
+    """Raise TemplateProblem naming the line if ``source`` is not valid Liquid."""
+    try:
+        _parse(source, html)
+    except LiquidError as exc:
+        raise TemplateProblem(_first_line(exc), field=field, line=_line_of(exc)) from None
+
+
+def render_string(source: str, context: dict[str, Any], *, field: str, html: bool = False) -> str:
+    if not source:
+        return ""
+    try:
+        return _parse(source, html).render(**context)
+    except LiquidError as exc:
+        raise TemplateProblem(_first_line(exc), field=field, line=_line_of(exc)) from None
+    except (RecursionError, MemoryError) as exc:
+        raise TemplateProblem(f"template too complex: {type(exc).__name__}", field=field) from None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    body: str
+    html: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"subject": self.subject, "body": self.body, "html": self.html}
+
+
+def render_variant(
+    *, subject: str, body: str, html: str, channel: str, context: dict[str, Any]
+) -> Rendered:
+    """Render one variant; raise TemplateProblem for errors and for an empty result."""
+    rendered_subject = _WS.sub(" ", render_string(subject, context, field="subject")).strip()
+    rendered_body = render_string(body, context, field="body").strip()
+    rendered_html = render_string(html, context, field="html", html=True).strip()
+    if not rendered_body and not rendered_html:
+        raise TemplateProblem("rendered to an empty message; refusing to send a blank")
+    if channel == "email" and not rendered_subject:
+        raise TemplateProblem("email subject rendered empty", field="subject")
+    return Rendered(rendered_subject, rendered_body, rendered_html)
+
+
+def customer_context(customer) -> dict[str, Any]:
+    attributes = customer.attributes or {}
+    return {
+        **{k: v for k, v in attributes.items() if isinstance(k, str)},
+        "external_id": customer.external_id,
+        "email": customer.email,
+        "phone": customer.phone,
+        "locale": customer.locale,
+        "timezone": customer.timezone,
+        "attributes": attributes,
+    }
+
+
+def build_context(*, customer, message_data: dict[str, Any], extra: dict[str, Any] | None = None):
+    """The variables every template sees: customer, data (request/trigger), event, brand."""
+    from django.conf import settings
+
+    data = message_data or {}
+    context = {
+        "customer": customer_context(customer),
+        "data": data,
+        "event": data.get("event", {}) if isinstance(data.get("event"), dict) else {},
+        "brand": {"name": settings.BRAND_NAME},
+    }
+    if extra:
+        context.update(extra)
+    return context
