@@ -1,0 +1,363 @@
+"""Fatigue policy: frequency caps, minimum gaps, quiet hours and pauses, decided per message.
+
+Pure functions over plain dataclasses, so the rules can be reasoned about and
+tested without a database; the dispatcher loads what they need in bulk, holds a
+per-customer lock while deciding, and records the trail these functions return.
+
+Every decision explains itself: the rules evaluated, the counts in each window,
+the action, and the new send time when deferred.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+SEND = "send"
+DEFER = "defer"
+DROP = "drop"
+EXPIRE = "expire"
+
+#: How far back history must reach to judge any rule (a calendar month plus slack).
+MAX_LOOKBACK = dt.timedelta(days=32)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A frequency rule, loaded from ``FrequencyRule`` or made from a personal preference."""
+
+    id: int | None
+    name: str
+    limit: int
+    #: "cap": at most ``limit`` in the window; "gap": at least ``window`` between sends.
+    kind: str = "cap"
+    #: "global", "channel", "topic" or "journey".
+    scope: str = "global"
+    channel: str = ""
+    topic_id: int | None = None
+    journey: str = ""
+    #: Rolling window length; or None with ``calendar`` set.
+    window: dt.timedelta | None = None
+    #: "day", "week" or "month" in the customer's own time zone.
+    calendar: str = ""
+    #: "marketing" (transactional exempt) or "all".
+    applies_to: str = "marketing"
+    #: "defer" to the earliest allowed moment, or "drop".
+    action: str = DEFER
+    personal: bool = False
+
+    def describe(self) -> str:
+        if self.kind == "gap":
+            return f"at least {_human(self.window)} between {self._what()}"
+        span = f"per {self.calendar}" if self.calendar else f"per {_human(self.window)}"
+        return f"at most {self.limit} {self._what()} {span}"
+
+    def _what(self) -> str:
+        noun = "marketing messages" if self.applies_to == "marketing" else "messages"
+        if self.scope == "channel":
+            return f"{noun} by {self.channel}"
+        if self.scope == "topic":
+            return f"{noun} on this topic"
+        if self.scope == "journey":
+            return f"{noun} from journey {self.journey!r}"
+        return noun
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A message that counts against caps: already sent, or already decided to send."""
+
+    at: dt.datetime
+    channel: str
+    topic_id: int
+    marketing: bool
+    journey: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    message_id: int
+    channel: str
+    topic_id: int
+    marketing: bool
+    priority: int = 5
+    journey: str = ""
+    expires_at: dt.datetime | None = None
+    #: None: the default (marketing respects quiet hours, transactional does not).
+    respect_quiet_hours: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerPolicy:
+    timezone: str = "UTC"
+    quiet_start: dt.time | None = None
+    quiet_end: dt.time | None = None
+    paused_until: dt.datetime | None = None
+    personal_rules: tuple[Rule, ...] = ()
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone or "UTC")
+
+
+@dataclass(slots=True)
+class Decision:
+    action: str
+    send_after: dt.datetime
+    reason: str
+    rule_id: int | None = None
+    trail: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _human(delta: dt.timedelta | None) -> str:
+    if delta is None:
+        return "?"
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+# --- windows ---------------------------------------------------------------------
+
+
+def calendar_bounds(at: dt.datetime, unit: str, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """The local calendar day/week(Monday)/month containing ``at``, as aware UTC-comparable times.
+
+    Built from local dates, so a day across a DST change is 23 or 25 hours long.
+    """
+    local = at.astimezone(tz)
+    day = local.date()
+    if unit == "day":
+        start, end = day, day + dt.timedelta(days=1)
+    elif unit == "week":
+        start = day - dt.timedelta(days=day.weekday())
+        end = start + dt.timedelta(days=7)
+    elif unit == "month":
+        start = day.replace(day=1)
+        end = (start + dt.timedelta(days=32)).replace(day=1)
+    else:
+        raise ValueError(f"unknown calendar unit {unit!r}")
+    return _local_midnight(start, tz), _local_midnight(end, tz)
+
+
+def _local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
+    # Where midnight does not exist (a DST jump at 00:00), zoneinfo's fold=0 maps it to
+    # the instant the clocks jumped from, which is the right start of that local day.
+    # Returned in UTC: Python does arithmetic on two times of one zone by wall clock,
+    # which would make every local day 24 hours long.
+    return dt.datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(dt.UTC)
+
+
+def _rule_matches(
+    rule: Rule, *, channel: str, topic_id: int, journey: str, marketing: bool
+) -> bool:
+    if rule.applies_to == "marketing" and not marketing:
+        return False
+    if rule.scope == "channel":
+        return channel == rule.channel
+    if rule.scope == "topic":
+        return topic_id == rule.topic_id
+    if rule.scope == "journey":
+        return bool(journey) and journey == rule.journey
+    return True
+
+
+def _counted(rule: Rule, history: Iterable[Sent]) -> list[dt.datetime]:
+    return sorted(
+        s.at
+        for s in history
+        if _rule_matches(
+            rule, channel=s.channel, topic_id=s.topic_id, journey=s.journey, marketing=s.marketing
+        )
+    )
+
+
+def earliest_under_rule(
+    rule: Rule, history: Sequence[Sent], at: dt.datetime, tz: ZoneInfo
+) -> tuple[dt.datetime, dict[str, Any]]:
+    """The earliest moment >= ``at`` this rule allows one more send, and what it counted."""
+    times = _counted(rule, history)
+    if rule.kind == "gap":
+        last = max((t for t in times if t <= at), default=None)
+        allowed = at if last is None or last + rule.window <= at else last + rule.window
+        return allowed, {"last_sent": last.isoformat() if last else None}
+    if rule.calendar:
+        start, end = calendar_bounds(at, rule.calendar, tz)
+        count = sum(1 for t in times if start <= t < end)
+        allowed = at if count < rule.limit else end
+        return allowed, {"count": count, "window_start": start.isoformat()}
+    window = rule.window
+    in_window = [t for t in times if at - window < t <= at]
+    count = len(in_window)
+    if count < rule.limit:
+        return at, {"count": count}
+    # One more is allowed once enough of the oldest sends age out of the window.
+    return in_window[count - rule.limit] + window, {"count": count}
+
+
+def quiet_hours_end(
+    at: dt.datetime, start: dt.time, end: dt.time, tz: ZoneInfo
+) -> dt.datetime | None:
+    """If ``at`` falls in the quiet window (local time, may wrap midnight), when it ends."""
+    if start == end:
+        return None
+    local = at.astimezone(tz)
+    now_t = local.timetz().replace(tzinfo=None)
+    wraps = start > end
+    inside = (now_t >= start or now_t < end) if wraps else (start <= now_t < end)
+    if not inside:
+        return None
+    end_day = local.date()
+    if wraps and now_t >= start:
+        end_day += dt.timedelta(days=1)
+    return dt.datetime.combine(end_day, end, tzinfo=tz).astimezone(dt.UTC)
+
+
+# --- decisions -------------------------------------------------------------------
+
+
+def decide(
+    candidate: Candidate,
+    *,
+    history: Sequence[Sent],
+    rules: Sequence[Rule],
+    customer: CustomerPolicy,
+    now: dt.datetime,
+    default_quiet_hours: tuple[dt.time, dt.time] | None = None,
+) -> Decision:
+    """Decide one message. The most restrictive rule wins; a drop beats a deferral."""
+    tz = customer.tz
+    now = now.astimezone(dt.UTC)
+    trail: list[dict[str, Any]] = []
+    applicable = [
+        r
+        for r in (*rules, *customer.personal_rules)
+        if _rule_matches(
+            r,
+            channel=candidate.channel,
+            topic_id=candidate.topic_id,
+            journey=candidate.journey,
+            marketing=candidate.marketing,
+        )
+    ]
+    # Drops are judged at the time asked: a full window drops, it does not wait.
+    for rule in applicable:
+        if rule.action != DROP:
+            continue
+        allowed, counts = earliest_under_rule(rule, history, now, tz)
+        entry = _rule_entry(rule, counts, allowed, now)
+        trail.append(entry)
+        if allowed > now:
+            return Decision(DROP, now, f"dropped: {rule.describe()}", rule.id, trail)
+
+    respect_quiet = (
+        candidate.marketing
+        if candidate.respect_quiet_hours is None
+        else candidate.respect_quiet_hours
+    )
+    quiet = (
+        (customer.quiet_start, customer.quiet_end)
+        if customer.quiet_start is not None and customer.quiet_end is not None
+        else default_quiet_hours
+    )
+    deferring = [r for r in applicable if r.action != DROP]
+    at = now
+    blocker: tuple[str, int | None] | None = None
+    # Each constraint can push the time into another's window, so iterate to a fixed point.
+    for _round in range(8):
+        moved = False
+        if candidate.marketing and customer.paused_until and customer.paused_until > at:
+            at, moved, blocker = customer.paused_until, True, ("paused by the customer", None)
+        if respect_quiet and quiet is not None:
+            ends = quiet_hours_end(at, quiet[0], quiet[1], tz)
+            if ends is not None and ends > at:
+                label = f"quiet hours {quiet[0]:%H:%M}-{quiet[1]:%H:%M} {customer.timezone}"
+                at, moved, blocker = ends, True, (label, None)
+        for rule in deferring:
+            allowed, _counts = earliest_under_rule(rule, history, at, tz)
+            if allowed > at:
+                at, moved, blocker = allowed, True, (rule.describe(), rule.id)
+        if not moved:
+            break
+    for rule in deferring:
+        allowed, counts = earliest_under_rule(rule, history, now, tz)
+        trail.append(_rule_entry(rule, counts, allowed, now))
+    if respect_quiet and quiet is not None:
+        ends = quiet_hours_end(now, quiet[0], quiet[1], tz)
+        trail.append(
+            {
+                "rule": "quiet_hours",
+                "window": f"{quiet[0]:%H:%M}-{quiet[1]:%H:%M}",
+                "timezone": customer.timezone,
+                "local_time": now.astimezone(tz).strftime("%H:%M"),
+                "inside": ends is not None,
+            }
+        )
+    if at == now:
+        return Decision(SEND, now, "within every cap and outside quiet hours", None, trail)
+    if candidate.expires_at is not None and at >= candidate.expires_at:
+        return Decision(
+            EXPIRE,
+            now,
+            f"expired: held by {blocker[0]} until after its expiry",
+            blocker[1],
+            trail,
+        )
+    return Decision(DEFER, at, f"deferred: {blocker[0]}", blocker[1], trail)
+
+
+def _rule_entry(
+    rule: Rule, counts: dict[str, Any], allowed: dt.datetime, now: dt.datetime
+) -> dict[str, Any]:
+    return {
+        "rule": rule.name,
+        "rule_id": rule.id,
+        "personal": rule.personal,
+        "describe": rule.describe(),
+        "action": rule.action,
+        "ok": allowed <= now,
+        **counts,
+        **({"allowed_at": allowed.isoformat()} if allowed > now else {}),
+    }
+
+
+def decide_for_customer(
+    candidates: Sequence[Candidate],
+    *,
+    history: Sequence[Sent],
+    rules: Sequence[Rule],
+    customer: CustomerPolicy,
+    now: dt.datetime,
+    default_quiet_hours: tuple[dt.time, dt.time] | None = None,
+) -> dict[int, Decision]:
+    """Decide a customer's due messages together: higher priority first takes the room left."""
+    decided: dict[int, Decision] = {}
+    running = list(history)
+    ordered = sorted(candidates, key=lambda c: (-c.priority, c.message_id))
+    for candidate in ordered:
+        decision = decide(
+            candidate,
+            history=running,
+            rules=rules,
+            customer=customer,
+            now=now,
+            default_quiet_hours=default_quiet_hours,
+        )
+        decided[candidate.message_id] = decision
+        if decision.action == SEND:
+            running.append(
+                Sent(
+                    now,
+                    candidate.channel,
+                    candidate.topic_id,
+                    candidate.marketing,
+                    candidate.journey,
+                )
+            )
+    return decided
