@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from orchestrator.consent.models import Channel
 
@@ -137,7 +137,13 @@ class Message(models.Model):
             ),
         ]
         indexes = [
-            # The dispatcher's claim: only waiting rows are in this index, so it stays small.
+            # The dispatcher's claim walks waiting rows in claim order (highest priority,
+            # then oldest) and stops after one batch, instead of sorting the whole backlog.
+            models.Index(
+                F("priority").desc(), "send_after", name="message_claim_idx",
+                condition=Q(status__in=["queued", "scheduled", "deferred"]),
+            ),
+            # Due-time lookups (backlog age, the next due message): waiting rows only.
             models.Index(
                 fields=["send_after", "-priority"],
                 name="message_due_idx",

@@ -1,0 +1,706 @@
+"""The dispatcher: claim due messages in batches, decide, render, hand off, record.
+
+One batch is a handful of set-based statements whatever its size:
+
+1. **claim** - one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``
+   marks due rows ``sending`` under a fresh attempt id (or ``expired`` when their
+   TTL passed), so concurrent dispatchers never claim the same row;
+2. **load** what the batch needs (customers, topics, variants, consent) in bulk;
+3. **decide and render** in Python: consent, then Liquid; a render error fails
+   the message, it is never sent blank;
+4. **hand off** - one ``UPDATE`` stores the rendered snapshot and
+   ``handed_off_at``, then the adapters are called per channel *outside* any
+   transaction. From here on a crash means "may have gone out": the row is
+   reconciled from provider status, never resent by us;
+5. **record** - one statement (``UPDATE ... FROM jsonb_to_recordset(...)`` feeding an
+   ``INSERT`` of the history rows) writes every outcome.
+
+Every write after the claim is guarded by ``attempt_id``: if a row was reclaimed
+(e.g. ``recover_stalled`` requeued it while this worker was stuck), this
+worker's late writes match nothing and its provider call is skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+from django.utils import timezone
+
+from channels.adapters import OutboundMessage, SendResult, get_adapter
+from orchestrator.audience.models import Customer
+from orchestrator.consent.models import Topic
+from orchestrator.consent.selectors import ConsentRequest, consent_decisions
+from orchestrator.delivery.explain import explain
+from orchestrator.delivery.models import MessageStatus, MessageTemplate, TemplateVariant
+from orchestrator.delivery.rendering import TemplateProblem, build_context, render_variant
+from orchestrator.delivery.services import pick_locale
+
+logger = logging.getLogger(__name__)
+
+#: Provider attempts before a transiently failing message is given up as ``failed``.
+MAX_ATTEMPTS = getattr(settings, "DISPATCH_MAX_ATTEMPTS", 5)
+#: Backoff after the n-th transient failure: BASE * 2**(n-1), at most MAX, with jitter.
+BACKOFF_BASE = dt.timedelta(seconds=getattr(settings, "DISPATCH_BACKOFF_BASE_SECONDS", 30))
+BACKOFF_MAX = dt.timedelta(seconds=getattr(settings, "DISPATCH_BACKOFF_MAX_SECONDS", 3600))
+#: A claim this old that never reached the provider belongs to a dead worker.
+STALLED_AFTER = dt.timedelta(minutes=5)
+
+
+@dataclass
+class DispatchStats:
+    batches: int = 0
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    suppressed: int = 0
+    expired: int = 0
+    retrying: int = 0
+    unknown: int = 0
+    #: Rows this worker claimed but lost before handing off (reclaimed elsewhere).
+    lost: int = 0
+
+    def add(self, other: DispatchStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(slots=True)
+class _Claimed:
+    id: int
+    customer_id: int
+    topic_id: int
+    template_id: int
+    channel: str
+    locale: str
+    data: dict[str, Any]
+    attempts: int
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What to write for one message: new status, history reason, trail entry, columns."""
+
+    message_id: int
+    status: str
+    reason: str
+    entry: dict[str, Any]
+    provider: str | None = None
+    provider_message_id: str | None = None
+    sent_at: dt.datetime | None = None
+    last_error: str | None = None
+    send_after: dt.datetime | None = None
+    keep_handed_off: bool = True
+
+
+@dataclass
+class _Prepared:
+    sendable: list[tuple[OutboundMessage, dict[str, Any]]] = field(default_factory=list)
+    outcomes: list[_Outcome] = field(default_factory=list)
+
+
+# --- claim ---------------------------------------------------------------------------
+
+_CLAIM_SQL = """
+WITH due AS (
+    SELECT id FROM delivery_message
+    WHERE status IN ('queued', 'scheduled', 'deferred') AND send_after <= %(now)s
+    ORDER BY priority DESC, send_after
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE delivery_message AS m SET
+    status = CASE WHEN m.expires_at <= %(now)s THEN 'expired' ELSE 'sending' END,
+    attempts = m.attempts + CASE WHEN m.expires_at <= %(now)s THEN 0 ELSE 1 END,
+    attempt_id = %(attempt_id)s,
+    claimed_at = %(now)s,
+    handed_off_at = NULL,
+    updated_at = %(now)s,
+    explanation = CASE WHEN m.expires_at <= %(now)s
+        THEN m.explanation || jsonb_build_array(
+            jsonb_set(%(expired_entry)s::jsonb, '{details,expires_at}', to_jsonb(m.expires_at)))
+        ELSE m.explanation END
+FROM due
+WHERE m.id = due.id
+RETURNING m.id, m.status, m.customer_id, m.topic_id, m.template_id, m.channel, m.locale,
+    m.data, m.attempts
+"""
+
+
+def _claim(*, limit: int, now: dt.datetime, attempt_id: uuid.UUID) -> tuple[list[_Claimed], int]:
+    """Claim up to ``limit`` due messages; expire the overdue ones. Returns (claimed, expired)."""
+    expired_entry = explain(
+        "expiry",
+        MessageStatus.EXPIRED,
+        "its expiry time passed before it could be sent",
+        expires_at=None,
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL,
+            {
+                "now": now,
+                "limit": limit,
+                "attempt_id": attempt_id,
+                "expired_entry": json.dumps(expired_entry),
+            },
+        )
+        claimed: list[_Claimed] = []
+        expired: list[int] = []
+        for (
+            mid,
+            status,
+            customer_id,
+            topic_id,
+            template_id,
+            channel,
+            locale,
+            data,
+            n,
+        ) in cursor.fetchall():
+            if status == MessageStatus.EXPIRED:
+                expired.append(mid)
+                continue
+            claimed.append(
+                _Claimed(
+                    mid,
+                    customer_id,
+                    topic_id,
+                    template_id,
+                    channel,
+                    locale,
+                    json.loads(data) if isinstance(data, str) else (data or {}),
+                    n,
+                )
+            )
+        if expired:
+            _insert_events(
+                cursor,
+                [(mid, MessageStatus.EXPIRED, expired_entry["reason"]) for mid in expired],
+                now,
+            )
+    return claimed, len(expired)
+
+
+# --- decide and render -----------------------------------------------------------
+
+
+def _load_variants(template_ids: Iterable[int]) -> dict[tuple[int, str], dict[str, tuple]]:
+    variants: dict[tuple[int, str], dict[str, tuple]] = defaultdict(dict)
+    rows = TemplateVariant.objects.filter(template_id__in=set(template_ids)).values_list(
+        "template_id", "channel", "locale", "subject", "body", "html"
+    )
+    for template_id, channel, locale, subject, body, html in rows:
+        variants[(template_id, channel)][locale] = (subject, body, html)
+    return variants
+
+
+def _prepare(claimed: Sequence[_Claimed], now: dt.datetime) -> _Prepared:
+    customers = Customer.objects.in_bulk({m.customer_id for m in claimed})
+    topics = Topic.objects.in_bulk({m.topic_id for m in claimed})
+    variants = _load_variants(m.template_id for m in claimed)
+    template_keys = dict(
+        MessageTemplate.objects.filter(id__in={m.template_id for m in claimed}).values_list(
+            "id", "key"
+        )
+    )
+    addresses = [customers[m.customer_id].address_for(m.channel) for m in claimed]
+    decisions = consent_decisions(
+        [
+            ConsentRequest(m.customer_id, m.topic_id, m.channel, address)
+            for m, address in zip(claimed, addresses, strict=True)
+        ],
+        topics=topics,
+    )
+    sender = settings.DEFAULT_FROM_EMAIL
+    unconfigured: dict[str, str] = {}
+    for channel in {m.channel for m in claimed}:
+        try:
+            get_adapter(channel)
+        except ImproperlyConfigured as exc:
+            # Found before the hand-off, so the message is known not to have gone out.
+            unconfigured[channel] = str(exc)
+    prepared = _Prepared()
+    for message, address, consent in zip(claimed, addresses, decisions, strict=True):
+        topic = topics[message.topic_id]
+        if consent.allowed and message.channel in unconfigured:
+            reason = f"no adapter configured for {message.channel}; not sent"
+            prepared.outcomes.append(
+                _Outcome(
+                    message.id,
+                    MessageStatus.FAILED,
+                    reason,
+                    explain("send", MessageStatus.FAILED, reason),
+                    last_error=unconfigured[message.channel],
+                    keep_handed_off=False,
+                )
+            )
+            continue
+        if not consent.allowed:
+            prepared.outcomes.append(
+                _Outcome(
+                    message.id,
+                    MessageStatus.SUPPRESSED,
+                    consent.reason,
+                    explain(
+                        "consent",
+                        MessageStatus.SUPPRESSED,
+                        consent.reason,
+                        code=consent.code,
+                        **consent.details,
+                    ),
+                    keep_handed_off=False,
+                )
+            )
+            continue
+        customer = customers[message.customer_id]
+        by_locale = variants.get((message.template_id, message.channel), {})
+        locale = pick_locale(message.locale or customer.locale, set(by_locale))
+        if locale is None:
+            key = template_keys.get(message.template_id)
+            reason = f"template {key!r} has no {message.channel} variant"
+            prepared.outcomes.append(
+                _Outcome(
+                    message.id,
+                    MessageStatus.FAILED,
+                    reason,
+                    explain("render", MessageStatus.FAILED, reason),
+                    last_error=reason,
+                    keep_handed_off=False,
+                )
+            )
+            continue
+        subject, body, html = by_locale[locale]
+        try:
+            rendered = render_variant(
+                subject=subject if message.channel == "email" else "",
+                body=body,
+                html=html if message.channel == "email" else "",
+                channel=message.channel,
+                context=build_context(customer=customer, message_data=message.data),
+            )
+        except TemplateProblem as exc:
+            reason = f"template did not render ({exc}); nothing was sent"
+            prepared.outcomes.append(
+                _Outcome(
+                    message.id,
+                    MessageStatus.FAILED,
+                    reason,
+                    explain(
+                        "render",
+                        MessageStatus.FAILED,
+                        reason,
+                        field=exc.field,
+                        line=exc.line,
+                        locale=locale,
+                    ),
+                    last_error=str(exc),
+                    keep_handed_off=False,
+                )
+            )
+            continue
+        outbound = OutboundMessage(
+            message_id=message.id,
+            channel=message.channel,
+            to=address,
+            body=rendered.body,
+            subject=rendered.subject,
+            html=rendered.html,
+            sender=sender if message.channel == "email" else "",
+            metadata={"topic": topic.key, "attempt": message.attempts},
+        )
+        snapshot = {**rendered.as_dict(), "to": address, "locale": locale, "consent": consent.code}
+        prepared.sendable.append((outbound, snapshot))
+    return prepared
+
+
+# --- writes ----------------------------------------------------------------------
+
+# Each batch statement takes its rows as one JSON document (``jsonb_to_recordset``): one
+# parameter to quote instead of thousands of array elements, which the driver would
+# otherwise escape one by one in Python.
+
+_HANDOFF_SQL = """
+UPDATE delivery_message AS m SET
+    rendered = u.rendered, to_address = u.address, handed_off_at = %(now)s, updated_at = %(now)s
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(id bigint, rendered jsonb, address text)
+WHERE m.id = u.id AND m.attempt_id = %(attempt_id)s AND m.status = 'sending'
+RETURNING m.id
+"""
+
+# The outcome update and its history rows in one statement: history is written only
+# for the rows the update matched (still under this worker's attempt id).
+_RECORD_SQL = """
+WITH u AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(
+        id bigint, status text, reason text, entry jsonb, provider text,
+        provider_message_id text, sent_at timestamptz, last_error text,
+        send_after timestamptz, keep_handed_off boolean)
+), updated AS (
+    UPDATE delivery_message AS m SET
+        status = u.status,
+        provider = COALESCE(u.provider, m.provider),
+        provider_message_id = COALESCE(u.provider_message_id, m.provider_message_id),
+        sent_at = COALESCE(u.sent_at, m.sent_at),
+        last_error = COALESCE(u.last_error, m.last_error),
+        send_after = COALESCE(u.send_after, m.send_after),
+        handed_off_at = CASE WHEN u.keep_handed_off THEN m.handed_off_at END,
+        explanation = m.explanation || jsonb_build_array(u.entry),
+        updated_at = %(now)s
+    FROM u
+    WHERE m.id = u.id AND m.attempt_id = %(attempt_id)s AND m.status = 'sending'
+    RETURNING m.id, u.status, u.reason
+)
+INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason)
+SELECT id, status, %(now)s, reason FROM updated
+RETURNING message_id
+"""
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _as_json(rows: Any) -> str:
+    return json.dumps(rows, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def _insert_events(cursor, rows: Sequence[tuple[int, str, str]], now: dt.datetime) -> None:
+    if not rows:
+        return
+    cursor.execute(
+        "INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason) "
+        "SELECT u.id, u.status, %(now)s, u.reason "
+        "FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(id bigint, status text, reason text)",
+        {
+            "now": now,
+            "rows": _as_json([{"id": i, "status": st, "reason": r} for i, st, r in rows]),
+        },
+    )
+
+
+def _record(cursor, outcomes: Sequence[_Outcome], attempt_id: uuid.UUID, now: dt.datetime) -> set:
+    """Write outcomes of rows still under ``attempt_id``, with their history. Returns the ids."""
+    if not outcomes:
+        return set()
+    rows = [
+        {
+            "id": o.message_id,
+            "status": str(o.status),
+            "reason": o.reason,
+            "entry": o.entry,
+            "provider": o.provider,
+            "provider_message_id": o.provider_message_id,
+            "sent_at": o.sent_at,
+            "last_error": o.last_error,
+            "send_after": o.send_after,
+            "keep_handed_off": o.keep_handed_off,
+        }
+        for o in outcomes
+    ]
+    cursor.execute(_RECORD_SQL, {"rows": _as_json(rows), "attempt_id": attempt_id, "now": now})
+    return {row[0] for row in cursor.fetchall()}
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """Delay before the next try after ``attempts`` tries: exponential, capped, jittered.
+
+    The jitter (50-100% of the delay) spreads a burst of failures over time so a
+    recovering provider is not hit by the whole batch again at once.
+    """
+    exponent = max(attempts - 1, 0)
+    delay = min(BACKOFF_BASE * (2**exponent), BACKOFF_MAX)
+    return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
+
+
+def _result_outcome(
+    result: SendResult, *, provider: str, attempts: int, now: dt.datetime
+) -> _Outcome:
+    mid = result.message_id
+    if result.accepted:
+        reason = f"accepted by {provider}"
+        return _Outcome(
+            mid,
+            MessageStatus.SENT,
+            reason,
+            explain(
+                "send",
+                MessageStatus.SENT,
+                reason,
+                provider=provider,
+                provider_message_id=result.provider_message_id,
+                attempt=attempts,
+                **({"provider_detail": result.detail} if result.detail else {}),
+            ),
+            provider=provider,
+            provider_message_id=result.provider_message_id,
+            sent_at=now,
+        )
+    error = result.error or "refused without a reason"
+    code = result.error_code
+    if result.unknown:
+        reason = f"outcome unknown ({error}); awaiting provider status, not resent"
+        return _Outcome(
+            mid,
+            MessageStatus.SENDING,
+            reason,
+            explain("send", "unknown", reason, provider=provider, code=result.error_code),
+            provider=provider,
+            last_error=error,
+        )
+    if result.permanent:
+        reason = f"{provider} refused it permanently: {error}"
+        return _Outcome(
+            mid,
+            MessageStatus.FAILED,
+            reason,
+            explain("send", MessageStatus.FAILED, reason, provider=provider, code=code),
+            provider=provider,
+            last_error=error,
+            keep_handed_off=False,
+        )
+    if attempts >= MAX_ATTEMPTS:
+        reason = f"gave up after {attempts} attempts; last error from {provider}: {error}"
+        return _Outcome(
+            mid,
+            MessageStatus.FAILED,
+            reason,
+            explain("send", MessageStatus.FAILED, reason, provider=provider, code=code),
+            provider=provider,
+            last_error=error,
+            keep_handed_off=False,
+        )
+    retry_at = now + backoff(attempts)
+    reason = (
+        f"{provider} failed transiently ({error}); retry {attempts + 1} of {MAX_ATTEMPTS} "
+        f"at {retry_at:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    return _Outcome(
+        mid,
+        MessageStatus.QUEUED,
+        reason,
+        explain(
+            "send",
+            "retry",
+            reason,
+            provider=provider,
+            code=result.error_code,
+            attempt=attempts,
+            retry_at=retry_at.isoformat(),
+        ),
+        provider=provider,
+        last_error=error,
+        send_after=retry_at,
+        # The provider said no: it definitely does not have it, so a resend is safe.
+        keep_handed_off=False,
+    )
+
+
+def _call_adapters(
+    sendable: Sequence[OutboundMessage],
+) -> list[tuple[SendResult, str]]:
+    """Send grouped by channel; returns (result, provider) for every message."""
+    by_channel: dict[str, list[OutboundMessage]] = defaultdict(list)
+    for outbound in sendable:
+        by_channel[outbound.channel].append(outbound)
+    results: list[tuple[SendResult, str]] = []
+    for channel, batch in by_channel.items():
+        adapter = get_adapter(channel)
+        provider = adapter.provider
+        try:
+            channel_results = adapter.send(batch)
+        except Exception as exc:
+            # We cannot tell whether the request reached the provider, so these are
+            # "maybe sent": left for reconciliation rather than retried into a duplicate.
+            logger.exception("adapter %s failed for %d %s messages", provider, len(batch), channel)
+            channel_results = [
+                SendResult(
+                    message_id=m.message_id,
+                    accepted=False,
+                    unknown=True,
+                    error=f"{type(exc).__name__}: {exc}",
+                    error_code="adapter_error",
+                )
+                for m in batch
+            ]
+        by_id = {r.message_id: r for r in channel_results}
+        for outbound in batch:
+            result = by_id.get(outbound.message_id) or SendResult(
+                message_id=outbound.message_id,
+                accepted=False,
+                unknown=True,
+                error="the adapter returned no result for this message",
+                error_code="missing_result",
+            )
+            results.append((result, provider))
+    return results
+
+
+# --- entry points ----------------------------------------------------------------
+
+
+def dispatch_batch(*, batch_size: int | None = None) -> DispatchStats:
+    """Claim, decide, render, send and record one batch of due messages."""
+    limit = batch_size or settings.DISPATCH_BATCH_SIZE
+    stats = DispatchStats(batches=1)
+    now = timezone.now()
+    attempt_id = uuid.uuid4()
+    claimed, stats.expired = _claim(limit=limit, now=now, attempt_id=attempt_id)
+    stats.claimed = len(claimed) + stats.expired
+    if claimed:
+        _deliver_claimed(claimed, attempt_id=attempt_id, now=now, stats=stats)
+    return stats
+
+
+def _deliver_claimed(
+    claimed: Sequence[_Claimed], *, attempt_id: uuid.UUID, now: dt.datetime, stats: DispatchStats
+) -> None:
+    """Everything after the claim: decide, render, hand off, send, record."""
+    prepared = _prepare(claimed, now)
+    attempts = {m.id: m.attempts for m in claimed}
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        handed_off: set[int] = set()
+        if prepared.sendable:
+            rows = [
+                {"id": o.message_id, "rendered": snapshot, "address": o.to}
+                for o, snapshot in prepared.sendable
+            ]
+            cursor.execute(
+                _HANDOFF_SQL, {"rows": _as_json(rows), "attempt_id": attempt_id, "now": now}
+            )
+            handed_off = {row[0] for row in cursor.fetchall()}
+        written = _record(cursor, prepared.outcomes, attempt_id, now)
+    for outcome in prepared.outcomes:
+        if outcome.message_id in written:
+            if outcome.status == MessageStatus.SUPPRESSED:
+                stats.suppressed += 1
+            else:
+                stats.failed += 1
+    to_send = [o for o, _s in prepared.sendable if o.message_id in handed_off]
+    stats.lost = len(prepared.sendable) - len(to_send) + len(prepared.outcomes) - len(written)
+    if not to_send:
+        return
+
+    # The provider calls: outside any transaction, so no row lock is held while we wait.
+    results = _call_adapters(to_send)
+
+    done = timezone.now()
+    outcomes = [
+        _result_outcome(result, provider=provider, attempts=attempts[result.message_id], now=done)
+        for result, provider in results
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        written = _record(cursor, outcomes, attempt_id, done)
+    for outcome in outcomes:
+        if outcome.message_id not in written:
+            stats.lost += 1
+        elif outcome.status == MessageStatus.SENT:
+            stats.sent += 1
+        elif outcome.status == MessageStatus.QUEUED:
+            stats.retrying += 1
+        elif outcome.status == MessageStatus.SENDING:
+            stats.unknown += 1
+        else:
+            stats.failed += 1
+
+
+def dispatch_due(
+    *, time_budget: float = 20.0, batch_size: int | None = None
+) -> tuple[DispatchStats, bool]:
+    """Dispatch batches until nothing is due or ``time_budget`` seconds have passed.
+
+    Returns the totals and whether the budget ran out with work possibly left.
+    """
+    limit = batch_size or settings.DISPATCH_BATCH_SIZE
+    deadline = time.monotonic() + time_budget
+    total = DispatchStats()
+    while True:
+        stats = dispatch_batch(batch_size=limit)
+        total.add(stats)
+        # A short batch means the due set is drained (or the rest is locked by
+        # another dispatcher, which will finish it).
+        if stats.claimed < limit:
+            return total, False
+        if time.monotonic() >= deadline:
+            return total, True
+
+
+@dataclass
+class RecoveryStats:
+    requeued: int = 0
+    awaiting_status: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"requeued": self.requeued, "awaiting_status": self.awaiting_status}
+
+
+def recover_stalled(*, stalled_after: dt.timedelta = STALLED_AFTER) -> RecoveryStats:
+    """Requeue sends whose worker died before the provider call; flag the others once.
+
+    A stalled row without ``handed_off_at`` never reached an adapter, so sending
+    it again cannot duplicate. A row with ``handed_off_at`` may have reached the
+    provider: it stays ``sending`` until a status webhook settles it.
+    """
+    now = timezone.now()
+    cutoff = now - stalled_after
+    requeue_entry = explain(
+        "recovery",
+        MessageStatus.QUEUED,
+        "the worker stopped before calling the provider; requeued (it was not sent)",
+    )
+    unknown_entry = explain(
+        "reconcile",
+        "unknown",
+        "outcome unknown: the provider may have it; awaiting provider status, not resent",
+    )
+    stats = RecoveryStats()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE delivery_message SET
+                status = 'queued', send_after = %s, attempt_id = NULL, claimed_at = NULL,
+                updated_at = %s, explanation = explanation || jsonb_build_array(%s::jsonb)
+            WHERE status = 'sending' AND handed_off_at IS NULL AND claimed_at < %s
+            RETURNING id
+            """,
+            [now, now, json.dumps(requeue_entry), cutoff],
+        )
+        requeued = [row[0] for row in cursor.fetchall()]
+        _insert_events(
+            cursor,
+            [(mid, MessageStatus.QUEUED, requeue_entry["reason"]) for mid in requeued],
+            now,
+        )
+        cursor.execute(
+            """
+            UPDATE delivery_message SET
+                updated_at = %s, explanation = explanation || jsonb_build_array(%s::jsonb)
+            WHERE status = 'sending' AND handed_off_at IS NOT NULL AND claimed_at < %s
+              AND NOT explanation @> '[{"step": "reconcile"}]'
+            """,
+            [now, json.dumps(unknown_entry), cutoff],
+        )
+        stats.awaiting_status = cursor.rowcount
+    stats.requeued = len(requeued)
+    if requeued:
+        from orchestrator.delivery.services import kick_dispatcher
+
+        kick_dispatcher()
+    return stats

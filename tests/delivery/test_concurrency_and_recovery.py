@@ -1,0 +1,155 @@
+"""Racing dispatchers and killed workers: at most one provider call per message, none lost.
+
+These use committed transactions and real separate connections (threads) or
+processes (fork), as in production.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import os
+import threading
+import uuid
+
+import pytest
+import time_machine
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from channels.devinbox.models import InboxMessage
+from orchestrator.delivery import dispatcher
+from orchestrator.delivery.models import Message, MessageStatus
+from tests.delivery.factories import make_customer, make_template, make_topic, queue
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_two_dispatchers_racing_never_send_a_message_twice(outbox):
+    template = make_template(topic=make_topic())
+    customers = [make_customer() for _ in range(30)]
+    with transaction.atomic():
+        ids = [
+            queue(customers[i % 30], template, channel="sms" if i % 2 else "email").id
+            for i in range(300)
+        ]
+    start = threading.Barrier(2)
+    claimed_by: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            start.wait()
+            total = 0
+            while True:
+                stats = dispatcher.dispatch_batch(batch_size=20)
+                total += stats.claimed
+                if stats.claimed == 0:
+                    break
+            claimed_by[name] = total
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    counts = collections.Counter(m.message_id for m in outbox)
+    assert sorted(counts) == sorted(ids)
+    assert set(counts.values()) == {1}
+    assert claimed_by["a"] > 0 and claimed_by["b"] > 0
+    assert claimed_by["a"] + claimed_by["b"] == 300
+    assert set(Message.objects.values_list("status", flat=True)) == {MessageStatus.SENT}
+
+
+def _in_child(body) -> int:
+    """Run ``body`` in a forked process with its own connection; return its exit status."""
+    connections.close_all()  # the child must not share the parent's socket
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            body()
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    _pid, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_worker_killed_before_the_provider_call_is_requeued_and_sent_once(outbox):
+    message = queue(make_customer(), make_template(topic=make_topic()))
+
+    def claim_then_die():
+        dispatcher._claim(limit=10, now=timezone.now(), attempt_id=uuid.uuid4())
+        os._exit(137)  # killed between the claim and the hand-off
+
+    assert _in_child(claim_then_die) == 137
+    message.refresh_from_db()
+    assert (message.status, message.handed_off_at) == (MessageStatus.SENDING, None)
+
+    assert dispatcher.recover_stalled().requeued == 0  # not stalled long enough yet
+    with time_machine.travel(timezone.now() + dt.timedelta(minutes=10), tick=False):
+        assert dispatcher.recover_stalled().requeued == 1
+        dispatcher.dispatch_due()
+
+    message.refresh_from_db()
+    assert message.status == MessageStatus.SENT
+    assert message.attempts == 2
+    assert [m.message_id for m in outbox] == [message.id]
+    assert "requeued (it was not sent)" in message.explanation[-2]["reason"]
+
+
+def test_worker_killed_after_the_provider_accepted_is_reconciled_not_resent(settings, outbox):
+    message = queue(make_customer(), make_template(topic=make_topic()), channel="sms")
+    settings.CHANNEL_ADAPTERS = {
+        "sms": {"BACKEND": "tests.delivery.adapters.DieAfterAcceptAdapter", "OPTIONS": {}}
+    }
+
+    assert _in_child(dispatcher.dispatch_due) == 137
+    assert InboxMessage.objects.filter(message_ref=str(message.id)).count() == 1
+    message.refresh_from_db()
+    assert message.status == MessageStatus.SENDING
+    assert message.handed_off_at is not None
+    assert message.rendered["body"]
+
+    settings.CHANNEL_ADAPTERS = {"sms": {"BACKEND": "channels.adapters.locmem.LocmemAdapter"}}
+    with time_machine.travel(timezone.now() + dt.timedelta(minutes=10), tick=False):
+        first = dispatcher.recover_stalled()
+        second = dispatcher.recover_stalled()
+        dispatcher.dispatch_due()
+
+    assert (first.requeued, first.awaiting_status) == (0, 1)
+    assert (second.requeued, second.awaiting_status) == (0, 0)
+    assert outbox == []
+    message.refresh_from_db()
+    assert message.status == MessageStatus.SENDING
+    reconcile = [e for e in message.explanation if e["step"] == "reconcile"]
+    assert len(reconcile) == 1
+    assert "awaiting provider status" in reconcile[0]["reason"]
+
+
+def test_late_worker_cannot_send_a_message_that_was_recovered_and_sent_meanwhile(outbox):
+    message = queue(make_customer(), make_template(topic=make_topic()))
+    stalled_attempt = uuid.uuid4()
+    claimed, _expired = dispatcher._claim(limit=10, now=timezone.now(), attempt_id=stalled_attempt)
+    with time_machine.travel(timezone.now() + dt.timedelta(minutes=10), tick=False):
+        dispatcher.recover_stalled()
+        dispatcher.dispatch_due()
+
+    # The stalled worker wakes up and carries on with its old claim.
+    stats = dispatcher.DispatchStats()
+    dispatcher._deliver_claimed(
+        claimed, attempt_id=stalled_attempt, now=timezone.now(), stats=stats
+    )
+
+    assert stats.lost == 1
+    assert [m.message_id for m in outbox] == [message.id]
+    message.refresh_from_db()
+    assert message.status == MessageStatus.SENT

@@ -1,0 +1,60 @@
+"""The Celery task end to end: a real worker on the real (embedded Valkey) broker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.db import transaction
+
+from orchestrator.celery import app
+from orchestrator.delivery.models import Message, MessageStatus
+from orchestrator.delivery.tasks import dispatch
+from tests.delivery.factories import make_customer, make_template, make_topic, queue
+
+
+@pytest.fixture
+def celery_worker(broker_url):
+    app.conf.broker_url = broker_url
+    # Kicks published by earlier tests (no worker ran then) must not do this test's work.
+    app.control.purge()
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"
+    ) as worker:
+        yield worker
+
+
+def _wait_for(predicate, timeout: float) -> float | None:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
+def test_task_is_registered_under_the_names_beat_and_the_kick_use():
+    assert dispatch.name == "delivery.dispatch"
+    assert "sweeps.recover_stalled" in app.tasks
+    assert app.amqp.router.route({}, "delivery.dispatch")["queue"].name == "dispatch"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_message_queued_in_a_transaction_is_sent_by_a_worker_via_the_commit_kick(
+    outbox, celery_worker
+):
+    template = make_template(topic=make_topic())
+    customer = make_customer()
+    with transaction.atomic():
+        message = queue(customer, template)
+        # Nothing is published before the commit: a worker must not see an uncommitted row.
+        assert Message.objects.filter(pk=message.pk, status=MessageStatus.QUEUED).exists()
+
+    elapsed = _wait_for(
+        lambda: Message.objects.filter(pk=message.pk, status=MessageStatus.SENT).exists(),
+        timeout=5.0,
+    )
+
+    assert elapsed is not None, "not sent within 5 s of the commit"
+    assert [m.message_id for m in outbox] == [message.id]
