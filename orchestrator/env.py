@@ -7,6 +7,7 @@ failing later somewhere far from the cause.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from urllib.parse import urlparse
 
@@ -71,3 +72,19 @@ def get_url(name: str, default: str | None = None, *, schemes: tuple[str, ...]) 
     if parsed.scheme in ("http", "https") and not parsed.netloc:
         raise ImproperlyConfigured(f"{name}: URL has no host: {value!r}")
     return value.rstrip("/") if parsed.scheme in ("http", "https") else value
+
+
+def get_time_range(name: str, default: str) -> tuple[dt.time, dt.time] | None:
+    """``HH:MM-HH:MM`` (may wrap midnight), or empty / ``off`` for none."""
+    value = get_str(name, default) or ""
+    if value.lower() in ("", "off", "none"):
+        return None
+    try:
+        start, end = (dt.time.fromisoformat(part.strip()) for part in value.split("-"))
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}: expected HH:MM-HH:MM (e.g. 21:00-08:00) or off, got {value!r}"
+        ) from None
+    if start == end:
+        raise ImproperlyConfigured(f"{name}: start and end are the same ({value!r})")
+    return start, end

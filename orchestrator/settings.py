@@ -62,6 +62,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Early: refuses oversize API bodies before they are read; JSON 404s for /api/.
+    "orchestrator.api.middleware.ApiEdgeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -127,6 +129,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on every start when it is missing
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -159,6 +162,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The schema and docs are public: reading them must not need an API key.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
 }
 API_BULK_LIMIT = 1000
 IDEMPOTENCY_KEY_TTL_HOURS = env.get_int("IDEMPOTENCY_KEY_TTL_HOURS", 48, minimum=24)
@@ -197,6 +203,10 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 600.0},
     },
 }
+
+# --- Fatigue policy ---------------------------------------------------------------------
+#: Quiet hours in each customer's own time zone, unless they set their own.
+QUIET_HOURS_DEFAULT = env.get_time_range("QUIET_HOURS_DEFAULT", "21:00-08:00")
 
 # --- Channels ---------------------------------------------------------------------
 _default_adapter = env.get_str("CHANNEL_ADAPTER_DEFAULT", "devinbox")

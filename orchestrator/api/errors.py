@@ -33,20 +33,23 @@ def error_body(code: str, message: str, fields: dict[str, Any] | None = None) ->
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
 
-def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     """Turn DRF's nested error detail into {"a.b.0.c": ["message"]}."""
     out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = "non_field_errors" if key == "non_field_errors" and not prefix else key
-            out.update(_flatten(value, f"{prefix}.{name}" if prefix else str(name)))
+            if key == "non_field_errors" and prefix:
+                # An error on a nested object as a whole belongs to that object's field.
+                out.update(flatten_errors(value, prefix))
+                continue
+            out.update(flatten_errors(value, f"{prefix}.{key}" if prefix else str(key)))
     elif isinstance(detail, list):
         if all(not isinstance(item, dict | list) for item in detail):
             out.setdefault(prefix or "non_field_errors", []).extend(str(i) for i in detail)
         else:
             for index, item in enumerate(detail):
                 if item:
-                    out.update(_flatten(item, f"{prefix}.{index}" if prefix else str(index)))
+                    out.update(flatten_errors(item, f"{prefix}.{index}" if prefix else str(index)))
     else:
         out.setdefault(prefix or "non_field_errors", []).append(str(detail))
     return out
@@ -78,7 +81,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        fields = _flatten(exc.detail)
+        fields = flatten_errors(exc.detail)
         response.data = error_body("invalid", "The request has invalid fields.", fields)
         return response
     code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), "error")

@@ -1,3 +1,23 @@
-"""Routes of /api/v1/."""
+"""Routes of /api/v1/. Paths carry no trailing slash, as in the public contract (API.md).
 
-urlpatterns: list = []
+An unknown path under /api/ gets the JSON error body from ApiEdgeMiddleware.
+"""
+
+from django.urls import path
+
+from orchestrator.api import views
+
+urlpatterns = [
+    path("customers", views.CustomerUpsertView.as_view(), name="customers"),
+    # Before the detail route: "bulk" is a path here, not an external_id.
+    path("customers/bulk", views.CustomerBulkView.as_view(), name="customers-bulk"),
+    path("customers/<str:external_id>", views.CustomerDetailView.as_view(), name="customer-detail"),
+    path("events", views.EventView.as_view(), name="events"),
+    path("events/bulk", views.EventBulkView.as_view(), name="events-bulk"),
+    path("messages", views.MessageCreateView.as_view(), name="messages"),
+    path("messages/<int:pk>", views.MessageDetailView.as_view(), name="message-detail"),
+    path("topics", views.TopicListView.as_view(), name="topics"),
+    path("topics/<slug:key>", views.TopicDetailView.as_view(), name="topic-detail"),
+    path("templates", views.TemplateListView.as_view(), name="templates"),
+    path("templates/<slug:key>", views.TemplateDetailView.as_view(), name="template-detail"),
+]

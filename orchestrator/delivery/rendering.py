@@ -48,7 +48,9 @@ def _line_of(exc: LiquidError) -> int | None:
         return None
     source = getattr(token, "source", "") or ""
     start = getattr(token, "start_index", None)
-    if start is None:
+    # Liquid reports errors at the end of the input (an empty {{ }}, an unclosed tag)
+    # with start_index -1: better no line than a wrong one.
+    if start is None or start < 0 or not source:
         return None
     return source.count("\n", 0, start) + 1
 

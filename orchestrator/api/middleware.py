@@ -1,0 +1,45 @@
+"""Guards for /api/ requests: an oversize body is refused before it is read, and an
+unknown path answers with the JSON error body instead of Django's HTML page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from orchestrator.api.errors import json_error
+
+API_PREFIX = "/api/"
+
+
+class ApiEdgeMiddleware:
+    """Sits near the top of MIDDLEWARE so it sees requests first and responses last.
+
+    Django raises RequestDataTooBig only when ``request.body`` is read, and DRF reads
+    the stream directly, so neither stops a large upload; checking the declared length
+    here refuses it before a byte is read (the parser bounds chunked bodies too).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return json_error(400, "bad_content_length", "Content-Length is not a number.")
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if length > limit:
+            return json_error(
+                413, "body_too_large", f"The request body exceeds the limit of {limit} bytes."
+            )
+        response = self.get_response(request)
+        if response.status_code == 404 and not response.get("Content-Type", "").startswith(
+            "application/json"
+        ):
+            # No route matched (DRF's own 404s are JSON already).
+            return json_error(404, "not_found", f"No endpoint at {request.path[:200]}.")
+        return response

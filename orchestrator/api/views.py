@@ -1,0 +1,432 @@
+"""The /api/v1/ endpoints: check the request's shape, call one service, shape the answer.
+
+Authentication (Bearer API key) and scopes (``required_scopes``) come from the
+project-wide DRF settings; every error is the JSON body of ``orchestrator.api.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from orchestrator.api import (
+    schema,  # noqa: F401 - registers the API key scheme for OpenAPI
+    services,
+)
+from orchestrator.api.errors import ApiError
+from orchestrator.api.idempotency import IDEMPOTENCY_PARAMETER, idempotent
+from orchestrator.api.parsers import SafeJSONParser
+from orchestrator.api.serializers import (
+    CustomerBulkInSerializer,
+    CustomerBulkOutSerializer,
+    CustomerInSerializer,
+    CustomerSerializer,
+    ErrorSerializer,
+    EventBulkInSerializer,
+    EventInSerializer,
+    EventsAcceptedSerializer,
+    MessageAcceptedSerializer,
+    MessageInSerializer,
+    MessageSerializer,
+    TemplateSerializer,
+    TopicSerializer,
+)
+from orchestrator.audience.models import Customer
+from orchestrator.audience.services import customer_upsert
+from orchestrator.consent.models import Topic
+from orchestrator.consent.services import (
+    TopicExists,
+    TopicInUse,
+    topic_create,
+    topic_delete,
+    topic_put,
+)
+from orchestrator.delivery.models import Message, MessageTemplate
+from orchestrator.delivery.template_services import (
+    TemplateExists,
+    TemplateInUse,
+    template_create,
+    template_delete,
+    template_put,
+)
+
+_ERROR_TEXT = {
+    400: "Invalid request: malformed JSON, wrong types or unknown references.",
+    401: "Missing or invalid API key.",
+    403: "The API key lacks the scope.",
+    404: "Not found.",
+    409: "Conflict.",
+    413: "The body exceeds the size limit.",
+    422: "Idempotency-Key reused with another request.",
+}
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[code]) for code in codes}
+
+
+def _key_parameter(name: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        name, OpenApiTypes.STR, OpenApiParameter.PATH, required=True, description=description
+    )
+
+
+class ApiView(APIView):
+    """Every endpoint parses JSON with the hardened parser."""
+
+    parser_classes = [SafeJSONParser]
+
+
+def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _body_with_key(data: Any, key: str) -> Any:
+    """A PUT body may leave out the key (it is in the URL) but must not contradict it."""
+    if not isinstance(data, dict):
+        return data
+    if "key" in data and data["key"] != key:
+        raise ApiError(
+            code="key_mismatch",
+            message="The key in the body differs from the key in the URL.",
+            fields={"key": [f"Must be {key!r}, as in the URL."]},
+        )
+    return {**data, "key": key}
+
+
+# --- Customers ---------------------------------------------------------------------
+
+
+class CustomerUpsertView(ApiView):
+    required_scopes = ["track"]
+
+    @extend_schema(
+        operation_id="customers_upsert",
+        tags=["customers"],
+        summary="Create or update a customer by external_id",
+        request=CustomerInSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={
+            201: CustomerSerializer,
+            200: CustomerSerializer,
+            **_errors(400, 401, 403, 409, 413, 422),
+        },
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        customer, created = customer_upsert(**_valid(CustomerInSerializer, request.data))
+        return Response(
+            CustomerSerializer(customer).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class CustomerBulkView(ApiView):
+    required_scopes = ["track"]
+
+    @extend_schema(
+        operation_id="customers_bulk_upsert",
+        tags=["customers"],
+        summary="Upsert up to 1000 customers; each item succeeds or fails on its own",
+        request=CustomerBulkInSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={200: CustomerBulkOutSerializer, **_errors(400, 401, 403, 409, 413, 422)},
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        items = _valid(CustomerBulkInSerializer, request.data)["customers"]
+        return Response(services.customers_bulk_upsert(items))
+
+
+class CustomerDetailView(ApiView):
+    required_scopes = ["read"]
+
+    @extend_schema(
+        operation_id="customers_retrieve",
+        tags=["customers"],
+        parameters=[_key_parameter("external_id", "The customer's external_id.")],
+        responses={200: CustomerSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, external_id: str) -> Response:
+        customer = Customer.objects.filter(external_id=external_id).first()
+        if customer is None:
+            raise NotFound(f"No customer with external_id {external_id!r}.")
+        return Response(CustomerSerializer(customer).data)
+
+
+# --- Events ------------------------------------------------------------------------
+
+
+class EventView(ApiView):
+    required_scopes = ["track"]
+
+    @extend_schema(
+        operation_id="events_record",
+        tags=["events"],
+        summary="Record one event (an unknown customer is created)",
+        request=EventInSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={202: EventsAcceptedSerializer, **_errors(400, 401, 403, 409, 413, 422)},
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        recorded = services.events_record([_valid(EventInSerializer, request.data)])
+        return Response(
+            {"accepted": recorded.accepted, "duplicates": recorded.duplicates},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class EventBulkView(ApiView):
+    required_scopes = ["track"]
+
+    @extend_schema(
+        operation_id="events_bulk_record",
+        tags=["events"],
+        summary="Record up to 1000 events at once; any invalid item refuses the batch",
+        request=EventBulkInSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={202: EventsAcceptedSerializer, **_errors(400, 401, 403, 409, 413, 422)},
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        events = _valid(EventBulkInSerializer, request.data)["events"]
+        recorded = services.events_record(events)
+        return Response(
+            {"accepted": recorded.accepted, "duplicates": recorded.duplicates},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+# --- Messages ------------------------------------------------------------------------
+
+
+class MessageCreateView(ApiView):
+    required_scopes = ["send"]
+
+    @extend_schema(
+        operation_id="messages_send",
+        tags=["messages"],
+        summary="Queue a transactional or API-triggered message",
+        request=MessageInSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={202: MessageAcceptedSerializer, **_errors(400, 401, 403, 409, 413, 422)},
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        message = services.message_send(**_valid(MessageInSerializer, request.data))
+        return Response(MessageAcceptedSerializer.of(message), status=status.HTTP_202_ACCEPTED)
+
+
+class MessageDetailView(ApiView):
+    required_scopes = ["read"]
+
+    @extend_schema(
+        operation_id="messages_retrieve",
+        tags=["messages"],
+        parameters=[OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, required=True)],
+        responses={200: MessageSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        message = (
+            Message.objects.select_related("customer", "topic", "template")
+            .prefetch_related("history")
+            .filter(pk=pk)
+            .first()
+        )
+        if message is None:
+            raise NotFound(f"No message {pk}.")
+        return Response(MessageSerializer(message).data)
+
+
+# --- Configuration: topics -------------------------------------------------------------
+
+
+class TopicListSerializer(serializers.Serializer):
+    results = TopicSerializer(many=True)
+
+
+def _topic_fields(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in ("created_at", "updated_at")}
+
+
+class TopicListView(ApiView):
+    required_scopes = ["admin"]
+
+    @extend_schema(
+        operation_id="topics_list",
+        tags=["configuration"],
+        responses={200: TopicListSerializer, **_errors(401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"results": TopicSerializer(Topic.objects.all(), many=True).data})
+
+    @extend_schema(
+        operation_id="topics_create",
+        tags=["configuration"],
+        request=TopicSerializer,
+        responses={201: TopicSerializer, **_errors(400, 401, 403, 409, 413)},
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            topic = topic_create(**_topic_fields(_valid(TopicSerializer, request.data)))
+        except TopicExists as exc:
+            raise ApiError(code="already_exists", message=str(exc), status_code=409) from None
+        return Response(TopicSerializer(topic).data, status=status.HTTP_201_CREATED)
+
+
+class TopicDetailView(ApiView):
+    required_scopes = ["admin"]
+
+    @extend_schema(
+        operation_id="topics_retrieve",
+        tags=["configuration"],
+        parameters=[_key_parameter("key", "The topic key.")],
+        responses={200: TopicSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, key: str) -> Response:
+        topic = Topic.objects.filter(key=key).first()
+        if topic is None:
+            raise NotFound(f"No topic {key!r}.")
+        return Response(TopicSerializer(topic).data)
+
+    @extend_schema(
+        operation_id="topics_put",
+        tags=["configuration"],
+        summary="Replace a topic (created if new)",
+        parameters=[_key_parameter("key", "The topic key.")],
+        request=TopicSerializer,
+        responses={
+            200: TopicSerializer,
+            201: TopicSerializer,
+            **_errors(400, 401, 403, 413),
+        },
+    )
+    def put(self, request: Request, key: str) -> Response:
+        fields = _topic_fields(_valid(TopicSerializer, _body_with_key(request.data, key)))
+        topic, created = topic_put(**fields)
+        return Response(
+            TopicSerializer(topic).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(
+        operation_id="topics_delete",
+        tags=["configuration"],
+        summary="Delete a topic nothing refers to",
+        parameters=[_key_parameter("key", "The topic key.")],
+        responses={204: None, **_errors(401, 403, 404, 409)},
+    )
+    def delete(self, request: Request, key: str) -> Response:
+        try:
+            topic_delete(key=key)
+        except Topic.DoesNotExist:
+            raise NotFound(f"No topic {key!r}.") from None
+        except TopicInUse as exc:
+            raise ApiError(code="in_use", message=str(exc), status_code=409) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Configuration: templates ----------------------------------------------------------
+
+
+class TemplateListSerializer(serializers.Serializer):
+    results = TemplateSerializer(many=True)
+
+
+def _template_fields(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "key": data["key"],
+        "name": data["name"],
+        "topic": data.get("topic"),
+        "description": data.get("description", ""),
+        "variants": data["variants"],
+    }
+
+
+class TemplateListView(ApiView):
+    required_scopes = ["admin"]
+
+    @extend_schema(
+        operation_id="templates_list",
+        tags=["configuration"],
+        responses={200: TemplateListSerializer, **_errors(401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        templates = MessageTemplate.objects.select_related("topic").prefetch_related("variants")
+        return Response({"results": [TemplateSerializer.of(t) for t in templates]})
+
+    @extend_schema(
+        operation_id="templates_create",
+        tags=["configuration"],
+        summary="Create a template; a Liquid syntax error names the field and line",
+        request=TemplateSerializer,
+        responses={201: TemplateSerializer, **_errors(400, 401, 403, 409, 413)},
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            template = template_create(**_template_fields(_valid(TemplateSerializer, request.data)))
+        except TemplateExists as exc:
+            raise ApiError(code="already_exists", message=str(exc), status_code=409) from None
+        return Response(TemplateSerializer.of(template), status=status.HTTP_201_CREATED)
+
+
+class TemplateDetailView(ApiView):
+    required_scopes = ["admin"]
+
+    @extend_schema(
+        operation_id="templates_retrieve",
+        tags=["configuration"],
+        parameters=[_key_parameter("key", "The template key.")],
+        responses={200: TemplateSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, key: str) -> Response:
+        template = MessageTemplate.objects.select_related("topic").filter(key=key).first()
+        if template is None:
+            raise NotFound(f"No template {key!r}.")
+        return Response(TemplateSerializer.of(template))
+
+    @extend_schema(
+        operation_id="templates_put",
+        tags=["configuration"],
+        summary="Replace a template and all its variants (created if new)",
+        parameters=[_key_parameter("key", "The template key.")],
+        request=TemplateSerializer,
+        responses={
+            200: TemplateSerializer,
+            201: TemplateSerializer,
+            **_errors(400, 401, 403, 413),
+        },
+    )
+    def put(self, request: Request, key: str) -> Response:
+        data = _valid(TemplateSerializer, _body_with_key(request.data, key))
+        template, created = template_put(**_template_fields(data))
+        return Response(
+            TemplateSerializer.of(template),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(
+        operation_id="templates_delete",
+        tags=["configuration"],
+        summary="Delete a template no message refers to",
+        parameters=[_key_parameter("key", "The template key.")],
+        responses={204: None, **_errors(401, 403, 404, 409)},
+    )
+    def delete(self, request: Request, key: str) -> Response:
+        try:
+            template_delete(key=key)
+        except MessageTemplate.DoesNotExist:
+            raise NotFound(f"No template {key!r}.") from None
+        except TemplateInUse as exc:
+            raise ApiError(code="in_use", message=str(exc), status_code=409) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)

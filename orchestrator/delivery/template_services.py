@@ -1,0 +1,192 @@
+"""Writes for message templates and their per-channel, per-locale variants.
+
+Every Liquid source is syntax-checked before anything is written, and all problems
+come back at once as field errors naming the variant, the field and the line, e.g.
+``{"variants.0.body": ["line 2: missing expression"]}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
+from django.db import IntegrityError, transaction
+
+from orchestrator.audience.validators import validate_locale
+from orchestrator.consent.models import CHANNELS, Topic
+from orchestrator.delivery.models import MessageTemplate, TemplateVariant
+from orchestrator.delivery.rendering import TemplateProblem, check_syntax
+
+VARIANT_FIELDS = ("subject", "body", "html")
+
+
+class TemplateExists(Exception):
+    """A template with this key already exists."""
+
+
+class TemplateInUse(Exception):
+    """Messages refer to the template, so it cannot be deleted."""
+
+    def __init__(self, key: str, messages: int) -> None:
+        self.key = key
+        self.messages = messages
+        super().__init__(
+            f"Template {key!r} is referred to by {messages} message(s); it cannot be deleted. "
+            "Keep it, or change its variants instead."
+        )
+
+
+def _problem_text(problem: TemplateProblem) -> str:
+    message = problem.args[0]
+    return f"line {problem.line}: {message}" if problem.line else message
+
+
+def _clean_variants(variants: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, str]], dict]:
+    errors: dict[str, list[str]] = {}
+    cleaned: list[dict[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    if not variants:
+        errors["variants"] = ["At least one variant is required."]
+    for index, raw in enumerate(variants):
+        where = f"variants.{index}"
+        variant = {
+            "channel": raw.get("channel", ""),
+            "locale": raw.get("locale") or "en",
+            **{name: raw.get(name) or "" for name in VARIANT_FIELDS},
+        }
+        if variant["channel"] not in CHANNELS:
+            errors[f"{where}.channel"] = [f"Must be one of {', '.join(CHANNELS)}."]
+        try:
+            validate_locale(variant["locale"])
+        except ValidationError as exc:
+            errors[f"{where}.locale"] = list(exc.messages)
+        pair = (variant["channel"], variant["locale"])
+        if pair in seen:
+            errors[where] = [f"A second {pair[0]} variant for locale {pair[1]!r}."]
+        seen.add(pair)
+        for name in VARIANT_FIELDS:
+            try:
+                check_syntax(variant[name], field=f"{where}.{name}", html=name == "html")
+            except TemplateProblem as problem:
+                errors.setdefault(problem.field, []).append(_problem_text(problem))
+        # Rendering refuses a blank message and an email without a subject; say so now,
+        # not when the first send fails.
+        if not variant["body"].strip() and not variant["html"].strip():
+            errors.setdefault(f"{where}.body", []).append("A body (or, for email, html) is needed.")
+        if variant["channel"] == "email" and not variant["subject"].strip():
+            errors.setdefault(f"{where}.subject", []).append("An email variant needs a subject.")
+        if variant["channel"] != "email" and variant["html"]:
+            errors.setdefault(f"{where}.html", []).append("Only email variants have html.")
+        cleaned.append(variant)
+    return cleaned, errors
+
+
+def _clean(
+    *, key: str, name: str, topic: str | None, variants: Sequence[Mapping[str, Any]]
+) -> tuple[Topic | None, list[dict[str, str]]]:
+    cleaned, errors = _clean_variants(variants)
+    try:
+        validate_slug(key)
+    except ValidationError as exc:
+        errors["key"] = list(exc.messages)
+    if not name.strip():
+        errors["name"] = ["Must not be blank."]
+    topic_row = None
+    if topic is not None:
+        topic_row = Topic.objects.filter(key=topic).first()
+        if topic_row is None:
+            errors["topic"] = [f"Unknown topic {topic!r}."]
+    if errors:
+        raise ValidationError(errors)
+    return topic_row, cleaned
+
+
+def _write_variants(template: MessageTemplate, variants: list[dict[str, str]]) -> None:
+    """Make the template's variants exactly ``variants``, keeping rows that stay."""
+    wanted = {(v["channel"], v["locale"]): v for v in variants}
+    existing = {(v.channel, v.locale): v for v in template.variants.all()}
+    stale = [row.pk for pair, row in existing.items() if pair not in wanted]
+    if stale:
+        TemplateVariant.objects.filter(pk__in=stale).delete()
+    for pair, variant in wanted.items():
+        row = existing.get(pair)
+        if row is None:
+            TemplateVariant.objects.create(template=template, **variant)
+        elif any(getattr(row, name) != variant[name] for name in VARIANT_FIELDS):
+            for name in VARIANT_FIELDS:
+                setattr(row, name, variant[name])
+            row.save(update_fields=[*VARIANT_FIELDS, "updated_at"])
+
+
+def template_create(
+    *,
+    key: str,
+    name: str,
+    variants: Sequence[Mapping[str, Any]],
+    topic: str | None = None,
+    description: str = "",
+) -> MessageTemplate:
+    """Create a template with its variants; raise ValidationError or TemplateExists."""
+    topic_row, cleaned = _clean(key=key, name=name, topic=topic, variants=variants)
+    try:
+        with transaction.atomic():
+            template = MessageTemplate.objects.create(
+                key=key, name=name.strip(), topic=topic_row, description=description
+            )
+            _write_variants(template, cleaned)
+    except IntegrityError:
+        raise TemplateExists(f"A template with key {key!r} already exists.") from None
+    return template
+
+
+def template_put(
+    *,
+    key: str,
+    name: str,
+    variants: Sequence[Mapping[str, Any]],
+    topic: str | None = None,
+    description: str = "",
+) -> tuple[MessageTemplate, bool]:
+    """Replace template ``key`` and all its variants, creating it if new; (template, created).
+
+    Messages already queued keep pointing at the template and render its variants as
+    they are at send time.
+    """
+    topic_row, cleaned = _clean(key=key, name=name, topic=topic, variants=variants)
+    for _ in range(3):
+        with transaction.atomic():
+            template = MessageTemplate.objects.select_for_update().filter(key=key).first()
+            if template is not None:
+                template.name = name.strip()
+                template.topic = topic_row
+                template.description = description
+                template.save()
+                _write_variants(template, cleaned)
+                return template, False
+        try:
+            with transaction.atomic():
+                template = MessageTemplate.objects.create(
+                    key=key, name=name.strip(), topic=topic_row, description=description
+                )
+                _write_variants(template, cleaned)
+                return template, True
+        except IntegrityError:
+            continue  # created concurrently: go round and replace it
+    raise RuntimeError(f"could not put template {key!r}")
+
+
+def template_delete(*, key: str) -> None:
+    """Delete a template no message refers to; raise MessageTemplate.DoesNotExist or InUse."""
+    try:
+        with transaction.atomic():
+            template = MessageTemplate.objects.select_for_update().get(key=key)
+            # Counted first: on PROTECT the collector would load every referring message.
+            messages = template.messages.count()
+            if messages:
+                raise TemplateInUse(key, messages)
+            template.delete()
+    except IntegrityError:
+        # A message referring to it committed while we deleted (deferred foreign key check).
+        raise TemplateInUse(key, 1) from None
