@@ -1,6 +1,13 @@
 """Dispatcher throughput: queue N personalized messages, drain them, print messages per second.
 
-    python -m bench.dispatch --messages 100000 [--workers 2] [--batch-size 1000] [--profile]
+    python -m bench.dispatch --messages 100000 [--with-policy] [--workers 2] [--batch-size 1000]
+
+``--with-policy`` turns the fatigue policy on: three frequency rules (3 marketing
+messages per local calendar day, 1 SMS per rolling 24 h, a 4 h gap between
+marketing messages), quiet hours 21:00-08:00 in each customer's own time zone,
+and a tenth of the customers already at their cap from earlier today. The figure
+is then messages *decided* per second (sent, deferred, dropped, suppressed), and
+the share of dispatcher time spent in the policy stage is printed.
 
 Works on a scratch database of its own (``bench_dispatch`` on the embedded server,
 or on the ``DATABASE_URL`` server), dropped and recreated on every run, never the
@@ -133,6 +140,53 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def seed_policy(customers: int) -> None:
+    """Three rules, and a tenth of the customers already at their daily cap."""
+    import datetime as dt
+
+    from django.db import connection
+
+    from orchestrator.delivery.models import FrequencyRule
+
+    FrequencyRule.objects.create(key="daily-3", name="3 a day", limit=3, calendar="day")
+    FrequencyRule.objects.create(
+        key="sms-24h",
+        name="1 SMS per 24 h",
+        limit=1,
+        window=dt.timedelta(hours=24),
+        scope="channel",
+        channel="sms",
+    )
+    FrequencyRule.objects.create(
+        key="gap-4h",
+        name="4 h gap",
+        kind="gap",
+        limit=1,
+        window=dt.timedelta(hours=4),
+        applies_to="marketing",
+    )
+    with connection.cursor() as cursor:
+        # Three marketing messages each, sent 5-7 hours ago (inside today for most zones).
+        cursor.execute(
+            """
+            INSERT INTO delivery_message (customer_id, topic_id, template_id, channel,
+                requested_channel, to_address, locale, status, priority, send_after, data,
+                source, provider, provider_message_id, attempts, last_error, explanation,
+                created_at, updated_at, sent_at, decided_at, journey, fallback_channel)
+            SELECT c.id, t.topic_id, t.id, 'email', 'email', c.email, 'en', 'sent', 5,
+                now() - (5 + k) * interval '1 hour', '{}'::jsonb, 'system', 'null', '', 1, '',
+                '[]'::jsonb, now(), now(), now() - (5 + k) * interval '1 hour',
+                now() - (5 + k) * interval '1 hour', '', ''
+            FROM audience_customer c
+            CROSS JOIN generate_series(0, 2) AS k
+            CROSS JOIN (SELECT id, topic_id FROM delivery_messagetemplate
+                        WHERE key = 'newsletter') t
+            WHERE c.id %% 10 = 1 AND c.id <= %(customers)s
+            """,
+            {"customers": customers},
+        )
+
+
 def seed(messages: int, customers: int) -> None:
     from django.core.management import call_command
     from django.db import connection, transaction
@@ -219,7 +273,8 @@ def seed(messages: int, customers: int) -> None:
                     requested_channel, to_address, locale, status, priority, send_after,
                     expires_at, data, idempotency_key, source, rendered, provider,
                     provider_message_id, attempts, attempt_id, claimed_at, handed_off_at,
-                    sent_at, last_error, explanation, created_at, updated_at)
+                    sent_at, last_error, explanation, created_at, updated_at, journey,
+                    fallback_channel)
                 SELECT c.id, t.topic_id, t.template_id, ch.channel, ch.channel,
                     CASE ch.channel WHEN 'email' THEN c.email WHEN 'sms' THEN c.phone
                         WHEN 'whatsapp' THEN c.whatsapp ELSE c.line_user_id END,
@@ -235,7 +290,7 @@ def seed(messages: int, customers: int) -> None:
                     NULL, 'system', NULL, '', '', 0, NULL, NULL, NULL, NULL, '',
                     jsonb_build_array(jsonb_build_object('step', 'created', 'decision', 'queued',
                         'reason', 'queued by the benchmark')),
-                    now(), now()
+                    now(), now(), '', ''
                 FROM generate_series(1, %(messages)s) AS i
                 JOIN audience_customer c ON c.external_id = 'bench-' || (1 + i %% %(customers)s)
                 JOIN (SELECT * FROM unnest(%(topics)s::bigint[], %(templates)s::bigint[])
@@ -320,6 +375,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database", default=BENCH_DATABASE)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--profile", action="store_true", help="cProfile (single worker)")
+    parser.add_argument(
+        "--with-policy",
+        action="store_true",
+        help="three caps, quiet hours in each customer's time zone, some customers over caps",
+    )
     args = parser.parse_args(argv)
     customers = args.customers or max(args.messages // 10, 1)
 
@@ -327,7 +387,16 @@ def main(argv: list[str] | None = None) -> None:
     from django.db import connection
 
     batch_size = args.batch_size
+    from django.conf import settings
+
+    settings.QUIET_HOURS_DEFAULT = None
     seed(args.messages, customers)
+    if args.with_policy:
+        import datetime as dt
+
+        seed_policy(customers)
+        settings.QUIET_HOURS_DEFAULT = (dt.time(21), dt.time(8))
+        log("policy: 3 rules, quiet hours 21:00-08:00 local, 10% of customers at their cap")
     log(f"dispatching with {args.workers} worker(s), batch size {batch_size}")
     totals, elapsed = run(args.workers, batch_size, args.profile)
 
@@ -341,16 +410,26 @@ def main(argv: list[str] | None = None) -> None:
     if not args.keep:
         drop_database(args.database)
 
-    decided = totals["sent"] + totals["suppressed"] + totals["failed"] + totals["expired"]
+    decided = (
+        totals["sent"]
+        + totals["suppressed"]
+        + totals["failed"]
+        + totals["expired"]
+        + totals["deferred"]
+    )
     print(f"workers={args.workers} batch_size={batch_size} batches={totals['batches']}")
     print("by status: " + ", ".join(f"{status}={count}" for status, count in by_status))
     print(
         f"sent={totals['sent']} suppressed={totals['suppressed']} failed={totals['failed']} "
-        f"expired={totals['expired']} retrying={totals['retrying']} lost={totals['lost']} "
+        f"expired={totals['expired']} deferred={totals['deferred']} "
+        f"retrying={totals['retrying']} lost={totals['lost']} "
         f"history rows={events}"
     )
     print(f"sent {totals['sent'] / elapsed:.0f} messages/s to the adapters")
-    print(f"dispatched {decided} messages in {elapsed:.1f} s: {decided / elapsed:.0f} messages/s")
+    share = totals["policy_seconds"] / (elapsed * args.workers)
+    print(f"policy stage: {totals['policy_seconds']:.1f} s of worker time ({share:.0%})")
+    verb = "decided" if args.with_policy else "dispatched"
+    print(f"{verb} {decided} messages in {elapsed:.1f} s: {decided / elapsed:.0f} messages/s")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,15 @@ def pytest_unconfigure(config):
         _valkey.stop()
 
 
+@pytest.fixture(autouse=True)
+def _no_default_quiet_hours(settings):
+    """Tests run at any hour: default quiet hours would make marketing sends clock-dependent.
+
+    Tests of quiet hours set them explicitly.
+    """
+    settings.QUIET_HOURS_DEFAULT = None
+
+
 @pytest.fixture
 def broker_url() -> str:
     return os.environ["CELERY_BROKER_URL"]

@@ -40,6 +40,15 @@ class Topic(models.Model):
         default=default_channels,
         help_text="Channels this topic may use.",
     )
+
+    class QuietHours(models.TextChoices):
+        DEFAULT = "default", "Default (marketing waits, transactional goes through)"
+        RESPECT = "respect", "Always wait for the end of quiet hours"
+        IGNORE = "ignore", "Never wait (urgent)"
+
+    quiet_hours = models.CharField(
+        max_length=8, choices=QuietHours.choices, default=QuietHours.DEFAULT
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -103,9 +112,11 @@ class ConsentRecord(models.Model):
     customer = models.ForeignKey(
         "audience.Customer", on_delete=models.CASCADE, related_name="consent_records"
     )
+    # PROTECT: with SET_NULL, deleting a topic would turn its records into consent
+    # to *all* marketing topics (an empty topic means that).
     topic = models.ForeignKey(
         Topic,
-        on_delete=models.SET_NULL,
+        on_delete=models.PROTECT,
         null=True,
         blank=True,
         related_name="consent_records",
@@ -141,6 +152,11 @@ class ChannelPreference(models.Model):
     quiet_hours_start = models.TimeField(null=True, blank=True)
     quiet_hours_end = models.TimeField(null=True, blank=True)
     paused_until = models.DateTimeField(null=True, blank=True)
+    max_per_week = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="The customer's own limit on marketing messages per week.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

@@ -40,12 +40,17 @@ from django.utils import timezone
 
 from channels.adapters import OutboundMessage, SendResult, get_adapter
 from orchestrator.audience.models import Customer
-from orchestrator.consent.models import Topic
+from orchestrator.consent.models import ChannelPreference, Topic
 from orchestrator.consent.selectors import ConsentRequest, consent_decisions
+from orchestrator.delivery import fatigue, policy
 from orchestrator.delivery.explain import explain
-from orchestrator.delivery.models import MessageStatus, MessageTemplate, TemplateVariant
+from orchestrator.delivery.models import (
+    MessageStatus,
+    MessageTemplate,
+    TemplateVariant,
+)
 from orchestrator.delivery.rendering import TemplateProblem, build_context, render_variant
-from orchestrator.delivery.services import pick_locale
+from orchestrator.delivery.services import DEFAULT_CHANNEL_ORDER, pick_locale
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +72,18 @@ class DispatchStats:
     suppressed: int = 0
     expired: int = 0
     retrying: int = 0
+    deferred: int = 0
     unknown: int = 0
     #: Rows this worker claimed but lost before handing off (reclaimed elsewhere).
     lost: int = 0
+    #: Wall time spent in the fatigue policy stage (locks, history, decisions, writes).
+    policy_seconds: float = 0.0
 
     def add(self, other: DispatchStats) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -88,7 +96,13 @@ class _Claimed:
     channel: str
     locale: str
     data: dict[str, Any]
+    #: Provider attempts made before this one.
     attempts: int
+    priority: int
+    expires_at: dt.datetime | None
+    journey: str
+    requested_channel: str
+    fallback_channel: str
 
 
 @dataclass(slots=True)
@@ -105,6 +119,11 @@ class _Outcome:
     last_error: str | None = None
     send_after: dt.datetime | None = None
     keep_handed_off: bool = True
+    #: Machine code for the history row (e.g. rule:<key>, quiet_hours, consent:...).
+    code: str = ""
+    #: Move the message to this channel (a fallback after a permanent failure).
+    channel: str | None = None
+    address: str | None = None
 
 
 @dataclass
@@ -125,7 +144,6 @@ WITH due AS (
 )
 UPDATE delivery_message AS m SET
     status = CASE WHEN m.expires_at <= %(now)s THEN 'expired' ELSE 'sending' END,
-    attempts = m.attempts + CASE WHEN m.expires_at <= %(now)s THEN 0 ELSE 1 END,
     attempt_id = %(attempt_id)s,
     claimed_at = %(now)s,
     handed_off_at = NULL,
@@ -137,7 +155,8 @@ UPDATE delivery_message AS m SET
 FROM due
 WHERE m.id = due.id
 RETURNING m.id, m.status, m.customer_id, m.topic_id, m.template_id, m.channel, m.locale,
-    m.data, m.attempts
+    m.data, m.attempts, m.priority, m.expires_at, m.journey, m.requested_channel,
+    m.fallback_channel
 """
 
 
@@ -171,6 +190,11 @@ def _claim(*, limit: int, now: dt.datetime, attempt_id: uuid.UUID) -> tuple[list
             locale,
             data,
             n,
+            priority,
+            expires_at,
+            journey,
+            requested_channel,
+            fallback_channel,
         ) in cursor.fetchall():
             if status == MessageStatus.EXPIRED:
                 expired.append(mid)
@@ -185,6 +209,11 @@ def _claim(*, limit: int, now: dt.datetime, attempt_id: uuid.UUID) -> tuple[list
                     locale,
                     json.loads(data) if isinstance(data, str) else (data or {}),
                     n,
+                    priority,
+                    expires_at,
+                    journey,
+                    requested_channel,
+                    fallback_channel,
                 )
             )
         if expired:
@@ -209,23 +238,95 @@ def _load_variants(template_ids: Iterable[int]) -> dict[tuple[int, str], dict[st
     return variants
 
 
-def _prepare(claimed: Sequence[_Claimed], now: dt.datetime) -> _Prepared:
+@dataclass
+class _Loaded:
+    """What a batch needs, loaded in a few set-based queries."""
+
+    customers: dict[int, Customer]
+    topics: dict[int, Topic]
+    variants: dict[tuple[int, str], dict[str, tuple]]
+    addresses: dict[int, str]
+    consent: dict[int, Any]
+    #: For "preferred" messages: further consented channels, in the customer's order.
+    alternatives: dict[int, tuple[str, ...]]
+
+
+def _preferred_channels(
+    message: _Claimed, customer: Customer, topic: Topic, variants: dict, order: list[str]
+) -> list[str]:
+    """Channels a "preferred" message could use: reachable, allowed, with a variant."""
+    return [
+        channel
+        for channel in order
+        if channel in topic.channels
+        and (message.template_id, channel) in variants
+        and customer.address_for(channel)
+    ]
+
+
+def _load(claimed: Sequence[_Claimed]) -> _Loaded:
+    """Load the batch's customers, topics and variants; route "preferred"; check consent.
+
+    A "preferred" message was given the customer's first reachable channel when it was
+    queued; here, at send time, it takes the first one the customer has consented to,
+    and keeps the others as alternatives for the fatigue policy.
+    """
     customers = Customer.objects.in_bulk({m.customer_id for m in claimed})
     topics = Topic.objects.in_bulk({m.topic_id for m in claimed})
     variants = _load_variants(m.template_id for m in claimed)
+    preferred = [m for m in claimed if m.requested_channel == "preferred"]
+    orders: dict[int, list[str]] = {}
+    if preferred:
+        own = dict(
+            ChannelPreference.objects.filter(
+                customer_id__in={m.customer_id for m in preferred}
+            ).values_list("customer_id", "channel_order")
+        )
+        for m in preferred:
+            mine = list(own.get(m.customer_id) or [])
+            orders[m.id] = mine + [c for c in DEFAULT_CHANNEL_ORDER if c not in mine]
+    requests: list[ConsentRequest] = []
+    owners: list[tuple[int, str]] = []
+    for m in claimed:
+        customer = customers[m.customer_id]
+        options = (
+            _preferred_channels(m, customer, topics[m.topic_id], variants, orders[m.id])
+            if m.id in orders
+            else []
+        ) or [m.channel]
+        for channel in options:
+            requests.append(
+                ConsentRequest(m.customer_id, m.topic_id, channel, customer.address_for(channel))
+            )
+            owners.append((m.id, channel))
+    decisions = consent_decisions(requests, topics=topics)
+    per_message: dict[int, list[tuple[str, Any]]] = defaultdict(list)
+    for (message_id, channel), decision in zip(owners, decisions, strict=True):
+        per_message[message_id].append((channel, decision))
+    consent: dict[int, Any] = {}
+    alternatives: dict[int, tuple[str, ...]] = {}
+    addresses: dict[int, str] = {}
+    for m in claimed:
+        options = per_message[m.id]
+        allowed = [(c, d) for c, d in options if d.allowed]
+        channel, decision = allowed[0] if allowed else options[0]
+        m.channel = channel
+        consent[m.id] = decision
+        alternatives[m.id] = tuple(c for c, _d in allowed[1:])
+        addresses[m.id] = customers[m.customer_id].address_for(channel)
+    return _Loaded(customers, topics, variants, addresses, consent, alternatives)
+
+
+def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> _Prepared:
+    """Render what consent and the fatigue policy let through; fail what cannot render."""
+    customers, topics, variants = loaded.customers, loaded.topics, loaded.variants
     template_keys = dict(
         MessageTemplate.objects.filter(id__in={m.template_id for m in claimed}).values_list(
             "id", "key"
         )
     )
-    addresses = [customers[m.customer_id].address_for(m.channel) for m in claimed]
-    decisions = consent_decisions(
-        [
-            ConsentRequest(m.customer_id, m.topic_id, m.channel, address)
-            for m, address in zip(claimed, addresses, strict=True)
-        ],
-        topics=topics,
-    )
+    addresses = [loaded.addresses[m.id] for m in claimed]
+    decisions = [loaded.consent[m.id] for m in claimed]
     sender = settings.DEFAULT_FROM_EMAIL
     unconfigured: dict[str, str] = {}
     for channel in {m.channel for m in claimed}:
@@ -264,6 +365,7 @@ def _prepare(claimed: Sequence[_Claimed], now: dt.datetime) -> _Prepared:
                         **consent.details,
                     ),
                     keep_handed_off=False,
+                    code=f"consent:{consent.code}",
                 )
             )
             continue
@@ -321,7 +423,7 @@ def _prepare(claimed: Sequence[_Claimed], now: dt.datetime) -> _Prepared:
             subject=rendered.subject,
             html=rendered.html,
             sender=sender if message.channel == "email" else "",
-            metadata={"topic": topic.key, "attempt": message.attempts},
+            metadata={"topic": topic.key, "attempt": message.attempts + 1},
         )
         snapshot = {**rendered.as_dict(), "to": address, "locale": locale, "consent": consent.code}
         prepared.sendable.append((outbound, snapshot))
@@ -336,8 +438,11 @@ def _prepare(claimed: Sequence[_Claimed], now: dt.datetime) -> _Prepared:
 
 _HANDOFF_SQL = """
 UPDATE delivery_message AS m SET
-    rendered = u.rendered, to_address = u.address, handed_off_at = %(now)s, updated_at = %(now)s
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(id bigint, rendered jsonb, address text)
+    rendered = u.rendered, to_address = u.address, channel = u.channel,
+    handed_off_at = %(now)s, decided_at = %(now)s, updated_at = %(now)s,
+    attempts = m.attempts + 1, explanation = m.explanation || u.entries
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(
+    id bigint, rendered jsonb, address text, channel text, entries jsonb)
 WHERE m.id = u.id AND m.attempt_id = %(attempt_id)s AND m.status = 'sending'
 RETURNING m.id
 """
@@ -349,7 +454,8 @@ WITH u AS (
     SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(
         id bigint, status text, reason text, entry jsonb, provider text,
         provider_message_id text, sent_at timestamptz, last_error text,
-        send_after timestamptz, keep_handed_off boolean)
+        send_after timestamptz, keep_handed_off boolean, code text, channel text,
+        address text)
 ), updated AS (
     UPDATE delivery_message AS m SET
         status = u.status,
@@ -359,14 +465,19 @@ WITH u AS (
         last_error = COALESCE(u.last_error, m.last_error),
         send_after = COALESCE(u.send_after, m.send_after),
         handed_off_at = CASE WHEN u.keep_handed_off THEN m.handed_off_at END,
+        channel = COALESCE(u.channel, m.channel),
+        to_address = COALESCE(u.address, m.to_address),
+        -- A fallback is used once: moving to it clears it.
+        fallback_channel = CASE WHEN u.channel IS NULL THEN m.fallback_channel ELSE '' END,
+        decided_at = CASE WHEN u.channel IS NULL THEN m.decided_at END,
         explanation = m.explanation || jsonb_build_array(u.entry),
         updated_at = %(now)s
     FROM u
     WHERE m.id = u.id AND m.attempt_id = %(attempt_id)s AND m.status = 'sending'
-    RETURNING m.id, u.status, u.reason
+    RETURNING m.id, u.status, u.reason, u.code
 )
-INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason)
-SELECT id, status, %(now)s, reason FROM updated
+INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason, code)
+SELECT id, status, %(now)s, reason, COALESCE(code, '') FROM updated
 RETURNING message_id
 """
 
@@ -385,8 +496,8 @@ def _insert_events(cursor, rows: Sequence[tuple[int, str, str]], now: dt.datetim
     if not rows:
         return
     cursor.execute(
-        "INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason) "
-        "SELECT u.id, u.status, %(now)s, u.reason "
+        "INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason, code) "
+        "SELECT u.id, u.status, %(now)s, u.reason, '' "
         "FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(id bigint, status text, reason text)",
         {
             "now": now,
@@ -411,6 +522,9 @@ def _record(cursor, outcomes: Sequence[_Outcome], attempt_id: uuid.UUID, now: dt
             "last_error": o.last_error,
             "send_after": o.send_after,
             "keep_handed_off": o.keep_handed_off,
+            "code": o.code,
+            "channel": o.channel,
+            "address": o.address,
         }
         for o in outcomes
     ]
@@ -430,8 +544,14 @@ def backoff(attempts: int) -> dt.timedelta:
 
 
 def _result_outcome(
-    result: SendResult, *, provider: str, attempts: int, now: dt.datetime
+    result: SendResult,
+    *,
+    provider: str,
+    attempts: int,
+    now: dt.datetime,
+    fallback: tuple[str, str] | None = None,
 ) -> _Outcome:
+    """What a provider's answer means for the message. ``fallback``: (channel, address)."""
     mid = result.message_id
     if result.accepted:
         reason = f"accepted by {provider}"
@@ -463,6 +583,22 @@ def _result_outcome(
             explain("send", "unknown", reason, provider=provider, code=result.error_code),
             provider=provider,
             last_error=error,
+        )
+    if result.permanent and fallback is not None:
+        channel, address = fallback
+        reason = f"{provider} refused it permanently ({error}); trying the fallback, {channel}"
+        return _Outcome(
+            mid,
+            MessageStatus.QUEUED,
+            reason,
+            explain("send", "fallback", reason, provider=provider, code=code, fallback=channel),
+            provider=provider,
+            last_error=error,
+            send_after=now,
+            keep_handed_off=False,
+            code="fallback",
+            channel=channel,
+            address=address,
         )
     if result.permanent:
         reason = f"{provider} refused it permanently: {error}"
@@ -568,42 +704,81 @@ def dispatch_batch(*, batch_size: int | None = None) -> DispatchStats:
     return stats
 
 
+def _fallbacks(claimed: Sequence[_Claimed], loaded: _Loaded) -> dict[int, tuple[str, str]]:
+    """(channel, address) to fall back to per message, where one is usable."""
+    out: dict[int, tuple[str, str]] = {}
+    for m in claimed:
+        channel = m.fallback_channel
+        if not channel or channel == m.channel:
+            continue
+        address = loaded.customers[m.customer_id].address_for(channel)
+        if address and (m.template_id, channel) in loaded.variants:
+            out[m.id] = (channel, address)
+    return out
+
+
 def _deliver_claimed(
     claimed: Sequence[_Claimed], *, attempt_id: uuid.UUID, now: dt.datetime, stats: DispatchStats
 ) -> None:
-    """Everything after the claim: decide, render, hand off, send, record."""
-    prepared = _prepare(claimed, now)
-    attempts = {m.id: m.attempts for m in claimed}
+    """Everything after the claim: consent, fatigue policy, render, hand off, send, record.
 
+    The policy decision, the render and the hand-off share one transaction: the
+    customers' decision locks are held until the messages let through are marked
+    ``decided_at`` (so a concurrent dispatcher counts them), and each sent message is
+    written once before the provider call instead of once per stage.
+    """
+    loaded = _load(claimed)
     with transaction.atomic(), connection.cursor() as cursor:
+        claimed, held, policy_entries = _apply_policy(cursor, claimed, loaded, now=now, stats=stats)
+        prepared = _prepare(claimed, loaded, now)
         handed_off: set[int] = set()
         if prepared.sendable:
             rows = [
-                {"id": o.message_id, "rendered": snapshot, "address": o.to}
+                {
+                    "id": o.message_id,
+                    "rendered": snapshot,
+                    "address": o.to,
+                    "channel": o.channel,
+                    "entries": [policy_entries[o.message_id]],
+                }
                 for o, snapshot in prepared.sendable
             ]
             cursor.execute(
                 _HANDOFF_SQL, {"rows": _as_json(rows), "attempt_id": attempt_id, "now": now}
             )
             handed_off = {row[0] for row in cursor.fetchall()}
-        written = _record(cursor, prepared.outcomes, attempt_id, now)
-    for outcome in prepared.outcomes:
-        if outcome.message_id in written:
-            if outcome.status == MessageStatus.SUPPRESSED:
-                stats.suppressed += 1
-            else:
-                stats.failed += 1
+        outcomes_now = held + prepared.outcomes
+        written = _record(cursor, outcomes_now, attempt_id, now)
+    for outcome in outcomes_now:
+        if outcome.message_id not in written:
+            stats.lost += 1
+        elif outcome.status == MessageStatus.DEFERRED:
+            stats.deferred += 1
+        elif outcome.status == MessageStatus.EXPIRED:
+            stats.expired += 1
+        elif outcome.status == MessageStatus.SUPPRESSED:
+            stats.suppressed += 1
+        else:
+            stats.failed += 1
     to_send = [o for o, _s in prepared.sendable if o.message_id in handed_off]
-    stats.lost = len(prepared.sendable) - len(to_send) + len(prepared.outcomes) - len(written)
+    stats.lost += len(prepared.sendable) - len(to_send)
     if not to_send:
         return
+    attempts = {m.id: m.attempts + 1 for m in claimed}
+    fallbacks = _fallbacks(claimed, loaded)
 
     # The provider calls: outside any transaction, so no row lock is held while we wait.
     results = _call_adapters(to_send)
 
     done = timezone.now()
     outcomes = [
-        _result_outcome(result, provider=provider, attempts=attempts[result.message_id], now=done)
+        _result_outcome(
+            result,
+            provider=provider,
+            attempts=attempts[result.message_id],
+            now=done,
+            fallback=fallbacks.get(result.message_id),
+        )
         for result, provider in results
     ]
     with transaction.atomic(), connection.cursor() as cursor:
@@ -619,6 +794,73 @@ def _deliver_claimed(
             stats.unknown += 1
         else:
             stats.failed += 1
+
+
+def _apply_policy(
+    cursor,
+    claimed: Sequence[_Claimed],
+    loaded: _Loaded,
+    *,
+    now: dt.datetime,
+    stats: DispatchStats,
+) -> tuple[list[_Claimed], list[_Outcome], dict[int, dict[str, Any]]]:
+    """Decide the fatigue policy for what consent allows, inside the caller's transaction.
+
+    Returns the messages that may go now, the outcomes of the held ones (deferred,
+    dropped, expired), and the policy's explanation entry per message let through.
+    Consent-blocked messages pass through untouched (``_prepare`` suppresses them).
+    """
+    items = [
+        fatigue.PolicyInput(
+            m.id,
+            m.customer_id,
+            m.channel,
+            m.topic_id,
+            m.priority,
+            m.journey,
+            m.expires_at,
+            loaded.alternatives.get(m.id, ()),
+        )
+        for m in claimed
+        if loaded.consent[m.id].allowed
+    ]
+    if not items:
+        return list(claimed), [], {}
+    started = time.perf_counter()
+    decisions, rule_keys = fatigue.decide_batch(
+        cursor, items, topics=loaded.topics, customers=loaded.customers, now=now
+    )
+    by_id = {m.id: m for m in claimed}
+    held: list[_Outcome] = []
+    entries: dict[int, dict[str, Any]] = {}
+    for message_id, decision in decisions.items():
+        status = fatigue.status_for(decision)
+        details: dict[str, Any] = {"rules": decision.trail}
+        if decision.action == policy.DEFER:
+            details["send_after"] = decision.send_after.isoformat()
+        entry = explain("policy", status, decision.reason, **details)
+        if decision.action == policy.SEND:
+            message = by_id[message_id]
+            if decision.channel and decision.channel != message.channel:
+                message.channel = decision.channel
+                customer = loaded.customers[message.customer_id]
+                loaded.addresses[message_id] = customer.address_for(decision.channel)
+            entries[message_id] = entry
+            continue
+        held.append(
+            _Outcome(
+                message_id,
+                status,
+                decision.reason,
+                entry,
+                send_after=decision.send_after if decision.action == policy.DEFER else None,
+                keep_handed_off=False,
+                code=fatigue.hold_code(decision, rule_keys),
+            )
+        )
+    stats.policy_seconds += time.perf_counter() - started
+    held_ids = {o.message_id for o in held}
+    return [m for m in claimed if m.id not in held_ids], held, entries
 
 
 def dispatch_due(

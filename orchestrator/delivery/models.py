@@ -104,6 +104,21 @@ class Message(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     data = models.JSONField(default=dict, blank=True, help_text="Request data for the template.")
     idempotency_key = models.CharField(max_length=300, null=True, blank=True, unique=True)
+    journey = models.CharField(
+        max_length=100, blank=True, default="", help_text="Key of the journey that sent it."
+    )
+    fallback_channel = models.CharField(
+        max_length=16,
+        choices=Channel.choices,
+        blank=True,
+        default="",
+        help_text="Tried once if the first channel fails permanently.",
+    )
+    decided_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the fatigue policy let it through; what frequency caps count.",
+    )
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
     rendered = models.JSONField(
         null=True, blank=True, help_text="What was handed to the provider, as rendered."
@@ -140,7 +155,9 @@ class Message(models.Model):
             # The dispatcher's claim walks waiting rows in claim order (highest priority,
             # then oldest) and stops after one batch, instead of sorting the whole backlog.
             models.Index(
-                F("priority").desc(), "send_after", name="message_claim_idx",
+                F("priority").desc(),
+                "send_after",
+                name="message_claim_idx",
                 condition=Q(status__in=["queued", "scheduled", "deferred"]),
             ),
             # Due-time lookups (backlog age, the next due message): waiting rows only.
@@ -150,6 +167,12 @@ class Message(models.Model):
                 condition=Q(status__in=["queued", "scheduled", "deferred"]),
             ),
             models.Index(fields=["customer", "-created_at"], name="message_customer_idx"),
+            # The policy's history: what counted against caps for a customer, recently.
+            models.Index(
+                fields=["customer", "decided_at"],
+                name="message_decided_idx",
+                condition=Q(decided_at__isnull=False),
+            ),
             models.Index(
                 fields=["provider", "provider_message_id"],
                 name="message_provider_id_idx",
@@ -171,6 +194,12 @@ class MessageEvent(models.Model):
     status = models.CharField(max_length=16, choices=MessageStatus.choices)
     occurred_at = models.DateTimeField()
     reason = models.TextField(blank=True, default="")
+    code = models.CharField(
+        max_length=120,
+        blank=True,
+        default="",
+        help_text="What decided it, e.g. rule:<key>, quiet_hours, consent:unsubscribed.",
+    )
     provider_event_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
     raw = models.JSONField(null=True, blank=True)
 
@@ -180,3 +209,97 @@ class MessageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} {self.status}"
+
+
+class FrequencyRule(models.Model):
+    """A fatigue rule: at most N messages per window, or a minimum gap between them."""
+
+    class Kind(models.TextChoices):
+        CAP = "cap", "At most N per window"
+        GAP = "gap", "Minimum gap between messages"
+
+    class Scope(models.TextChoices):
+        GLOBAL = "global", "All messages"
+        CHANNEL = "channel", "One channel"
+        TOPIC = "topic", "One topic"
+        JOURNEY = "journey", "One journey"
+
+    class Calendar(models.TextChoices):
+        DAY = "day", "Calendar day"
+        WEEK = "week", "Calendar week (Monday to Sunday)"
+        MONTH = "month", "Calendar month"
+
+    class AppliesTo(models.TextChoices):
+        MARKETING = "marketing", "Marketing only (transactional exempt)"
+        ALL = "all", "All messages, transactional included"
+
+    class Action(models.TextChoices):
+        DEFER = "defer", "Defer to the earliest allowed time"
+        DROP = "drop", "Drop (suppress)"
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    active = models.BooleanField(default=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.CAP)
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.GLOBAL)
+    channel = models.CharField(max_length=16, choices=Channel.choices, blank=True, default="")
+    topic = models.ForeignKey(
+        "consent.Topic",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="frequency_rules",
+    )
+    journey = models.CharField(max_length=100, blank=True, default="")
+    limit = models.PositiveIntegerField(default=1, help_text="N: messages allowed per window.")
+    window = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="Rolling window (e.g. 1 day, 7 days), or the minimum gap. "
+        "Leave empty for a calendar window.",
+    )
+    calendar = models.CharField(
+        max_length=8,
+        choices=Calendar.choices,
+        blank=True,
+        default="",
+        help_text="Calendar window in each customer's own time zone.",
+    )
+    applies_to = models.CharField(
+        max_length=16, choices=AppliesTo.choices, default=AppliesTo.MARKETING
+    )
+    action = models.CharField(max_length=8, choices=Action.choices, default=Action.DEFER)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.CheckConstraint(
+                name="frequencyrule_scope_target",
+                condition=(
+                    Q(scope="global")
+                    | (Q(scope="channel") & ~Q(channel=""))
+                    | (Q(scope="topic") & Q(topic__isnull=False))
+                    | (Q(scope="journey") & ~Q(journey=""))
+                ),
+            ),
+            models.CheckConstraint(
+                name="frequencyrule_window",
+                condition=(
+                    (Q(kind="gap") & Q(window__isnull=False))
+                    | (
+                        Q(kind="cap")
+                        & (
+                            (Q(window__isnull=False) & Q(calendar=""))
+                            | (Q(window__isnull=True) & ~Q(calendar=""))
+                        )
+                    )
+                ),
+            ),
+            models.CheckConstraint(name="frequencyrule_limit", condition=Q(limit__gte=1)),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -51,9 +51,11 @@ class Rule:
 
     def describe(self) -> str:
         if self.kind == "gap":
-            return f"at least {_human(self.window)} between {self._what()}"
-        span = f"per {self.calendar}" if self.calendar else f"per {_human(self.window)}"
-        return f"at most {self.limit} {self._what()} {span}"
+            text = f"at least {_human(self.window)} between {self._what()}"
+        else:
+            span = f"per {self.calendar}" if self.calendar else f"per {_human(self.window)}"
+            text = f"at most {self.limit} {self._what()} {span}"
+        return f"your own limit: {text}" if self.personal else text
 
     def _what(self) -> str:
         noun = "marketing messages" if self.applies_to == "marketing" else "messages"
@@ -88,6 +90,8 @@ class Candidate:
     expires_at: dt.datetime | None = None
     #: None: the default (marketing respects quiet hours, transactional does not).
     respect_quiet_hours: bool | None = None
+    #: For channel "preferred": further channels to try, in order, when ``channel`` is held.
+    alternatives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,8 @@ class Decision:
     reason: str
     rule_id: int | None = None
     trail: list[dict[str, Any]] = field(default_factory=list)
+    #: The channel decided on (differs from the candidate's when an alternative was taken).
+    channel: str = ""
 
 
 def _human(delta: dt.timedelta | None) -> str:
@@ -349,12 +355,36 @@ def decide_for_customer(
             now=now,
             default_quiet_hours=default_quiet_hours,
         )
+        decision.channel = candidate.channel
+        # "preferred": when the first channel is held by a channel-specific limit, the
+        # next channel the customer can be reached on may still have room now.
+        for channel in candidate.alternatives if decision.action != SEND else ():
+            alternative = decide(
+                replace(candidate, channel=channel, alternatives=()),
+                history=running,
+                rules=rules,
+                customer=customer,
+                now=now,
+                default_quiet_hours=default_quiet_hours,
+            )
+            if alternative.action == SEND:
+                alternative.channel = channel
+                alternative.reason = (
+                    f"sent by {channel} instead of {candidate.channel}, which was held "
+                    f"({decision.reason})"
+                )
+                alternative.trail = [
+                    {"channel": candidate.channel, "held": decision.reason},
+                    *alternative.trail,
+                ]
+                decision = alternative
+                break
         decided[candidate.message_id] = decision
         if decision.action == SEND:
             running.append(
                 Sent(
                     now,
-                    candidate.channel,
+                    decision.channel,
                     candidate.topic_id,
                     candidate.marketing,
                     candidate.journey,

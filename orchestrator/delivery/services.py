@@ -79,6 +79,8 @@ def message_create(
     priority: int = 5,
     idempotency_key: str | None = None,
     source: str = Message.Source.API,
+    fallback_channel: str = "",
+    journey: str = "",
 ) -> Message:
     """Queue one message in the caller's transaction; the dispatcher is woken on commit.
 
@@ -97,6 +99,18 @@ def message_create(
     )
     if resolved not in template_channels:
         raise SendRefused(f"Template {template.key!r} has no {resolved} variant.", field="template")
+    if fallback_channel:
+        if fallback_channel not in CHANNELS:
+            raise SendRefused(f"Unknown channel {fallback_channel!r}.", field="fallback_channel")
+        if fallback_channel == resolved and channel != "preferred":
+            raise SendRefused(
+                "The fallback must differ from the channel.", field="fallback_channel"
+            )
+        if fallback_channel not in template_channels:
+            raise SendRefused(
+                f"Template {template.key!r} has no {fallback_channel} variant for the fallback.",
+                field="fallback_channel",
+            )
     locale = pick_locale(customer.locale, {loc for c, loc in variants if c == resolved})
     now = timezone.now()
     send_after = max(send_at, now) if send_at else now
@@ -129,6 +143,8 @@ def message_create(
         data=data or {},
         idempotency_key=idempotency_key,
         source=source,
+        fallback_channel=fallback_channel,
+        journey=journey,
         explanation=trail,
     )
     MessageEvent.objects.create(

@@ -101,9 +101,12 @@ def test_worker_killed_before_the_provider_call_is_requeued_and_sent_once(outbox
 
     message.refresh_from_db()
     assert message.status == MessageStatus.SENT
-    assert message.attempts == 2
+    # Attempts count hand-offs to the provider: the dead worker never made one.
+    assert message.attempts == 1
     assert [m.message_id for m in outbox] == [message.id]
-    assert "requeued (it was not sent)" in message.explanation[-2]["reason"]
+    steps = [e["step"] for e in message.explanation]
+    assert steps[-3:] == ["recovery", "policy", "send"]
+    assert "requeued (it was not sent)" in message.explanation[-3]["reason"]
 
 
 def test_worker_killed_after_the_provider_accepted_is_reconciled_not_resent(settings, outbox):

@@ -309,3 +309,31 @@ def test_personal_weekly_cap_is_obeyed():
     assert decision.action == DEFER
     assert decision.send_after == utc(2026, 11, 30)
     assert decision.trail[0]["personal"] is True
+
+
+def test_preferred_channel_moves_to_the_next_channel_with_room():
+    sms_cap = Rule(id=8, name="1 sms/day", limit=1, calendar="day", scope="channel", channel="sms")
+    candidate = marketing(channel="sms", alternatives=("line", "email"))
+    decisions = decide_for_customer(
+        [candidate],
+        history=[sent(utc(2026, 5, 1, 1), "sms")],
+        rules=[sms_cap],
+        customer=CustomerPolicy(),
+        now=utc(2026, 5, 1, 12),
+    )
+    decision = decisions[1]
+    assert (decision.action, decision.channel) == (SEND, "line")
+    assert "instead of sms" in decision.reason
+
+
+def test_preferred_channel_does_not_escape_a_global_cap():
+    candidate = marketing(channel="sms", alternatives=("line", "email"))
+    history = [sent(utc(2026, 5, 1, h)) for h in (1, 2, 3)]
+    decision = decide_for_customer(
+        [candidate],
+        history=history,
+        rules=[DAILY_3],
+        customer=CustomerPolicy(),
+        now=utc(2026, 5, 1, 12),
+    )[1]
+    assert (decision.action, decision.channel) == (DEFER, "sms")
