@@ -20,7 +20,8 @@ from rest_framework import serializers
 from orchestrator.audience.models import Customer
 from orchestrator.audience.validators import normalize_phone
 from orchestrator.consent.models import CHANNELS, Channel, Topic
-from orchestrator.delivery.models import Message, MessageTemplate
+from orchestrator.delivery.explain import customer_explanation
+from orchestrator.delivery.models import FrequencyRule, Message, MessageTemplate
 
 #: Datetimes outside this range are refused: PostgreSQL would store them, but Python's
 #: datetime could not read some of them back once shifted to UTC.
@@ -293,6 +294,73 @@ class MessageInSerializer(serializers.Serializer):
     send_at = AwareDateTimeField(required=False, allow_null=True)
     expires_at = AwareDateTimeField(required=False, allow_null=True)
     priority = StrictIntegerField(min_value=0, max_value=9, default=5)
+    fallback_channel = ChannelField(
+        required=False, help_text="Tried once if the first channel fails permanently."
+    )
+
+
+class FrequencyRuleSerializer(serializers.Serializer):
+    """A frequency rule; on PUT the whole definition (left-out fields take their defaults)."""
+
+    key = StrictSlugField(max_length=100)
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(required=False, allow_blank=True, default="")
+    active = StrictBooleanField(default=True)
+    kind = StrictChoiceField(choices=FrequencyRule.Kind.choices, default="cap")
+    scope = StrictChoiceField(choices=FrequencyRule.Scope.choices, default="global")
+    channel = StrictCharField(required=False, allow_blank=True, default="", max_length=16)
+    topic = StrictCharField(
+        required=False, allow_null=True, default=None, max_length=100, help_text="Topic key."
+    )
+    journey = StrictCharField(required=False, allow_blank=True, default="", max_length=100)
+    limit = StrictIntegerField(min_value=1, max_value=10_000, default=1)
+    window_seconds = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=60,
+        max_value=31 * 86400,
+        help_text="Rolling window or minimum gap, in seconds; null for a calendar window.",
+    )
+    calendar = StrictCharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=8,
+        help_text="day, week or month, in each customer's own time zone.",
+    )
+    applies_to = StrictChoiceField(choices=FrequencyRule.AppliesTo.choices, default="marketing")
+    action = StrictChoiceField(choices=FrequencyRule.Action.choices, default="defer")
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+    def to_representation(self, instance: FrequencyRule) -> dict[str, Any]:
+        return {
+            "key": instance.key,
+            "name": instance.name,
+            "description": instance.description,
+            "active": instance.active,
+            "kind": instance.kind,
+            "scope": instance.scope,
+            "channel": instance.channel,
+            "topic": instance.topic.key if instance.topic_id else None,
+            "journey": instance.journey,
+            "limit": instance.limit,
+            "window_seconds": int(instance.window.total_seconds()) if instance.window else None,
+            "calendar": instance.calendar,
+            "applies_to": instance.applies_to,
+            "action": instance.action,
+            "created_at": instance.created_at.isoformat(),
+            "updated_at": instance.updated_at.isoformat(),
+        }
+
+
+def rule_definition(data: dict[str, Any]) -> dict[str, Any]:
+    """Validated serializer data as keyword arguments of the rule services."""
+    fields = {k: v for k, v in data.items() if k not in ("created_at", "updated_at")}
+    seconds = fields.pop("window_seconds", None)
+    fields["window"] = dt.timedelta(seconds=seconds) if seconds else None
+    return fields
 
 
 class MessageAcceptedSerializer(serializers.Serializer):
@@ -327,6 +395,7 @@ class MessageEventSerializer(serializers.Serializer):
     status = serializers.CharField()
     occurred_at = serializers.DateTimeField()
     reason = serializers.CharField()
+    code = serializers.CharField()
 
 
 class MessageSerializer(serializers.ModelSerializer):
@@ -335,6 +404,9 @@ class MessageSerializer(serializers.ModelSerializer):
     template = serializers.CharField(source="template.key")
     to = serializers.SerializerMethodField()
     history = MessageEventSerializer(many=True)
+    explanation_text = serializers.SerializerMethodField(
+        help_text="The decision trail in plain sentences, as the customer would be told."
+    )
 
     class Meta:
         model = Message
@@ -350,21 +422,28 @@ class MessageSerializer(serializers.ModelSerializer):
             "locale",
             "priority",
             "source",
+            "journey",
+            "fallback_channel",
             "provider",
             "provider_message_id",
             "send_after",
             "expires_at",
             "created_at",
+            "decided_at",
             "sent_at",
             "attempts",
             "last_error",
             "history",
             "explanation",
+            "explanation_text",
         ]
         read_only_fields = fields
 
     def get_to(self, message: Message) -> str:
         return mask_address(message.to_address)
+
+    def get_explanation_text(self, message: Message) -> list[str]:
+        return customer_explanation(message)
 
 
 # --- Configuration: topics and templates ----------------------------------------------

@@ -62,6 +62,7 @@ def message_send(
     send_at: dt.datetime | None = None,
     expires_at: dt.datetime | None = None,
     priority: int = 5,
+    fallback_channel: str = "",
 ) -> Message:
     """Queue one API-triggered message; unknown references and refusals raise ApiError 400."""
     customer = recipient_resolve(to)
@@ -86,6 +87,7 @@ def message_send(
             expires_at=expires_at,
             priority=priority,
             source=Message.Source.API,
+            fallback_channel=fallback_channel,
         )
     except SendRefused as exc:
         raise ApiError(code=exc.code, message=str(exc), fields={exc.field: [str(exc)]}) from None

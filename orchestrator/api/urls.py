@@ -20,4 +20,10 @@ urlpatterns = [
     path("topics/<slug:key>", views.TopicDetailView.as_view(), name="topic-detail"),
     path("templates", views.TemplateListView.as_view(), name="templates"),
     path("templates/<slug:key>", views.TemplateDetailView.as_view(), name="template-detail"),
+    path("frequency-rules", views.FrequencyRuleListView.as_view(), name="frequency-rules"),
+    path(
+        "frequency-rules/<slug:key>",
+        views.FrequencyRuleDetailView.as_view(),
+        name="frequency-rule-detail",
+    ),
 ]

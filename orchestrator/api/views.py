@@ -32,11 +32,13 @@ from orchestrator.api.serializers import (
     EventBulkInSerializer,
     EventInSerializer,
     EventsAcceptedSerializer,
+    FrequencyRuleSerializer,
     MessageAcceptedSerializer,
     MessageInSerializer,
     MessageSerializer,
     TemplateSerializer,
     TopicSerializer,
+    rule_definition,
 )
 from orchestrator.audience.models import Customer
 from orchestrator.audience.services import customer_upsert
@@ -48,7 +50,13 @@ from orchestrator.consent.services import (
     topic_delete,
     topic_put,
 )
-from orchestrator.delivery.models import Message, MessageTemplate
+from orchestrator.delivery.models import FrequencyRule, Message, MessageTemplate
+from orchestrator.delivery.rule_services import (
+    RuleExists,
+    frequency_rule_create,
+    frequency_rule_delete,
+    frequency_rule_put,
+)
 from orchestrator.delivery.template_services import (
     TemplateExists,
     TemplateInUse,
@@ -429,4 +437,87 @@ class TemplateDetailView(ApiView):
             raise NotFound(f"No template {key!r}.") from None
         except TemplateInUse as exc:
             raise ApiError(code="in_use", message=str(exc), status_code=409) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Configuration: frequency rules ----------------------------------------------------
+
+
+class FrequencyRuleListSerializer(serializers.Serializer):
+    results = FrequencyRuleSerializer(many=True)
+
+
+class FrequencyRuleListView(ApiView):
+    required_scopes = ["admin"]
+
+    @extend_schema(
+        operation_id="frequency_rules_list",
+        tags=["configuration"],
+        responses={200: FrequencyRuleListSerializer, **_errors(401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        rules = FrequencyRule.objects.select_related("topic")
+        return Response({"results": FrequencyRuleSerializer(rules, many=True).data})
+
+    @extend_schema(
+        operation_id="frequency_rules_create",
+        tags=["configuration"],
+        request=FrequencyRuleSerializer,
+        responses={201: FrequencyRuleSerializer, **_errors(400, 401, 403, 409, 413)},
+    )
+    def post(self, request: Request) -> Response:
+        definition = rule_definition(_valid(FrequencyRuleSerializer, request.data))
+        try:
+            rule = frequency_rule_create(**definition)
+        except RuleExists as exc:
+            raise ApiError(code="already_exists", message=str(exc), status_code=409) from None
+        return Response(FrequencyRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+
+
+class FrequencyRuleDetailView(ApiView):
+    required_scopes = ["admin"]
+
+    @extend_schema(
+        operation_id="frequency_rules_retrieve",
+        tags=["configuration"],
+        parameters=[_key_parameter("key", "The rule key.")],
+        responses={200: FrequencyRuleSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, key: str) -> Response:
+        rule = FrequencyRule.objects.select_related("topic").filter(key=key).first()
+        if rule is None:
+            raise NotFound(f"No frequency rule {key!r}.")
+        return Response(FrequencyRuleSerializer(rule).data)
+
+    @extend_schema(
+        operation_id="frequency_rules_put",
+        tags=["configuration"],
+        summary="Replace a frequency rule (created if new)",
+        parameters=[_key_parameter("key", "The rule key.")],
+        request=FrequencyRuleSerializer,
+        responses={
+            200: FrequencyRuleSerializer,
+            201: FrequencyRuleSerializer,
+            **_errors(400, 401, 403, 413),
+        },
+    )
+    def put(self, request: Request, key: str) -> Response:
+        data = _valid(FrequencyRuleSerializer, _body_with_key(request.data, key))
+        rule, created = frequency_rule_put(**rule_definition(data))
+        return Response(
+            FrequencyRuleSerializer(rule).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(
+        operation_id="frequency_rules_delete",
+        tags=["configuration"],
+        parameters=[_key_parameter("key", "The rule key.")],
+        responses={204: None, **_errors(401, 403, 404)},
+    )
+    def delete(self, request: Request, key: str) -> Response:
+        try:
+            frequency_rule_delete(key=key)
+        except FrequencyRule.DoesNotExist:
+            raise NotFound(f"No frequency rule {key!r}.") from None
         return Response(status=status.HTTP_204_NO_CONTENT)
