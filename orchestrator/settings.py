@@ -165,6 +165,8 @@ SPECTACULAR_SETTINGS = {
     # The schema and docs are public: reading them must not need an API key.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # One name for the channel choices wherever a field uses them.
+    "ENUM_NAME_OVERRIDES": {"ChannelEnum": "orchestrator.consent.models.Channel"},
 }
 API_BULK_LIMIT = 1000
 IDEMPOTENCY_KEY_TTL_HOURS = env.get_int("IDEMPOTENCY_KEY_TTL_HOURS", 48, minimum=24)
