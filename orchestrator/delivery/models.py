@@ -204,7 +204,11 @@ class MessageEvent(models.Model):
     raw = models.JSONField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["message", "occurred_at"], name="msgevent_message_idx")]
+        indexes = [
+            models.Index(fields=["message", "occurred_at"], name="msgevent_message_idx"),
+            # The fatigue overview reads holds by day: only rows with a code are indexed.
+            models.Index(fields=["occurred_at"], name="msgevent_holds_idx", condition=~Q(code="")),
+        ]
         ordering = ["occurred_at", "id"]
 
     def __str__(self) -> str:

@@ -1,0 +1,72 @@
+"""A bad environment value stops the process at start with a message naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A well-formed external configuration, so no case touches the embedded PostgreSQL:
+# settings parse URLs without connecting.
+BASELINE = {
+    "DATABASE_URL": "postgresql://app@db.invalid:5432/orchestrator",
+    "SECRET_KEY": "s" * 40,
+    "CELERY_BROKER_URL": "redis://broker.invalid:6379/0",
+    "DJANGO_SETTINGS_MODULE": "orchestrator.settings",
+}
+
+
+def load_settings(**overrides: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in BASELINE}
+    env.update(BASELINE)
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_good_environment_loads():
+    result = load_settings()
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DEBUG", "maybe"),
+        ("DISPATCH_BATCH_SIZE", "abc"),
+        ("DISPATCH_INTERVAL_SECONDS", "0"),
+        ("DATABASE_URL", "mysql://x"),
+        ("PUBLIC_BASE_URL", "ftp://x"),
+        ("CELERY_BROKER_URL", "kafka://x"),
+        ("CHANNEL_ADAPTER_DEFAULT", "smtp"),
+        ("API_MAX_BODY_BYTES", "lots"),
+        ("IDEMPOTENCY_KEY_TTL_HOURS", "1"),
+        ("SECRET_KEY", "short"),
+    ],
+)
+def test_a_bad_value_stops_start_naming_the_variable(name, value):
+    result = load_settings(**{name: value})
+    assert result.returncode != 0
+    assert f"{name}:" in result.stderr
+    assert "ImproperlyConfigured" in result.stderr
+
+
+def test_a_real_database_requires_a_secret_key():
+    result = load_settings(SECRET_KEY=None)
+    assert result.returncode != 0
+    assert "SECRET_KEY: must be set when DATABASE_URL is set" in result.stderr
