@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.urls import path
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
@@ -23,6 +25,7 @@ from orchestrator.core.adminkit import (
     preformatted,
     pretty_json,
 )
+from orchestrator.delivery.admin_views import fatigue_overview
 from orchestrator.delivery.models import (
     FrequencyRule,
     Message,
@@ -31,6 +34,8 @@ from orchestrator.delivery.models import (
     TemplateVariant,
 )
 from orchestrator.delivery.rendering import TemplateProblem, check_syntax
+from orchestrator.delivery.rule_services import clean_rule
+from orchestrator.delivery.services import messages_cancel
 
 
 class TemplateVariantForm(forms.ModelForm):
@@ -107,6 +112,31 @@ class MessageEventInline(admin.TabularInline):
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    actions = ["cancel_waiting"]
+
+    def has_cancel_permission(self, request) -> bool:
+        return request.user.has_perm("delivery.change_message")
+
+    @admin.action(
+        description="Cancel selected messages that have not started", permissions=["cancel"]
+    )
+    def cancel_waiting(self, request, queryset) -> None:
+        ids = messages_cancel(
+            message_ids=list(queryset.values_list("id", flat=True)),
+            reason=f"canceled in the admin by {request.user.get_username()}",
+        )
+        skipped = queryset.count() - len(ids)
+        self.message_user(
+            request,
+            f"Canceled {len(ids)} message(s)."
+            + (
+                f" {skipped} had already started or finished and were left alone."
+                if skipped
+                else ""
+            ),
+            messages.SUCCESS if ids else messages.WARNING,
+        )
+
     list_display = (
         "id",
         "created_at",
@@ -287,9 +317,69 @@ class MessageEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return pretty_json(obj.raw)
 
 
+class FrequencyRuleForm(forms.ModelForm):
+    """The same checks as the API, with messages on the fields a marketer can fix."""
+
+    class Meta:
+        model = FrequencyRule
+        fields = (
+            "name",
+            "key",
+            "description",
+            "active",
+            "kind",
+            "limit",
+            "window",
+            "calendar",
+            "applies_to",
+            "action",
+            "scope",
+            "channel",
+            "topic",
+            "journey",
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        try:
+            clean_rule(
+                key=cleaned.get("key") or "",
+                name=cleaned.get("name") or "",
+                kind=cleaned.get("kind"),
+                scope=cleaned.get("scope"),
+                channel=cleaned.get("channel") or "",
+                topic=cleaned.get("topic"),
+                journey=cleaned.get("journey") or "",
+                limit=cleaned.get("limit") or 0,
+                window=cleaned.get("window"),
+                calendar=cleaned.get("calendar") or "",
+                applies_to=cleaned.get("applies_to"),
+                action=cleaned.get("action"),
+            )
+        except ValidationError as exc:
+            for field, problems in exc.message_dict.items():
+                for problem in problems:
+                    self.add_error(field if field in self.fields else None, problem)
+        return cleaned
+
+
 @admin.register(FrequencyRule)
 class FrequencyRuleAdmin(admin.ModelAdmin):
-    """Fatigue rules are data a marketer edits; the database checks their shape on save."""
+    """Fatigue rules are data a marketer edits; the form checks their shape on save."""
+
+    form = FrequencyRuleForm
+    change_list_template = "admin/delivery/frequencyrule/change_list.html"
+
+    def get_urls(self):
+        overview = self.admin_site.admin_view(
+            lambda request: fatigue_overview(request, admin_site=self.admin_site)
+        )
+        return [
+            path("overview/", overview, name="delivery_frequencyrule_overview"),
+            *super().get_urls(),
+        ]
 
     list_display = ("name", "key", "active", "summary", "applies_to", "action", "updated_at")
     list_filter = ("active", "kind", "scope", "applies_to", "action", "channel", "topic")

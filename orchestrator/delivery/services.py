@@ -177,3 +177,43 @@ def kick_dispatcher() -> None:
     ):
         return
     transaction.on_commit(_publish_dispatch)
+
+
+def messages_cancel(*, message_ids: list[int], reason: str) -> list[int]:
+    """Cancel the given messages that are still waiting; returns the ids canceled.
+
+    A message already claimed by a dispatcher (``sending``) or finished is left alone:
+    cancel only stops what has not started.
+    """
+    import json
+
+    from django.db.models.expressions import RawSQL
+
+    from orchestrator.delivery.models import WAITING_STATUSES
+
+    now = timezone.now()
+    entry = explain("canceled", MessageStatus.CANCELED, reason)
+    with transaction.atomic():
+        ids = list(
+            Message.objects.select_for_update()
+            .filter(id__in=message_ids, status__in=WAITING_STATUSES)
+            .values_list("id", flat=True)
+        )
+        if not ids:
+            return []
+        Message.objects.filter(id__in=ids).update(
+            status=MessageStatus.CANCELED,
+            updated_at=now,
+            explanation=RawSQL("explanation || jsonb_build_array(%s::jsonb)", [json.dumps(entry)]),
+        )
+        MessageEvent.objects.bulk_create(
+            MessageEvent(
+                message_id=i,
+                status=MessageStatus.CANCELED,
+                occurred_at=now,
+                reason=reason,
+                code="canceled",
+            )
+            for i in ids
+        )
+    return ids

@@ -206,5 +206,7 @@ def test_a_malformed_frequency_rule_is_refused_in_the_form(admin_client, demo):
         },
     )
     assert response.status_code == 200
-    assert "frequencyrule_scope_target" in response.content.decode()
+    assert "A channel rule needs one of" in str(
+        response.context["adminform"].form.errors["channel"]
+    )
     assert FrequencyRule.objects.count() == before
