@@ -15,7 +15,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.urls import path
 from django.utils.dateparse import parse_datetime
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from orchestrator.core.adminkit import (
     ReadOnlyAdminMixin,
@@ -26,6 +26,7 @@ from orchestrator.core.adminkit import (
     pretty_json,
 )
 from orchestrator.delivery.admin_views import fatigue_overview
+from orchestrator.delivery.explain import customer_explanation
 from orchestrator.delivery.models import (
     FrequencyRule,
     Message,
@@ -110,6 +111,32 @@ class MessageEventInline(admin.TabularInline):
         return False
 
 
+def _rule_line(rule: dict) -> str:
+    """One evaluated rule, as a marketer reads it: what it says, what it counted, the verdict."""
+    if rule.get("rule") == "quiet_hours":
+        inside = "inside" if rule.get("inside") else "outside"
+        return (
+            f"quiet hours {rule.get('window')} {rule.get('timezone')}: local time "
+            f"{rule.get('local_time')}, {inside}"
+        )
+    if "held" in rule:
+        return f"{rule.get('channel')} held: {rule['held']}"
+    counted = f", {rule['count']} counted" if "count" in rule else ""
+    verdict = "room left" if rule.get("ok") else f"full until {_when(rule.get('allowed_at'))}"
+    return f"{rule.get('describe', rule.get('rule'))}{counted}: {verdict}"
+
+
+def _details(details: dict | None):
+    """Details of a trail entry; the policy's evaluated rules one per line."""
+    if not details or "rules" not in details:
+        return details_text(details)
+    rest = {k: v for k, v in details.items() if k != "rules"}
+    lines = [_rule_line(r) for r in details["rules"] if isinstance(r, dict)]
+    if rest:
+        lines.append(details_text(rest))
+    return format_html_join("", "<div>{}</div>", ((line,) for line in lines)) or "no rules apply"
+
+
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     actions = ["cancel_waiting"]
@@ -176,7 +203,7 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 )
             },
         ),
-        ("Why: the decision trail", {"fields": ("decision_trail",)}),
+        ("Why: the decision trail", {"fields": ("decision_trail", "customer_reason")}),
         ("Content", {"fields": ("rendered_preview", "request_data")}),
         (
             "Delivery",
@@ -210,6 +237,7 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "journey",
         "fallback_channel",
         "decision_trail",
+        "customer_reason",
         "rendered_preview",
         "request_data",
         "provider",
@@ -258,12 +286,16 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     entry.get("step", ""),
                     entry.get("decision", ""),
                     entry.get("reason", ""),
-                    details_text(entry.get("details")),
+                    _details(entry.get("details")),
                 )
                 for entry in entries
                 if isinstance(entry, dict)
             ),
         )
+
+    @admin.display(description="as the customer is told")
+    def customer_reason(self, obj: Message):
+        return format_html_join("", "<p>{}</p>", ((line,) for line in customer_explanation(obj)))
 
     @admin.display(description="as rendered")
     def rendered_preview(self, obj: Message):
