@@ -49,7 +49,12 @@ from orchestrator.delivery.models import (
     MessageTemplate,
     TemplateVariant,
 )
-from orchestrator.delivery.rendering import TemplateProblem, build_context, render_variant
+from orchestrator.delivery.rendering import (
+    TemplateProblem,
+    build_context,
+    customer_context,
+    render_variant,
+)
 from orchestrator.delivery.services import DEFAULT_CHANNEL_ORDER, pick_locale
 
 logger = logging.getLogger(__name__)
@@ -134,95 +139,58 @@ class _Prepared:
 
 # --- claim ---------------------------------------------------------------------------
 
-_CLAIM_SQL = """
-WITH due AS (
-    SELECT id FROM delivery_message
-    WHERE status IN ('queued', 'scheduled', 'deferred') AND send_after <= %(now)s
-    ORDER BY priority DESC, send_after
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE delivery_message AS m SET
-    status = CASE WHEN m.expires_at <= %(now)s THEN 'expired' ELSE 'sending' END,
-    attempt_id = %(attempt_id)s,
-    claimed_at = %(now)s,
-    handed_off_at = NULL,
-    updated_at = %(now)s,
-    explanation = CASE WHEN m.expires_at <= %(now)s
-        THEN m.explanation || jsonb_build_array(
-            jsonb_set(%(expired_entry)s::jsonb, '{details,expires_at}', to_jsonb(m.expires_at)))
-        ELSE m.explanation END
-FROM due
-WHERE m.id = due.id
-RETURNING m.id, m.status, m.customer_id, m.topic_id, m.template_id, m.channel, m.locale,
-    m.data, m.attempts, m.priority, m.expires_at, m.journey, m.requested_channel,
-    m.fallback_channel
+_LOCK_SQL = """
+SELECT id, customer_id, topic_id, template_id, channel, locale, data, attempts, priority,
+    expires_at, journey, requested_channel, fallback_channel
+FROM delivery_message
+WHERE status IN ('queued', 'scheduled', 'deferred') AND send_after <= %(now)s
+ORDER BY priority DESC, send_after
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
 """
 
 
-def _claim(*, limit: int, now: dt.datetime, attempt_id: uuid.UUID) -> tuple[list[_Claimed], int]:
-    """Claim up to ``limit`` due messages; expire the overdue ones. Returns (claimed, expired)."""
-    expired_entry = explain(
-        "expiry",
-        MessageStatus.EXPIRED,
-        "its expiry time passed before it could be sent",
-        expires_at=None,
-    )
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM_SQL,
-            {
-                "now": now,
-                "limit": limit,
-                "attempt_id": attempt_id,
-                "expired_entry": json.dumps(expired_entry),
-            },
+def _lock_due(cursor, *, limit: int, now: dt.datetime) -> tuple[list[_Claimed], list[_Outcome]]:
+    """Lock up to ``limit`` due messages for this transaction; split off the expired ones.
+
+    The claim is a row lock, not a write: the rows stay waiting until the hand-off
+    marks them ``sending`` in the same transaction, so a worker that dies before
+    the hand-off leaves nothing to recover (its transaction rolls back).
+    """
+    cursor.execute(_LOCK_SQL, {"now": now, "limit": limit})
+    claimed: list[_Claimed] = []
+    expired: list[_Outcome] = []
+    for row in cursor.fetchall():
+        message = _Claimed(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            json.loads(row[6]) if isinstance(row[6], str) else (row[6] or {}),
+            *row[7:],
         )
-        claimed: list[_Claimed] = []
-        expired: list[int] = []
-        for (
-            mid,
-            status,
-            customer_id,
-            topic_id,
-            template_id,
-            channel,
-            locale,
-            data,
-            n,
-            priority,
-            expires_at,
-            journey,
-            requested_channel,
-            fallback_channel,
-        ) in cursor.fetchall():
-            if status == MessageStatus.EXPIRED:
-                expired.append(mid)
-                continue
-            claimed.append(
-                _Claimed(
-                    mid,
-                    customer_id,
-                    topic_id,
-                    template_id,
-                    channel,
-                    locale,
-                    json.loads(data) if isinstance(data, str) else (data or {}),
-                    n,
-                    priority,
-                    expires_at,
-                    journey,
-                    requested_channel,
-                    fallback_channel,
+        if message.expires_at is not None and message.expires_at <= now:
+            reason = "its expiry time passed before it could be sent"
+            expired.append(
+                _Outcome(
+                    message.id,
+                    MessageStatus.EXPIRED,
+                    reason,
+                    explain(
+                        "expiry",
+                        MessageStatus.EXPIRED,
+                        reason,
+                        expires_at=message.expires_at.isoformat(),
+                    ),
+                    keep_handed_off=False,
+                    code="expired",
                 )
             )
-        if expired:
-            _insert_events(
-                cursor,
-                [(mid, MessageStatus.EXPIRED, expired_entry["reason"]) for mid in expired],
-                now,
-            )
-    return claimed, len(expired)
+        else:
+            claimed.append(message)
+    return claimed, expired
 
 
 # --- decide and render -----------------------------------------------------------
@@ -271,7 +239,15 @@ def _load(claimed: Sequence[_Claimed]) -> _Loaded:
     queued; here, at send time, it takes the first one the customer has consented to,
     and keeps the others as alternatives for the fatigue policy.
     """
-    customers = Customer.objects.in_bulk({m.customer_id for m in claimed})
+    # "= ANY(array)": one parameter, where IN (...) would be a thousand placeholders the
+    # driver splits in Python.
+    customers = {
+        c.id: c
+        for c in Customer.objects.raw(
+            "SELECT * FROM audience_customer WHERE id = ANY(%s)",
+            [sorted({m.customer_id for m in claimed})],
+        )
+    }
     topics = Topic.objects.in_bulk({m.topic_id for m in claimed})
     variants = _load_variants(m.template_id for m in claimed)
     preferred = [m for m in claimed if m.requested_channel == "preferred"]
@@ -328,6 +304,15 @@ def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> 
     addresses = [loaded.addresses[m.id] for m in claimed]
     decisions = [loaded.consent[m.id] for m in claimed]
     sender = settings.DEFAULT_FROM_EMAIL
+    brand = {"name": settings.BRAND_NAME}
+    contexts: dict[int, dict[str, Any]] = {}
+
+    def customer_vars(customer: Customer) -> dict[str, Any]:
+        # Built once per customer in the batch; templates only read it.
+        if customer.id not in contexts:
+            contexts[customer.id] = customer_context(customer)
+        return contexts[customer.id]
+
     unconfigured: dict[str, str] = {}
     for channel in {m.channel for m in claimed}:
         try:
@@ -393,7 +378,12 @@ def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> 
                 body=body,
                 html=html if message.channel == "email" else "",
                 channel=message.channel,
-                context=build_context(customer=customer, message_data=message.data),
+                context=build_context(
+                    customer=customer,
+                    message_data=message.data,
+                    customer_vars=customer_vars(customer),
+                    brand=brand,
+                ),
             )
         except TemplateProblem as exc:
             reason = f"template did not render ({exc}); nothing was sent"
@@ -436,19 +426,24 @@ def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> 
 # parameter to quote instead of thousands of array elements, which the driver would
 # otherwise escape one by one in Python.
 
+_WAITING = "m.status IN ('queued', 'scheduled', 'deferred')"
+
+# Rows locked by this transaction (_lock_due) become ``sending`` under this attempt.
 _HANDOFF_SQL = """
 UPDATE delivery_message AS m SET
+    status = 'sending', attempt_id = %(attempt_id)s, claimed_at = %(now)s,
     rendered = u.rendered, to_address = u.address, channel = u.channel,
     handed_off_at = %(now)s, decided_at = %(now)s, updated_at = %(now)s,
     attempts = m.attempts + 1, explanation = m.explanation || u.entries
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(
     id bigint, rendered jsonb, address text, channel text, entries jsonb)
-WHERE m.id = u.id AND m.attempt_id = %(attempt_id)s AND m.status = 'sending'
+WHERE m.id = u.id AND m.status IN ('queued', 'scheduled', 'deferred')
 RETURNING m.id
 """
 
 # The outcome update and its history rows in one statement: history is written only
-# for the rows the update matched (still under this worker's attempt id).
+# for the rows the update matched - rows still locked and waiting (before the hand-off)
+# or still under this worker's attempt id (after the provider call).
 _RECORD_SQL = """
 WITH u AS (
     SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(
@@ -473,7 +468,7 @@ WITH u AS (
         explanation = m.explanation || jsonb_build_array(u.entry),
         updated_at = %(now)s
     FROM u
-    WHERE m.id = u.id AND m.attempt_id = %(attempt_id)s AND m.status = 'sending'
+    WHERE m.id = u.id AND {guard}
     RETURNING m.id, u.status, u.reason, u.code
 )
 INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason, code)
@@ -506,8 +501,25 @@ def _insert_events(cursor, rows: Sequence[tuple[int, str, str]], now: dt.datetim
     )
 
 
-def _record(cursor, outcomes: Sequence[_Outcome], attempt_id: uuid.UUID, now: dt.datetime) -> set:
-    """Write outcomes of rows still under ``attempt_id``, with their history. Returns the ids."""
+_RECORD_LOCKED_SQL = _RECORD_SQL.format(guard=_WAITING)
+_RECORD_SENT_SQL = _RECORD_SQL.format(
+    guard="m.attempt_id = %(attempt_id)s AND m.status = 'sending'"
+)
+
+
+def _record(
+    cursor,
+    outcomes: Sequence[_Outcome],
+    attempt_id: uuid.UUID | None,
+    now: dt.datetime,
+    *,
+    locked: bool = False,
+) -> set:
+    """Write outcomes with their history; returns the ids written.
+
+    ``locked``: rows this transaction holds (not yet handed off); otherwise only rows
+    still under ``attempt_id`` (a reclaimed row is not overwritten by a late worker).
+    """
     if not outcomes:
         return set()
     rows = [
@@ -528,7 +540,8 @@ def _record(cursor, outcomes: Sequence[_Outcome], attempt_id: uuid.UUID, now: dt
         }
         for o in outcomes
     ]
-    cursor.execute(_RECORD_SQL, {"rows": _as_json(rows), "attempt_id": attempt_id, "now": now})
+    sql = _RECORD_LOCKED_SQL if locked else _RECORD_SENT_SQL
+    cursor.execute(sql, {"rows": _as_json(rows), "attempt_id": attempt_id, "now": now})
     return {row[0] for row in cursor.fetchall()}
 
 
@@ -697,10 +710,16 @@ def dispatch_batch(*, batch_size: int | None = None) -> DispatchStats:
     stats = DispatchStats(batches=1)
     now = timezone.now()
     attempt_id = uuid.uuid4()
-    claimed, stats.expired = _claim(limit=limit, now=now, attempt_id=attempt_id)
-    stats.claimed = len(claimed) + stats.expired
-    if claimed:
-        _deliver_claimed(claimed, attempt_id=attempt_id, now=now, stats=stats)
+    with transaction.atomic(), connection.cursor() as cursor:
+        claimed, expired = _lock_due(cursor, limit=limit, now=now)
+        stats.claimed = len(claimed) + len(expired)
+        if not stats.claimed:
+            return stats
+        handed = _decide_and_hand_off(
+            cursor, claimed, expired, attempt_id=attempt_id, now=now, stats=stats
+        )
+    if handed is not None:
+        _send_and_record(handed, attempt_id=attempt_id, stats=stats)
     return stats
 
 
@@ -717,38 +736,51 @@ def _fallbacks(claimed: Sequence[_Claimed], loaded: _Loaded) -> dict[int, tuple[
     return out
 
 
-def _deliver_claimed(
-    claimed: Sequence[_Claimed], *, attempt_id: uuid.UUID, now: dt.datetime, stats: DispatchStats
-) -> None:
-    """Everything after the claim: consent, fatigue policy, render, hand off, send, record.
+@dataclass
+class _HandedOff:
+    to_send: list[OutboundMessage]
+    attempts: dict[int, int]
+    fallbacks: dict[int, tuple[str, str]]
 
-    The policy decision, the render and the hand-off share one transaction: the
-    customers' decision locks are held until the messages let through are marked
-    ``decided_at`` (so a concurrent dispatcher counts them), and each sent message is
-    written once before the provider call instead of once per stage.
+
+def _decide_and_hand_off(
+    cursor,
+    claimed: Sequence[_Claimed],
+    expired: Sequence[_Outcome],
+    *,
+    attempt_id: uuid.UUID,
+    now: dt.datetime,
+    stats: DispatchStats,
+) -> _HandedOff | None:
+    """Consent, fatigue policy, render and hand-off, in the transaction holding the rows.
+
+    The customers' decision locks are held until the messages let through are marked
+    ``decided_at`` (so a concurrent dispatcher counts them), and each message is
+    written once before the provider call.
     """
-    loaded = _load(claimed)
-    with transaction.atomic(), connection.cursor() as cursor:
+    loaded = _load(claimed) if claimed else None
+    held: list[_Outcome] = []
+    policy_entries: dict[int, dict[str, Any]] = {}
+    prepared = _Prepared()
+    if loaded is not None:
         claimed, held, policy_entries = _apply_policy(cursor, claimed, loaded, now=now, stats=stats)
         prepared = _prepare(claimed, loaded, now)
-        handed_off: set[int] = set()
-        if prepared.sendable:
-            rows = [
-                {
-                    "id": o.message_id,
-                    "rendered": snapshot,
-                    "address": o.to,
-                    "channel": o.channel,
-                    "entries": [policy_entries[o.message_id]],
-                }
-                for o, snapshot in prepared.sendable
-            ]
-            cursor.execute(
-                _HANDOFF_SQL, {"rows": _as_json(rows), "attempt_id": attempt_id, "now": now}
-            )
-            handed_off = {row[0] for row in cursor.fetchall()}
-        outcomes_now = held + prepared.outcomes
-        written = _record(cursor, outcomes_now, attempt_id, now)
+    handed_off: set[int] = set()
+    if prepared.sendable:
+        rows = [
+            {
+                "id": o.message_id,
+                "rendered": snapshot,
+                "address": o.to,
+                "channel": o.channel,
+                "entries": [policy_entries[o.message_id]],
+            }
+            for o, snapshot in prepared.sendable
+        ]
+        cursor.execute(_HANDOFF_SQL, {"rows": _as_json(rows), "attempt_id": attempt_id, "now": now})
+        handed_off = {row[0] for row in cursor.fetchall()}
+    outcomes_now = [*expired, *held, *prepared.outcomes]
+    written = _record(cursor, outcomes_now, attempt_id, now, locked=True)
     for outcome in outcomes_now:
         if outcome.message_id not in written:
             stats.lost += 1
@@ -762,22 +794,26 @@ def _deliver_claimed(
             stats.failed += 1
     to_send = [o for o, _s in prepared.sendable if o.message_id in handed_off]
     stats.lost += len(prepared.sendable) - len(to_send)
-    if not to_send:
-        return
-    attempts = {m.id: m.attempts + 1 for m in claimed}
-    fallbacks = _fallbacks(claimed, loaded)
+    if not to_send or loaded is None:
+        return None
+    return _HandedOff(
+        to_send,
+        {m.id: m.attempts + 1 for m in claimed},
+        _fallbacks(claimed, loaded),
+    )
 
-    # The provider calls: outside any transaction, so no row lock is held while we wait.
-    results = _call_adapters(to_send)
 
+def _send_and_record(handed: _HandedOff, *, attempt_id: uuid.UUID, stats: DispatchStats) -> None:
+    """The provider calls, outside any transaction (no lock held while we wait), then record."""
+    results = _call_adapters(handed.to_send)
     done = timezone.now()
     outcomes = [
         _result_outcome(
             result,
             provider=provider,
-            attempts=attempts[result.message_id],
+            attempts=handed.attempts[result.message_id],
             now=done,
-            fallback=fallbacks.get(result.message_id),
+            fallback=handed.fallbacks.get(result.message_id),
         )
         for result, provider in results
     ]

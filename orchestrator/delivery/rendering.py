@@ -123,16 +123,29 @@ def customer_context(customer) -> dict[str, Any]:
     }
 
 
-def build_context(*, customer, message_data: dict[str, Any], extra: dict[str, Any] | None = None):
-    """The variables every template sees: customer, data (request/trigger), event, brand."""
-    from django.conf import settings
+def build_context(
+    *,
+    customer,
+    message_data: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    customer_vars: dict[str, Any] | None = None,
+    brand: dict[str, Any] | None = None,
+):
+    """The variables every template sees: customer, data (request/trigger), event, brand.
 
+    ``customer_vars`` and ``brand`` may be passed in already built, so a batch builds
+    them once per customer rather than once per message.
+    """
     data = message_data or {}
+    if brand is None:
+        from django.conf import settings
+
+        brand = {"name": settings.BRAND_NAME}
     context = {
-        "customer": customer_context(customer),
+        "customer": customer_vars if customer_vars is not None else customer_context(customer),
         "data": data,
         "event": data.get("event", {}) if isinstance(data.get("event"), dict) else {},
-        "brand": {"name": settings.BRAND_NAME},
+        "brand": brand,
     }
     if extra:
         context.update(extra)

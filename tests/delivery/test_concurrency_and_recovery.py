@@ -10,7 +10,6 @@ import collections
 import datetime as dt
 import os
 import threading
-import uuid
 
 import pytest
 import time_machine
@@ -83,30 +82,29 @@ def _in_child(body) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def test_worker_killed_before_the_provider_call_is_requeued_and_sent_once(outbox):
+def test_worker_killed_before_the_hand_off_leaves_the_message_waiting_and_it_is_sent_once(
+    outbox,
+):
     message = queue(make_customer(), make_template(topic=make_topic()))
 
     def claim_then_die():
-        dispatcher._claim(limit=10, now=timezone.now(), attempt_id=uuid.uuid4())
-        os._exit(137)  # killed between the claim and the hand-off
+        with transaction.atomic(), connection.cursor() as cursor:
+            claimed, _expired = dispatcher._lock_due(cursor, limit=10, now=timezone.now())
+            assert [m.id for m in claimed] == [message.id]
+            os._exit(137)  # killed between the claim and the hand-off
 
     assert _in_child(claim_then_die) == 137
     message.refresh_from_db()
-    assert (message.status, message.handed_off_at) == (MessageStatus.SENDING, None)
+    # The claim was a row lock in a transaction the server rolled back: nothing to recover.
+    assert (message.status, message.handed_off_at) == (MessageStatus.QUEUED, None)
+    assert dispatcher.recover_stalled().requeued == 0
 
-    assert dispatcher.recover_stalled().requeued == 0  # not stalled long enough yet
-    with time_machine.travel(timezone.now() + dt.timedelta(minutes=10), tick=False):
-        assert dispatcher.recover_stalled().requeued == 1
-        dispatcher.dispatch_due()
-
+    dispatcher.dispatch_due()
     message.refresh_from_db()
     assert message.status == MessageStatus.SENT
-    # Attempts count hand-offs to the provider: the dead worker never made one.
     assert message.attempts == 1
     assert [m.message_id for m in outbox] == [message.id]
-    steps = [e["step"] for e in message.explanation]
-    assert steps[-3:] == ["recovery", "policy", "send"]
-    assert "requeued (it was not sent)" in message.explanation[-3]["reason"]
+    assert [e["step"] for e in message.explanation] == ["created", "policy", "send"]
 
 
 def test_worker_killed_after_the_provider_accepted_is_reconciled_not_resent(settings, outbox):
@@ -138,21 +136,29 @@ def test_worker_killed_after_the_provider_accepted_is_reconciled_not_resent(sett
     assert "awaiting provider status" in reconcile[0]["reason"]
 
 
-def test_late_worker_cannot_send_a_message_that_was_recovered_and_sent_meanwhile(outbox):
+@pytest.mark.django_db(transaction=True)
+def test_messages_a_stuck_worker_holds_are_skipped_not_sent_twice(outbox):
     message = queue(make_customer(), make_template(topic=make_topic()))
-    stalled_attempt = uuid.uuid4()
-    claimed, _expired = dispatcher._claim(limit=10, now=timezone.now(), attempt_id=stalled_attempt)
-    with time_machine.travel(timezone.now() + dt.timedelta(minutes=10), tick=False):
-        dispatcher.recover_stalled()
-        dispatcher.dispatch_due()
+    locked = threading.Event()
+    release = threading.Event()
 
-    # The stalled worker wakes up and carries on with its old claim.
-    stats = dispatcher.DispatchStats()
-    dispatcher._deliver_claimed(
-        claimed, attempt_id=stalled_attempt, now=timezone.now(), stats=stats
-    )
+    def stuck_worker():
+        with transaction.atomic(), connection.cursor() as cursor:
+            dispatcher._lock_due(cursor, limit=10, now=timezone.now())
+            locked.set()
+            release.wait(10)
+            transaction.set_rollback(True)  # it never gets to the hand-off
+        connection.close()
 
-    assert stats.lost == 1
-    assert [m.message_id for m in outbox] == [message.id]
+    worker = threading.Thread(target=stuck_worker)
+    worker.start()
+    assert locked.wait(10)
+    stats, _more = dispatcher.dispatch_due()
+    assert stats.claimed == 0  # skipped, not waited for and not taken
+    release.set()
+    worker.join()
+
+    dispatcher.dispatch_due()
     message.refresh_from_db()
     assert message.status == MessageStatus.SENT
+    assert [m.message_id for m in outbox] == [message.id]
