@@ -277,3 +277,35 @@ def test_a_permanent_failure_moves_to_the_fallback_channel_once(settings):
     assert [m.channel for m in locmem.outbox] == ["email"]
     assert any(e["decision"] == "fallback" for e in message.explanation)
     locmem.clear()
+
+
+@pytest.mark.django_db
+def test_daily_cap_across_the_spring_forward_day_reopens_at_the_next_local_midnight(outbox):
+    daily_cap(2)
+    customer = make_customer(timezone="America/Chicago")
+    template = make_template(topic=make_topic())
+    # 2026-03-08 is the spring-forward day in Chicago: local midnight is 06:00 UTC (CST),
+    # the next local midnight 05:00 UTC (CDT) - a 23-hour day.
+    with time_machine.travel(dt.datetime(2026, 3, 8, 6, 30, tzinfo=dt.UTC), tick=False):
+        messages = [queue(customer, template) for _ in range(3)]
+        dispatcher.dispatch_due()
+    assert statuses(messages) == ["sent", "sent", "deferred"]
+    held = Message.objects.get(id=messages[2].id)
+    assert held.send_after == dt.datetime(2026, 3, 9, 5, 0, tzinfo=dt.UTC)
+    with time_machine.travel(dt.datetime(2026, 3, 9, 4, 59, tzinfo=dt.UTC), tick=False):
+        dispatcher.dispatch_due()  # not due yet
+    assert statuses(messages)[2] == "deferred"
+    with time_machine.travel(dt.datetime(2026, 3, 9, 5, 0, 1, tzinfo=dt.UTC), tick=False):
+        dispatcher.dispatch_due()
+    assert statuses(messages) == ["sent", "sent", "sent"]
+
+
+@pytest.mark.django_db
+def test_quiet_hours_in_kolkata_end_at_0830_utc_offset_half_hour(outbox, settings):
+    settings.QUIET_HOURS_DEFAULT = (dt.time(21), dt.time(8))
+    customer = make_customer(timezone="Asia/Kolkata")
+    with time_machine.travel(dt.datetime(2026, 6, 1, 17, 0, tzinfo=dt.UTC), tick=False):
+        message = queue(customer, make_template(topic=make_topic()))  # 22:30 in Kolkata
+        dispatcher.dispatch_due()
+    message.refresh_from_db()
+    assert message.send_after == dt.datetime(2026, 6, 2, 2, 30, tzinfo=dt.UTC)  # 08:00 IST
