@@ -10,7 +10,9 @@ the action, and the new send time when deferred.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -174,37 +176,65 @@ def _rule_matches(
     return True
 
 
-def _counted(rule: Rule, history: Iterable[Sent]) -> list[dt.datetime]:
-    return sorted(
-        s.at
-        for s in history
-        if _rule_matches(
-            rule, channel=s.channel, topic_id=s.topic_id, journey=s.journey, marketing=s.marketing
-        )
+class SendIndex:
+    """Per rule, the sorted times of the sends it counts, for one customer.
+
+    Built once per customer from the history and kept up to date as the batch lets
+    messages through, so each rule check is a couple of binary searches rather than
+    a scan of the history.
+    """
+
+    __slots__ = ("descriptions", "rules", "times")
+
+    def __init__(self, rules: Sequence[Rule], history: Iterable[Sent]) -> None:
+        history = list(history)
+        self.rules = tuple(rules)
+        self.descriptions = [_describe(rule) for rule in self.rules]
+        #: Aligned with ``rules``.
+        self.times: list[list[dt.datetime]] = [
+            sorted(s.at for s in history if _counts(rule, s)) for rule in self.rules
+        ]
+
+    def add(self, sent: Sent) -> None:
+        for rule, times in zip(self.rules, self.times, strict=True):
+            if _counts(rule, sent):
+                bisect.insort(times, sent.at)
+
+
+def _counts(rule: Rule, sent: Sent) -> bool:
+    return _rule_matches(
+        rule,
+        channel=sent.channel,
+        topic_id=sent.topic_id,
+        journey=sent.journey,
+        marketing=sent.marketing,
     )
 
 
 def earliest_under_rule(
-    rule: Rule, history: Sequence[Sent], at: dt.datetime, tz: ZoneInfo
+    rule: Rule, times: Sequence[dt.datetime], at: dt.datetime, tz: ZoneInfo
 ) -> tuple[dt.datetime, dict[str, Any]]:
-    """The earliest moment >= ``at`` this rule allows one more send, and what it counted."""
-    times = _counted(rule, history)
+    """The earliest moment >= ``at`` this rule allows one more send, and what it counted.
+
+    ``times``: the sorted send times the rule counts (``SendIndex.times``).
+    """
     if rule.kind == "gap":
-        last = max((t for t in times if t <= at), default=None)
+        i = bisect.bisect_right(times, at)
+        last = times[i - 1] if i else None
         allowed = at if last is None or last + rule.window <= at else last + rule.window
         return allowed, {"last_sent": last.isoformat() if last else None}
     if rule.calendar:
         start, end = calendar_bounds(at, rule.calendar, tz)
-        count = sum(1 for t in times if start <= t < end)
+        count = bisect.bisect_left(times, end) - bisect.bisect_left(times, start)
         allowed = at if count < rule.limit else end
         return allowed, {"count": count, "window_start": start.isoformat()}
     window = rule.window
-    in_window = [t for t in times if at - window < t <= at]
-    count = len(in_window)
+    lo = bisect.bisect_right(times, at - window)
+    count = bisect.bisect_right(times, at) - lo
     if count < rule.limit:
         return at, {"count": count}
     # One more is allowed once enough of the oldest sends age out of the window.
-    return in_window[count - rule.limit] + window, {"count": count}
+    return times[lo + count - rule.limit] + window, {"count": count}
 
 
 def quiet_hours_end(
@@ -238,12 +268,24 @@ def decide(
     default_quiet_hours: tuple[dt.time, dt.time] | None = None,
 ) -> Decision:
     """Decide one message. The most restrictive rule wins; a drop beats a deferral."""
+    index = SendIndex((*rules, *customer.personal_rules), history)
+    return _decide(candidate, index, customer, now.astimezone(dt.UTC), default_quiet_hours)
+
+
+def _decide(
+    candidate: Candidate,
+    index: SendIndex,
+    customer: CustomerPolicy,
+    now: dt.datetime,
+    default_quiet_hours: tuple[dt.time, dt.time] | None,
+) -> Decision:
     tz = customer.tz
-    now = now.astimezone(dt.UTC)
     trail: list[dict[str, Any]] = []
+    rules, times, descriptions = index.rules, index.times, index.descriptions
+    # Positions in ``index.rules`` of the rules that apply to this message.
     applicable = [
-        r
-        for r in (*rules, *customer.personal_rules)
+        i
+        for i, r in enumerate(rules)
         if _rule_matches(
             r,
             channel=candidate.channel,
@@ -252,15 +294,17 @@ def decide(
             marketing=candidate.marketing,
         )
     ]
+    # Every applicable rule judged at the time asked, once: the trail shows these counts.
+    at_now: dict[int, tuple[dt.datetime, dict[str, Any]]] = {}
     # Drops are judged at the time asked: a full window drops, it does not wait.
-    for rule in applicable:
+    for i in applicable:
+        rule = rules[i]
         if rule.action != DROP:
             continue
-        allowed, counts = earliest_under_rule(rule, history, now, tz)
-        entry = _rule_entry(rule, counts, allowed, now)
-        trail.append(entry)
+        allowed, counts = at_now[i] = earliest_under_rule(rule, times[i], now, tz)
+        trail.append(_rule_entry(rule, descriptions[i], counts, allowed, now))
         if allowed > now:
-            return Decision(DROP, now, f"dropped: {rule.describe()}", rule.id, trail)
+            return Decision(DROP, now, f"dropped: {descriptions[i]}", rule.id, trail)
 
     respect_quiet = (
         candidate.marketing
@@ -272,7 +316,12 @@ def decide(
         if customer.quiet_start is not None and customer.quiet_end is not None
         else default_quiet_hours
     )
-    deferring = [r for r in applicable if r.action != DROP]
+    if not respect_quiet:
+        quiet = None
+    deferring = [i for i in applicable if rules[i].action != DROP]
+    for i in deferring:
+        at_now[i] = earliest_under_rule(rules[i], times[i], now, tz)
+    quiet_now = quiet_hours_end(now, quiet[0], quiet[1], tz) if quiet is not None else None
     at = now
     blocker: tuple[str, int | None] | None = None
     # Each constraint can push the time into another's window, so iterate to a fixed point.
@@ -280,29 +329,31 @@ def decide(
         moved = False
         if candidate.marketing and customer.paused_until and customer.paused_until > at:
             at, moved, blocker = customer.paused_until, True, ("paused by the customer", None)
-        if respect_quiet and quiet is not None:
-            ends = quiet_hours_end(at, quiet[0], quiet[1], tz)
+        if quiet is not None:
+            ends = quiet_now if at == now else quiet_hours_end(at, quiet[0], quiet[1], tz)
             if ends is not None and ends > at:
                 label = f"quiet hours {quiet[0]:%H:%M}-{quiet[1]:%H:%M} {customer.timezone}"
                 at, moved, blocker = ends, True, (label, None)
-        for rule in deferring:
-            allowed, _counts = earliest_under_rule(rule, history, at, tz)
+        for i in deferring:
+            if at == now:
+                allowed = at_now[i][0]
+            else:
+                allowed = earliest_under_rule(rules[i], times[i], at, tz)[0]
             if allowed > at:
-                at, moved, blocker = allowed, True, (rule.describe(), rule.id)
+                at, moved, blocker = allowed, True, (descriptions[i], rules[i].id)
         if not moved:
             break
-    for rule in deferring:
-        allowed, counts = earliest_under_rule(rule, history, now, tz)
-        trail.append(_rule_entry(rule, counts, allowed, now))
-    if respect_quiet and quiet is not None:
-        ends = quiet_hours_end(now, quiet[0], quiet[1], tz)
+    for i in deferring:
+        allowed, counts = at_now[i]
+        trail.append(_rule_entry(rules[i], descriptions[i], counts, allowed, now))
+    if quiet is not None:
         trail.append(
             {
                 "rule": "quiet_hours",
                 "window": f"{quiet[0]:%H:%M}-{quiet[1]:%H:%M}",
                 "timezone": customer.timezone,
                 "local_time": now.astimezone(tz).strftime("%H:%M"),
-                "inside": ends is not None,
+                "inside": quiet_now is not None,
             }
         )
     if at == now:
@@ -318,14 +369,19 @@ def decide(
     return Decision(DEFER, at, f"deferred: {blocker[0]}", blocker[1], trail)
 
 
+@functools.lru_cache(maxsize=4096)
+def _describe(rule: Rule) -> str:
+    return rule.describe()
+
+
 def _rule_entry(
-    rule: Rule, counts: dict[str, Any], allowed: dt.datetime, now: dt.datetime
+    rule: Rule, description: str, counts: dict[str, Any], allowed: dt.datetime, now: dt.datetime
 ) -> dict[str, Any]:
     return {
         "rule": rule.name,
         "rule_id": rule.id,
         "personal": rule.personal,
-        "describe": rule.describe(),
+        "describe": description,
         "action": rule.action,
         "ok": allowed <= now,
         **counts,
@@ -343,29 +399,22 @@ def decide_for_customer(
     default_quiet_hours: tuple[dt.time, dt.time] | None = None,
 ) -> dict[int, Decision]:
     """Decide a customer's due messages together: higher priority first takes the room left."""
+    now = now.astimezone(dt.UTC)
+    index = SendIndex((*rules, *customer.personal_rules), history)
     decided: dict[int, Decision] = {}
-    running = list(history)
     ordered = sorted(candidates, key=lambda c: (-c.priority, c.message_id))
     for candidate in ordered:
-        decision = decide(
-            candidate,
-            history=running,
-            rules=rules,
-            customer=customer,
-            now=now,
-            default_quiet_hours=default_quiet_hours,
-        )
+        decision = _decide(candidate, index, customer, now, default_quiet_hours)
         decision.channel = candidate.channel
         # "preferred": when the first channel is held by a channel-specific limit, the
         # next channel the customer can be reached on may still have room now.
         for channel in candidate.alternatives if decision.action != SEND else ():
-            alternative = decide(
+            alternative = _decide(
                 replace(candidate, channel=channel, alternatives=()),
-                history=running,
-                rules=rules,
-                customer=customer,
-                now=now,
-                default_quiet_hours=default_quiet_hours,
+                index,
+                customer,
+                now,
+                default_quiet_hours,
             )
             if alternative.action == SEND:
                 alternative.channel = channel
@@ -381,7 +430,7 @@ def decide_for_customer(
                 break
         decided[candidate.message_id] = decision
         if decision.action == SEND:
-            running.append(
+            index.add(
                 Sent(
                     now,
                     decision.channel,
