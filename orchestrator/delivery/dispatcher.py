@@ -81,6 +81,9 @@ class DispatchStats:
     unknown: int = 0
     #: Rows this worker claimed but lost before handing off (reclaimed elsewhere).
     lost: int = 0
+    #: Claimed but left due for a later batch: another dispatcher was deciding for the
+    #: same customer.
+    busy: int = 0
     #: Wall time spent in the fatigue policy stage (locks, history, decisions, writes).
     policy_seconds: float = 0.0
 
@@ -863,13 +866,18 @@ def _apply_policy(
     if not items:
         return list(claimed), [], {}
     started = time.perf_counter()
-    decisions, rule_keys = fatigue.decide_batch(
+    batch = fatigue.decide_batch(
         cursor, items, topics=loaded.topics, customers=loaded.customers, now=now
     )
+    rule_keys = batch.rule_keys
+    # Another dispatcher is deciding for these customers: leave their messages
+    # untouched for a later batch, when that decision counts in their history.
+    later = {i.message_id for i in items if i.customer_id in batch.busy}
+    stats.busy += len(later)
     by_id = {m.id: m for m in claimed}
     held: list[_Outcome] = []
     entries: dict[int, dict[str, Any]] = {}
-    for message_id, decision in decisions.items():
+    for message_id, decision in batch.decisions.items():
         status = fatigue.status_for(decision)
         details: dict[str, Any] = {"rules": decision.trail}
         if decision.action == policy.DEFER:
@@ -895,7 +903,7 @@ def _apply_policy(
             )
         )
     stats.policy_seconds += time.perf_counter() - started
-    held_ids = {o.message_id for o in held}
+    held_ids = {o.message_id for o in held} | later
     return [m for m in claimed if m.id not in held_ids], held, entries
 
 
@@ -912,11 +920,19 @@ def dispatch_due(
     while True:
         stats = dispatch_batch(batch_size=limit)
         total.add(stats)
+        out_of_time = time.monotonic() >= deadline
+        if stats.busy and not out_of_time:
+            # Messages left for customers another dispatcher was deciding: they are due
+            # again the moment its transaction ends. Give it that moment if this batch
+            # made no progress of its own.
+            if stats.busy == stats.claimed:
+                time.sleep(0.02)
+            continue
         # A short batch means the due set is drained (or the rest is locked by
         # another dispatcher, which will finish it).
-        if stats.claimed < limit:
+        if stats.claimed < limit and not stats.busy:
             return total, False
-        if time.monotonic() >= deadline:
+        if out_of_time:
             return total, True
 
 

@@ -1,11 +1,16 @@
 """The dispatcher's fatigue stage: load what the policy needs in bulk, decide under a lock.
 
 Decisions for one customer are serialized with a transaction-scoped advisory lock
-per customer, taken in id order (so two dispatchers never deadlock). Inside the
-lock we read what already counts against the caps - messages another dispatcher
-let through a moment ago included, via ``decided_at`` - decide, and mark the
-messages we let through before the lock is released. Two dispatchers can
-therefore never jointly exceed a cap.
+per customer. Inside the lock we read what already counts against the caps -
+messages another dispatcher let through a moment ago included, via
+``decided_at`` - decide, and mark the messages we let through before the lock is
+released. Two dispatchers can therefore never jointly exceed a cap.
+
+The locks are *tried*, not waited for: a customer another dispatcher is deciding
+right now is left for a later batch (the rows stay due and untouched). Waiting
+would serialize whole batches - two batches of a thousand messages share a
+hundred customers or so - and leave the second dispatcher idle while the first
+renders. Trying never waits, so it cannot deadlock either.
 """
 
 from __future__ import annotations
@@ -101,31 +106,69 @@ def customer_policies(
     return out
 
 
-def lock_customers(cursor, customer_ids: Iterable[int]) -> None:
-    """Take every customer's decision lock, in id order, until the transaction ends."""
+def try_lock_customers(cursor, customer_ids: Iterable[int]) -> set[int]:
+    """Take the decision lock of each customer not being decided elsewhere; return those taken.
+
+    Held until the transaction ends.
+    """
     ids = sorted(set(customer_ids))
-    if ids:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(%s + k) FROM unnest(%s::bigint[]) AS k ORDER BY k",
-            [_LOCK_NAMESPACE, ids],
-        )
+    if not ids:
+        return set()
+    cursor.execute(
+        "SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_xact_lock(%s + k)",
+        [ids, _LOCK_NAMESPACE],
+    )
+    return {row[0] for row in cursor.fetchall()}
+
+
+def lookback(rules: Iterable[policy.Rule]) -> dt.timedelta:
+    """How far back history must reach to judge these rules.
+
+    A calendar window starts at the customer's local midnight (or Monday, or the
+    first of the month), at most a day plus the widest offset from UTC before now.
+    """
+    spans = {"day": dt.timedelta(days=2), "week": dt.timedelta(days=8)}
+    needed = dt.timedelta(0)
+    for rule in rules:
+        if rule.calendar:
+            span = spans.get(rule.calendar, policy.MAX_LOOKBACK)
+        else:
+            span = rule.window or policy.MAX_LOOKBACK
+        needed = max(needed, span)
+    return min(needed, policy.MAX_LOOKBACK)
 
 
 def load_history(
-    cursor, customer_ids: Iterable[int], *, now: dt.datetime
+    cursor,
+    customer_ids: Iterable[int],
+    *,
+    now: dt.datetime,
+    rules: Sequence[policy.Rule] | None = None,
 ) -> dict[int, list[policy.Sent]]:
-    """What counts against caps for these customers, within the longest window."""
+    """What counts against these rules for these customers, within the longest window.
+
+    Without ``rules``: everything that counted in the last ``policy.MAX_LOOKBACK``.
+    When every rule is for marketing only, transactional sends are not read.
+    """
     ids = sorted(set(customer_ids))
     history: dict[int, list[policy.Sent]] = defaultdict(list)
     if not ids:
         return history
+    since = now - (lookback(rules) if rules is not None else policy.MAX_LOOKBACK)
+    marketing_only = rules is not None and all(r.applies_to == "marketing" for r in rules)
     cursor.execute(
         """
         SELECT m.customer_id, m.decided_at, m.channel, m.topic_id, t.kind = 'marketing', m.journey
         FROM delivery_message m JOIN consent_topic t ON t.id = m.topic_id
-        WHERE m.customer_id = ANY(%s) AND m.decided_at >= %s AND m.status = ANY(%s)
+        WHERE m.customer_id = ANY(%(ids)s) AND m.decided_at >= %(since)s
+            AND m.status = ANY(%(statuses)s) AND (NOT %(marketing_only)s OR t.kind = 'marketing')
         """,
-        [ids, now - policy.MAX_LOOKBACK, list(COUNTED_STATUSES)],
+        {
+            "ids": ids,
+            "since": since,
+            "statuses": list(COUNTED_STATUSES),
+            "marketing_only": marketing_only,
+        },
     )
     for customer_id, at, channel, topic_id, marketing, journey in cursor.fetchall():
         history[customer_id].append(policy.Sent(at, channel, topic_id, marketing, journey))
@@ -147,6 +190,15 @@ def candidate_for(item: PolicyInput, topic: Topic) -> policy.Candidate:
     )
 
 
+@dataclass
+class BatchDecisions:
+    decisions: dict[int, policy.Decision]
+    #: Rule keys by id, for hold codes.
+    rule_keys: dict[int, str]
+    #: Customers another dispatcher is deciding right now: their messages were not decided.
+    busy: set[int]
+
+
 def decide_batch(
     cursor,
     items: Sequence[PolicyInput],
@@ -154,26 +206,29 @@ def decide_batch(
     topics: dict[int, Topic],
     customers: dict[int, object],
     now: dt.datetime,
-) -> tuple[dict[int, policy.Decision], dict[int, str]]:
-    """Lock the batch's customers and decide every message. Call inside a transaction.
+) -> BatchDecisions:
+    """Lock the batch's customers and decide their messages. Call inside a transaction.
 
-    Returns the decisions and the rules' keys by id (for hold codes). Without any
-    rule or personal limit there is no count to protect, so no lock and no history.
+    Without any rule or personal limit there is no count to protect, so no lock and
+    no history.
     """
     if not items:
-        return {}, {}
+        return BatchDecisions({}, {}, set())
     customer_ids = {i.customer_id for i in items}
     rows = list(FrequencyRule.objects.filter(active=True))
     rules = [rule_from_row(r) for r in rows]
     policies = customer_policies(customers, customer_ids)
     history: dict[int, list[policy.Sent]] = {}
+    busy: set[int] = set()
     if rules or any(p.personal_rules for p in policies.values()):
-        lock_customers(cursor, customer_ids)
-        history = load_history(cursor, customer_ids, now=now)
+        busy = customer_ids - try_lock_customers(cursor, customer_ids)
+        every_rule = [*rules, *(r for p in policies.values() for r in p.personal_rules)]
+        history = load_history(cursor, customer_ids - busy, now=now, rules=every_rule)
     quiet = default_quiet_hours()
     by_customer: dict[int, list[policy.Candidate]] = defaultdict(list)
     for item in items:
-        by_customer[item.customer_id].append(candidate_for(item, topics[item.topic_id]))
+        if item.customer_id not in busy:
+            by_customer[item.customer_id].append(candidate_for(item, topics[item.topic_id]))
     decisions: dict[int, policy.Decision] = {}
     for customer_id, candidates in by_customer.items():
         decisions.update(
@@ -186,7 +241,7 @@ def decide_batch(
                 default_quiet_hours=quiet,
             )
         )
-    return decisions, {r.id: r.key for r in rows}
+    return BatchDecisions(decisions, {r.id: r.key for r in rows}, busy)
 
 
 def status_for(decision: policy.Decision) -> str:

@@ -309,3 +309,76 @@ def test_quiet_hours_in_kolkata_end_at_0830_utc_offset_half_hour(outbox, setting
         dispatcher.dispatch_due()
     message.refresh_from_db()
     assert message.send_after == dt.datetime(2026, 6, 2, 2, 30, tzinfo=dt.UTC)  # 08:00 IST
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_customer_being_decided_elsewhere_is_left_due_not_waited_for(outbox):
+    from orchestrator.delivery import fatigue
+
+    daily_cap(3)
+    template = make_template(topic=make_topic())
+    busy, free = make_customer(), make_customer()
+    held = [queue(busy, template) for _ in range(2)]
+    sent = [queue(free, template) for _ in range(2)]
+    before = {m.id: Message.objects.get(id=m.id).explanation for m in held}
+
+    other = connections.create_connection("default")  # another dispatcher, mid-decision
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [fatigue._LOCK_NAMESPACE + busy.id])
+        stats = dispatcher.dispatch_batch()
+        assert (stats.claimed, stats.busy, stats.sent) == (4, 2, 2)
+        assert statuses(held) == ["queued", "queued"]
+        assert {m.id: Message.objects.get(id=m.id).explanation for m in held} == before
+        assert statuses(sent) == ["sent", "sent"]
+        # While the other dispatcher holds on, a run keeps trying until its budget is spent.
+        _stats, more = dispatcher.dispatch_due(time_budget=0.2)
+        assert more is True
+        assert statuses(held) == ["queued", "queued"]
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [fatigue._LOCK_NAMESPACE + busy.id])
+    finally:
+        other.close()
+    _stats, more = dispatcher.dispatch_due()
+    assert more is False
+    assert statuses(held) == ["sent", "sent"]
+
+
+@pytest.mark.django_db
+def test_a_rule_for_all_messages_counts_transactional_sends(outbox):
+    FrequencyRule.objects.create(
+        key="hard", name="2 a day", limit=2, calendar="day", applies_to="all"
+    )
+    customer = make_customer()
+    receipts = make_template(topic=make_topic("orders", kind="transactional"))
+    news = make_template(topic=make_topic())
+    with time_machine.travel(dt.datetime(2026, 6, 1, 9, tzinfo=dt.UTC), tick=False):
+        first = [queue(customer, receipts), queue(customer, news)]
+        dispatcher.dispatch_due()
+    with time_machine.travel(dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC), tick=False):
+        third = queue(customer, receipts)
+        dispatcher.dispatch_due()
+    assert statuses([*first, third]) == ["sent", "sent", "deferred"]
+
+
+@pytest.mark.django_db
+def test_a_marketing_rule_ignores_transactional_history_and_sees_its_whole_window(outbox):
+    FrequencyRule.objects.create(
+        key="weekly", name="1 a week", limit=1, window=dt.timedelta(days=7)
+    )
+    customer = make_customer()
+    receipts = make_template(topic=make_topic("orders", kind="transactional"))
+    news = make_template(topic=make_topic())
+    with time_machine.travel(dt.datetime(2026, 6, 1, 9, tzinfo=dt.UTC), tick=False):
+        receipt = queue(customer, receipts)
+        dispatcher.dispatch_due()
+    with time_machine.travel(dt.datetime(2026, 6, 2, 9, tzinfo=dt.UTC), tick=False):
+        promo = queue(customer, news)
+        dispatcher.dispatch_due()
+    # Six days and 23 hours later the promotion still fills the rolling week.
+    with time_machine.travel(dt.datetime(2026, 6, 9, 8, tzinfo=dt.UTC), tick=False):
+        later = queue(customer, news)
+        dispatcher.dispatch_due()
+    assert statuses([receipt, promo, later]) == ["sent", "sent", "deferred"]
+    later.refresh_from_db()
+    assert later.send_after == dt.datetime(2026, 6, 9, 9, tzinfo=dt.UTC)
