@@ -85,8 +85,9 @@ class Message(models.Model):
         DEMO = "demo", "Demo"
         SYSTEM = "system", "System"
 
+    # Indexed by message_customer_idx and message_decided_idx, which lead with it.
     customer = models.ForeignKey(
-        "audience.Customer", on_delete=models.CASCADE, related_name="messages"
+        "audience.Customer", on_delete=models.CASCADE, related_name="messages", db_index=False
     )
     topic = models.ForeignKey("consent.Topic", on_delete=models.PROTECT, related_name="messages")
     template = models.ForeignKey(MessageTemplate, on_delete=models.PROTECT, related_name="messages")
@@ -103,7 +104,8 @@ class Message(models.Model):
     send_after = models.DateTimeField()
     expires_at = models.DateTimeField(null=True, blank=True)
     data = models.JSONField(default=dict, blank=True, help_text="Request data for the template.")
-    idempotency_key = models.CharField(max_length=300, null=True, blank=True, unique=True)
+    #: Unique where set (message_idempotency_key_uniq).
+    idempotency_key = models.CharField(max_length=300, null=True, blank=True)
     journey = models.CharField(
         max_length=100, blank=True, default="", help_text="Key of the journey that sent it."
     )
@@ -150,6 +152,12 @@ class Message(models.Model):
             models.CheckConstraint(
                 condition=Q(priority__gte=0, priority__lte=9), name="message_priority_range"
             ),
+            # Partial: most messages have no key, and they need no index entry.
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                name="message_idempotency_key_uniq",
+                condition=Q(idempotency_key__isnull=False),
+            ),
         ]
         indexes = [
             # The dispatcher's claim walks waiting rows in claim order (highest priority,
@@ -158,12 +166,6 @@ class Message(models.Model):
                 F("priority").desc(),
                 "send_after",
                 name="message_claim_idx",
-                condition=Q(status__in=["queued", "scheduled", "deferred"]),
-            ),
-            # Due-time lookups (backlog age, the next due message): waiting rows only.
-            models.Index(
-                fields=["send_after", "-priority"],
-                name="message_due_idx",
                 condition=Q(status__in=["queued", "scheduled", "deferred"]),
             ),
             models.Index(fields=["customer", "-created_at"], name="message_customer_idx"),
@@ -190,7 +192,10 @@ class Message(models.Model):
 class MessageEvent(models.Model):
     """One step in a message's status history, with the raw provider payload if any."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="history")
+    # Indexed by msgevent_message_idx, which leads with it.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="history", db_index=False
+    )
     status = models.CharField(max_length=16, choices=MessageStatus.choices)
     occurred_at = models.DateTimeField()
     reason = models.TextField(blank=True, default="")
@@ -200,10 +205,19 @@ class MessageEvent(models.Model):
         default="",
         help_text="What decided it, e.g. rule:<key>, quiet_hours, consent:unsubscribed.",
     )
-    provider_event_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    #: Unique where set (msgevent_provider_event_uniq): a provider's event recorded once.
+    provider_event_id = models.CharField(max_length=255, null=True, blank=True)
     raw = models.JSONField(null=True, blank=True)
 
     class Meta:
+        constraints = [
+            # Partial: only provider webhooks carry an id; our own history rows need no entry.
+            models.UniqueConstraint(
+                fields=["provider_event_id"],
+                name="msgevent_provider_event_uniq",
+                condition=Q(provider_event_id__isnull=False),
+            ),
+        ]
         indexes = [
             models.Index(fields=["message", "occurred_at"], name="msgevent_message_idx"),
             # The fatigue overview reads holds by day: only rows with a code are indexed.
