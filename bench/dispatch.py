@@ -423,6 +423,7 @@ def main(argv: list[str] | None = None) -> None:
         f"sent={totals['sent']} suppressed={totals['suppressed']} failed={totals['failed']} "
         f"expired={totals['expired']} deferred={totals['deferred']} "
         f"retrying={totals['retrying']} lost={totals['lost']} "
+        f"left for a later batch (customer busy)={totals['busy']} "
         f"history rows={events}"
     )
     print(f"sent {totals['sent'] / elapsed:.0f} messages/s to the adapters")
