@@ -784,17 +784,7 @@ def _decide_and_hand_off(
         handed_off = {row[0] for row in cursor.fetchall()}
     outcomes_now = [*expired, *held, *prepared.outcomes]
     written = _record(cursor, outcomes_now, attempt_id, now, locked=True)
-    for outcome in outcomes_now:
-        if outcome.message_id not in written:
-            stats.lost += 1
-        elif outcome.status == MessageStatus.DEFERRED:
-            stats.deferred += 1
-        elif outcome.status == MessageStatus.EXPIRED:
-            stats.expired += 1
-        elif outcome.status == MessageStatus.SUPPRESSED:
-            stats.suppressed += 1
-        else:
-            stats.failed += 1
+    _tally(stats, outcomes_now, written)
     to_send = [o for o, _s in prepared.sendable if o.message_id in handed_off]
     stats.lost += len(prepared.sendable) - len(to_send)
     if not to_send or loaded is None:
@@ -822,17 +812,28 @@ def _send_and_record(handed: _HandedOff, *, attempt_id: uuid.UUID, stats: Dispat
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         written = _record(cursor, outcomes, attempt_id, done)
+    _tally(stats, outcomes, written)
+
+
+#: The counter each recorded outcome adds to; any other status counts as failed.
+_COUNTER_FOR_STATUS = {
+    MessageStatus.SENT: "sent",
+    MessageStatus.QUEUED: "retrying",  # a transient failure, tried again later
+    MessageStatus.SENDING: "unknown",  # the provider may have it: awaiting its status
+    MessageStatus.DEFERRED: "deferred",
+    MessageStatus.EXPIRED: "expired",
+    MessageStatus.SUPPRESSED: "suppressed",
+}
+
+
+def _tally(stats: DispatchStats, outcomes: Sequence[_Outcome], written: set) -> None:
     for outcome in outcomes:
-        if outcome.message_id not in written:
-            stats.lost += 1
-        elif outcome.status == MessageStatus.SENT:
-            stats.sent += 1
-        elif outcome.status == MessageStatus.QUEUED:
-            stats.retrying += 1
-        elif outcome.status == MessageStatus.SENDING:
-            stats.unknown += 1
-        else:
-            stats.failed += 1
+        counter = (
+            _COUNTER_FOR_STATUS.get(outcome.status, "failed")
+            if outcome.message_id in written
+            else "lost"
+        )
+        setattr(stats, counter, getattr(stats, counter) + 1)
 
 
 def _apply_policy(
