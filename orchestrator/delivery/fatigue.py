@@ -21,8 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection
 
-from orchestrator.consent.models import ChannelPreference, Topic
+from orchestrator.consent.models import Topic
 from orchestrator.delivery import policy
 from orchestrator.delivery.models import FrequencyRule, MessageStatus
 
@@ -80,27 +81,36 @@ def rule_from_row(row: FrequencyRule) -> policy.Rule:
 def customer_policies(
     customers: dict[int, object], customer_ids: Iterable[int]
 ) -> dict[int, policy.CustomerPolicy]:
-    ids = set(customer_ids)
-    prefs = {p.customer_id: p for p in ChannelPreference.objects.filter(customer_id__in=ids)}
+    ids = sorted(set(customer_ids))
+    # "= ANY(array)": one parameter, where IN (...) would be a placeholder per customer.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT customer_id, quiet_hours_start, quiet_hours_end, paused_until, max_per_week
+            FROM consent_channelpreference WHERE customer_id = ANY(%s)
+            """,
+            [ids],
+        )
+        prefs = {row[0]: row[1:] for row in cursor.fetchall()}
     out: dict[int, policy.CustomerPolicy] = {}
     for cid in ids:
-        pref = prefs.get(cid)
+        quiet_start, quiet_end, paused_until, max_per_week = prefs.get(cid, (None,) * 4)
         personal: tuple[policy.Rule, ...] = ()
-        if pref is not None and pref.max_per_week:
+        if max_per_week:
             personal = (
                 policy.Rule(
                     id=None,
                     name="your own limit",
-                    limit=pref.max_per_week,
+                    limit=max_per_week,
                     calendar="week",
                     personal=True,
                 ),
             )
         out[cid] = policy.CustomerPolicy(
             timezone=getattr(customers.get(cid), "timezone", "UTC") or "UTC",
-            quiet_start=pref.quiet_hours_start if pref else None,
-            quiet_end=pref.quiet_hours_end if pref else None,
-            paused_until=pref.paused_until if pref else None,
+            quiet_start=quiet_start,
+            quiet_end=quiet_end,
+            paused_until=paused_until,
             personal_rules=personal,
         )
     return out

@@ -357,7 +357,7 @@ def _decide(
             }
         )
     if at == now:
-        return Decision(SEND, now, "within every cap and outside quiet hours", None, trail)
+        return Decision(SEND, now, _WITHIN, None, trail)
     if candidate.expires_at is not None and at >= candidate.expires_at:
         return Decision(
             EXPIRE,
@@ -367,6 +367,13 @@ def _decide(
             trail,
         )
     return Decision(DEFER, at, f"deferred: {blocker[0]}", blocker[1], trail)
+
+
+def _open(candidate: Candidate, now: dt.datetime) -> Decision:
+    return Decision(SEND, now, _WITHIN, None, [], candidate.channel)
+
+
+_WITHIN = "within every cap and outside quiet hours"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -400,6 +407,16 @@ def decide_for_customer(
 ) -> dict[int, Decision]:
     """Decide a customer's due messages together: higher priority first takes the room left."""
     now = now.astimezone(dt.UTC)
+    quiet_set = customer.quiet_start is not None and customer.quiet_end is not None
+    if (
+        not rules
+        and not customer.personal_rules
+        and not quiet_set
+        and default_quiet_hours is None
+        and not (customer.paused_until and customer.paused_until > now)
+    ):
+        # Nothing can hold these messages: no rule, no quiet hours, no pause.
+        return {c.message_id: _open(c, now) for c in candidates}
     index = SendIndex((*rules, *customer.personal_rules), history)
     decided: dict[int, Decision] = {}
     ordered = sorted(candidates, key=lambda c: (-c.priority, c.message_id))

@@ -337,3 +337,27 @@ def test_preferred_channel_does_not_escape_a_global_cap():
         now=utc(2026, 5, 1, 12),
     )[1]
     assert (decision.action, decision.channel) == (DEFER, "sms")
+
+
+def test_with_nothing_to_judge_every_message_goes_with_the_same_reason_as_a_full_decision():
+    candidates = [marketing(mid=1, channel="sms"), marketing(mid=2, priority=9)]
+    fast = decide_for_customer(
+        candidates, history=[], rules=[], customer=CustomerPolicy(), now=utc(2026, 5, 1, 12)
+    )
+    assert {m: (d.action, d.channel, d.trail) for m, d in fast.items()} == {
+        1: (SEND, "sms", []),
+        2: (SEND, "email", []),
+    }
+    # The same answer the full path gives.
+    assert (
+        fast[1].reason
+        == decide(
+            candidates[0], history=[], rules=[], customer=CustomerPolicy(), now=utc(2026, 5, 1, 12)
+        ).reason
+    )
+    # A pause in the future is something to judge: held, not sent.
+    paused = CustomerPolicy(paused_until=utc(2026, 5, 3))
+    held = decide_for_customer(
+        candidates, history=[], rules=[], customer=paused, now=utc(2026, 5, 1, 12)
+    )
+    assert {d.action for d in held.values()} == {DEFER}
