@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import connection
+
 from orchestrator.consent.models import Subscription, Suppression, Topic, address_hash
 
 # Reason codes, stable for admin filters and reports.
@@ -56,20 +58,29 @@ def consent_decisions(
         topics = Topic.objects.in_bulk({r.topic_id for r in requests})
     # Hashed once per request; a suppression is matched on (channel, hash of the address).
     hashes = [address_hash(r.channel, r.address) if r.address.strip() else "" for r in requests]
+    # "= ANY(array)": one parameter per list, where IN (...) would be a placeholder
+    # per element that the driver quotes one by one.
     suppressed: dict[tuple[str, str], str] = {}
-    if any(hashes):
-        rows = Suppression.objects.filter(address_hash__in=set(hashes) - {""}).values_list(
-            "channel", "address_hash", "reason"
-        )
-        suppressed = {(c, h): reason for c, h, reason in rows}
     marketing = [r for r in requests if not topics[r.topic_id].is_transactional]
     subscriptions: dict[tuple[int, int, str], str] = {}
-    if marketing:
-        rows = Subscription.objects.filter(
-            customer_id__in={r.customer_id for r in marketing},
-            topic_id__in={r.topic_id for r in marketing},
-        ).values_list("customer_id", "topic_id", "channel", "status")
-        subscriptions = {(c, t, ch): status for c, t, ch, status in rows}
+    with connection.cursor() as cursor:
+        if any(hashes):
+            cursor.execute(
+                "SELECT channel, address_hash, reason FROM consent_suppression"
+                " WHERE address_hash = ANY(%s)",
+                [sorted(set(hashes) - {""})],
+            )
+            suppressed = {(c, h): reason for c, h, reason in cursor.fetchall()}
+        if marketing:
+            cursor.execute(
+                "SELECT customer_id, topic_id, channel, status FROM consent_subscription"
+                " WHERE customer_id = ANY(%s) AND topic_id = ANY(%s)",
+                [
+                    sorted({r.customer_id for r in marketing}),
+                    sorted({r.topic_id for r in marketing}),
+                ],
+            )
+            subscriptions = {(c, t, ch): status for c, t, ch, status in cursor.fetchall()}
     return [
         _decide(r, h, topics[r.topic_id], suppressed, subscriptions)
         for r, h in zip(requests, hashes, strict=True)
