@@ -1,0 +1,266 @@
+"""SendGrid's v3 Mail Send endpoint on the emulator: ``POST /v3/mail/send``.
+
+It checks what SendGrid checks before queueing a message and answers the way
+SendGrid does:
+
+- ``Authorization: Bearer SG.…`` or 401 with SendGrid's error body;
+- a JSON body with 1..1000 personalizations, each with a non-empty ``to`` list of
+  ``{"email": ...}`` objects holding a plausible address; ``from.email``; a
+  subject (top level or in every personalization); non-empty ``content`` with
+  text/plain before text/html; string-valued ``custom_args`` of at most 10,000
+  bytes; string-valued ``headers``; at most 10 categories. Any violation is a 400
+  with ``{"errors": [{"message", "field", "help"}]}``;
+- success is 202 with an empty body and an ``X-Message-Id`` header (22
+  base64url characters, like SendGrid's); with ``mail_settings.sandbox_mode``
+  enabled it is 200 and nothing is queued.
+
+Every request is in ``emulator.received``; the mails queued are also kept per
+emulator, with their ``X-Message-Id``, in ``accepted(emulator)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from tests.emulator.server import ProviderEmulator, Received, Response
+
+PATH = "/v3/mail/send"
+HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
+MAX_PERSONALIZATIONS = 1000
+MAX_CUSTOM_ARGS_BYTES = 10_000
+MAX_CATEGORIES = 10
+UNAUTHORIZED = {
+    "errors": [
+        {
+            "message": "The provided authorization grant is invalid, expired, or revoked",
+            "field": None,
+            "help": None,
+        }
+    ]
+}
+_ADDRESS = re.compile(r"[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;.]+")
+
+
+@dataclass(frozen=True)
+class AcceptedMail:
+    """One mail the emulator queued: SendGrid's id for it and the request body."""
+
+    x_message_id: str
+    payload: dict[str, Any]
+    headers: dict[str, str]
+
+
+_accepted: weakref.WeakKeyDictionary[ProviderEmulator, list[AcceptedMail]] = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
+
+
+def accepted(emulator: ProviderEmulator) -> list[AcceptedMail]:
+    """The mails this emulator queued (202), in arrival order."""
+    with _lock:
+        return list(_accepted.get(emulator, ()))
+
+
+def clear(emulator: ProviderEmulator) -> None:
+    """Forget the queued mails (``emulator.reset()`` only clears the request log)."""
+    with _lock:
+        _accepted.get(emulator, []).clear()
+
+
+def new_message_id() -> str:
+    """An id shaped like SendGrid's ``X-Message-Id``: 16 random bytes, base64url, unpadded."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+
+
+class _Invalid(Exception):
+    def __init__(self, message: str, field: str | None, anchor: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+        self.help = f"{HELP}#message.{anchor or field}" if (anchor or field) else None
+
+
+def _is_email(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 320 and bool(_ADDRESS.fullmatch(value))
+
+
+def _check_address(value: Any, field: str, anchor: str, message: str) -> None:
+    if not isinstance(value, dict) or not _is_email(value.get("email")):
+        raise _Invalid(message, field, anchor)
+    if "name" in value and not isinstance(value["name"], str):
+        raise _Invalid("The name must be a string.", f"{field}.name", anchor)
+
+
+def _validate(mail: Any) -> None:
+    """Raise ``_Invalid`` on the first problem SendGrid would report."""
+    if not isinstance(mail, dict):
+        raise _Invalid("Bad Request", None)
+
+    personalizations = mail.get("personalizations")
+    if not isinstance(personalizations, list) or not personalizations:
+        raise _Invalid("You must have at least one personalization.", "personalizations")
+    if len(personalizations) > MAX_PERSONALIZATIONS:
+        raise _Invalid(
+            "The personalization block is limited to 1000 personalizations per API request. "
+            f"You have provided {len(personalizations)} personalizations. Please consider "
+            "splitting this into multiple requests and resending your request.",
+            "personalizations",
+        )
+    for i, personalization in enumerate(personalizations):
+        field = f"personalizations.{i}"
+        if not isinstance(personalization, dict):
+            raise _Invalid("Each personalization must be an object.", field, "personalizations")
+        to = personalization.get("to")
+        if not isinstance(to, list) or not to:
+            raise _Invalid(
+                "The to array is required for all personalization objects, "
+                "and must have at least one email object with a valid email address.",
+                f"{field}.to",
+                "personalizations.to",
+            )
+        for j, recipient in enumerate(to):
+            _check_address(
+                recipient,
+                f"{field}.to.{j}.email",
+                "personalizations.to",
+                "Does not contain a valid address.",
+            )
+        subject = personalization.get("subject")
+        if subject is not None and not isinstance(subject, str):
+            raise _Invalid("The subject must be a string.", f"{field}.subject", "subject")
+
+    sender = mail.get("from")
+    _check_address(
+        sender,
+        "from.email",
+        "from",
+        "The from object must be provided for every email send. It is an object that "
+        'requires the email parameter, but may also contain a name parameter.  e.g. {"email" '
+        ': "example@example.com"}  or {"email" : "example@example.com", "name" : "Example '
+        'Recipient"}.',
+    )
+
+    subject = mail.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        raise _Invalid("The subject must be a string.", "subject")
+    if not subject and not all(p.get("subject") for p in personalizations):
+        raise _Invalid(
+            "The subject is required. You can get around this requirement if you use a "
+            "template with a subject defined or if every personalization has a subject defined.",
+            "subject",
+        )
+
+    content = mail.get("content")
+    if not isinstance(content, list) or not content:
+        raise _Invalid(
+            "Unless a valid template_id is provided, the content parameter is required. "
+            "There must be at least one defined content block. We typically suggest both "
+            "text/plain and text/html blocks are included, but only one block is required.",
+            "content",
+        )
+    types = []
+    for i, block in enumerate(content):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise _Invalid("The content type must be a string.", f"content.{i}.type", "content")
+        value = block.get("value")
+        if not isinstance(value, str) or not value:
+            raise _Invalid(
+                "The content value must be a string at least one character in length.",
+                f"content.{i}.value",
+                "content",
+            )
+        types.append(block["type"].lower())
+    expected = [t for t in ("text/plain", "text/html") if t in types]
+    if types[: len(expected)] != expected:
+        raise _Invalid(
+            "If present, text/plain and text/html may only be provided in order, "
+            "with text/plain first, followed by text/html.",
+            "content",
+        )
+
+    custom_args = mail.get("custom_args")
+    if custom_args is not None:
+        if not isinstance(custom_args, dict):
+            raise _Invalid("The custom_args parameter must be an object.", "custom_args")
+        for key, value in custom_args.items():
+            if not isinstance(value, str):
+                raise _Invalid(
+                    "Bad Request: custom_args values must be strings.",
+                    f"custom_args.{key}",
+                    "custom_args",
+                )
+        size = len(json.dumps(custom_args, ensure_ascii=False).encode())
+        if size > MAX_CUSTOM_ARGS_BYTES:
+            raise _Invalid(
+                f"The custom_args parameter may not exceed {MAX_CUSTOM_ARGS_BYTES} bytes.",
+                "custom_args",
+            )
+
+    headers = mail.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise _Invalid(
+            "The headers parameter must be a collection of key/value pairs with string values.",
+            "headers",
+        )
+
+    categories = mail.get("categories")
+    if categories is not None:
+        if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+            raise _Invalid("Categories must be an array of strings.", "categories")
+        if len(categories) > MAX_CATEGORIES:
+            raise _Invalid("Too many categories: at most 10 per message.", "categories")
+
+    mail_settings = mail.get("mail_settings", {})
+    if not isinstance(mail_settings, dict):
+        raise _Invalid("The mail_settings parameter must be an object.", "mail_settings")
+    sandbox = mail_settings.get("sandbox_mode")
+    if sandbox is not None and (
+        not isinstance(sandbox, dict) or not isinstance(sandbox.get("enable"), bool)
+    ):
+        raise _Invalid(
+            "The sandbox mode enable param should be a boolean value.",
+            "mail_settings.sandbox_mode.enable",
+            "mail_settings.sandbox_mode",
+        )
+
+
+def _error(message: str, field: str | None, help_: str | None) -> dict[str, Any]:
+    return {"errors": [{"message": message, "field": field, "help": help_}]}
+
+
+def install(emulator: ProviderEmulator) -> None:
+    """Register SendGrid's routes on ``emulator``."""
+    with _lock:
+        _accepted.setdefault(emulator, [])
+
+    def mail_send(request: Received) -> Response:
+        auth = request.header("Authorization")
+        scheme, _, key = auth.partition(" ")
+        if scheme.lower() != "bearer" or not key.startswith("SG.") or len(key) < 4:
+            return 401, {}, UNAUTHORIZED
+        try:
+            mail = request.json()
+        except (ValueError, UnicodeDecodeError):
+            return 400, {}, _error("Bad Request", None, None)
+        try:
+            _validate(mail)
+        except _Invalid as exc:
+            return 400, {}, _error(str(exc), exc.field, exc.help)
+        sandbox = ((mail.get("mail_settings") or {}).get("sandbox_mode") or {}).get("enable")
+        if sandbox:
+            return 200, {}, None
+        message_id = new_message_id()
+        with _lock:
+            _accepted.setdefault(emulator, []).append(
+                AcceptedMail(x_message_id=message_id, payload=mail, headers=dict(request.headers))
+            )
+        return 202, {"X-Message-Id": message_id}, None
+
+    emulator.route("POST", re.escape(PATH), mail_send)
