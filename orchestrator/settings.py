@@ -211,6 +211,10 @@ CELERY_BEAT_SCHEDULE = {
 QUIET_HOURS_DEFAULT = env.get_time_range("QUIET_HOURS_DEFAULT", "21:00-08:00")
 
 # --- Channels ---------------------------------------------------------------------
+DEFAULT_FROM_EMAIL = env.get_str("DEFAULT_FROM_EMAIL", "Stride Running <hello@example.com>")
+#: Seconds an adapter waits for a provider's answer before the outcome counts as unknown.
+PROVIDER_TIMEOUT_SECONDS = env.get_int("PROVIDER_TIMEOUT_SECONDS", 10, minimum=1)
+
 _default_adapter = env.get_str("CHANNEL_ADAPTER_DEFAULT", "devinbox")
 _adapter_backends = {
     "devinbox": "channels.adapters.devinbox.DevInboxAdapter",
@@ -218,16 +222,68 @@ _adapter_backends = {
     "console": "channels.adapters.console.ConsoleAdapter",
     "null": "channels.adapters.null.NullAdapter",
 }
+#: Real providers, per channel.
+_provider_backends = {
+    "email": {"sendgrid": "channels.adapters.sendgrid.SendGridAdapter"},
+    "sms": {"twilio": "channels.adapters.twilio_sms.TwilioSmsAdapter"},
+    "whatsapp": {},
+    "line": {},
+}
 if _default_adapter not in _adapter_backends:
     raise ImproperlyConfigured(
         f"CHANNEL_ADAPTER_DEFAULT: expected one of {', '.join(_adapter_backends)}, "
         f"got {_default_adapter!r}"
     )
+
+
+def _required(name: str, why: str) -> str:
+    value = env.get_str(name)
+    if value is None:
+        raise ImproperlyConfigured(f"{name}: required {why}")
+    return value
+
+
+def _provider_options(channel: str, provider: str) -> dict:
+    variable = f"CHANNEL_ADAPTER_{channel.upper()}"
+    common = {"timeout": PROVIDER_TIMEOUT_SECONDS}
+    if provider == "sendgrid":
+        return common | {
+            "api_key": _required("SENDGRID_API_KEY", f"when {variable}=sendgrid"),
+            "from_email": DEFAULT_FROM_EMAIL,
+            "base_url": env.get_url("SENDGRID_BASE_URL", schemes=("http", "https")),
+        }
+    if provider == "twilio":
+        options = common | {
+            "account_sid": _required("TWILIO_ACCOUNT_SID", f"when {variable}=twilio"),
+            "auth_token": _required("TWILIO_AUTH_TOKEN", f"when {variable}=twilio"),
+            "from_number": env.get_str("TWILIO_FROM_NUMBER"),
+            "messaging_service_sid": env.get_str("TWILIO_MESSAGING_SERVICE_SID"),
+            "base_url": env.get_url("TWILIO_BASE_URL", schemes=("http", "https")),
+        }
+        if bool(options["from_number"]) == bool(options["messaging_service_sid"]):
+            raise ImproperlyConfigured(
+                f"TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID: exactly one is required "
+                f"when {variable}=twilio"
+            )
+        return options
+    return {}
+
+
+def _channel_adapter(channel: str) -> dict:
+    """``CHANNEL_ADAPTER_<CHANNEL>`` picks a real provider or a development adapter."""
+    variable = f"CHANNEL_ADAPTER_{channel.upper()}"
+    name = env.get_str(variable, _default_adapter)
+    choices = _adapter_backends | _provider_backends[channel]
+    if name not in choices:
+        raise ImproperlyConfigured(
+            f"{variable}: expected one of {', '.join(choices)}, got {name!r}"
+        )
+    return {"BACKEND": choices[name], "OPTIONS": _provider_options(channel, name)}
+
+
 CHANNEL_ADAPTERS = {
-    channel: {"BACKEND": _adapter_backends[_default_adapter], "OPTIONS": {}}
-    for channel in ("email", "sms", "whatsapp", "line")
+    channel: _channel_adapter(channel) for channel in ("email", "sms", "whatsapp", "line")
 }
-DEFAULT_FROM_EMAIL = env.get_str("DEFAULT_FROM_EMAIL", "Stride Running <hello@example.com>")
 BRAND_NAME = env.get_str("BRAND_NAME", "Stride Running")
 
 ORCHESTRATOR_DATA_DIR = data_dir()

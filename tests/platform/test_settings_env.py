@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,9 @@ def test_a_good_environment_loads():
         ("PUBLIC_BASE_URL", "ftp://x"),
         ("CELERY_BROKER_URL", "kafka://x"),
         ("CHANNEL_ADAPTER_DEFAULT", "smtp"),
+        ("CHANNEL_ADAPTER_SMS", "sendgrid"),
+        ("CHANNEL_ADAPTER_EMAIL", "twilio"),
+        ("PROVIDER_TIMEOUT_SECONDS", "0"),
         ("API_MAX_BODY_BYTES", "lots"),
         ("IDEMPOTENCY_KEY_TTL_HOURS", "1"),
         ("SECRET_KEY", "short"),
@@ -70,3 +74,63 @@ def test_a_real_database_requires_a_secret_key():
     result = load_settings(SECRET_KEY=None)
     assert result.returncode != 0
     assert "SECRET_KEY: must be set when DATABASE_URL is set" in result.stderr
+
+
+SENDGRID = {"CHANNEL_ADAPTER_EMAIL": "sendgrid", "SENDGRID_API_KEY": "SG.test"}
+TWILIO = {
+    "CHANNEL_ADAPTER_SMS": "twilio",
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "TWILIO_AUTH_TOKEN": "token",
+    "TWILIO_FROM_NUMBER": "+15005550006",
+}
+
+
+def show_adapters(**overrides: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in BASELINE}
+    env.update(BASELINE)
+    env.update({k: v for k, v in overrides.items() if v is not None})
+    for name in [k for k, v in overrides.items() if v is None]:
+        env.pop(name, None)
+    # The adapters are built from the settings' options, as a worker builds them.
+    code = (
+        "import django, json; django.setup(); from django.conf import settings; "
+        "from channels.adapters.registry import get_adapter; "
+        "print(json.dumps({c: type(get_adapter(c)).__name__ "
+        "for c in settings.CHANNEL_ADAPTERS}))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    "sender", [{}, {"TWILIO_FROM_NUMBER": None, "TWILIO_MESSAGING_SERVICE_SID": "MG" + "0" * 32}]
+)
+def test_each_channel_can_switch_to_its_real_provider_by_environment_alone(sender):
+    result = show_adapters(**(SENDGRID | TWILIO | sender))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "email": "SendGridAdapter",
+        "sms": "TwilioSmsAdapter",
+        "whatsapp": "DevInboxAdapter",
+        "line": "DevInboxAdapter",
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({**SENDGRID, "SENDGRID_API_KEY": None}, "SENDGRID_API_KEY: required when"),
+        ({**SENDGRID, "SENDGRID_BASE_URL": "localhost:8025"}, "SENDGRID_BASE_URL:"),
+        ({**TWILIO, "TWILIO_AUTH_TOKEN": None}, "TWILIO_AUTH_TOKEN: required when"),
+        ({**TWILIO, "TWILIO_FROM_NUMBER": None}, "TWILIO_FROM_NUMBER or TWILIO_MESSAGING"),
+        (
+            {**TWILIO, "TWILIO_MESSAGING_SERVICE_SID": "MG" + "0" * 32},
+            "TWILIO_FROM_NUMBER or TWILIO_MESSAGING",
+        ),
+    ],
+)
+def test_a_provider_without_its_credentials_stops_start_naming_them(overrides, named):
+    result = show_adapters(**overrides)
+    assert result.returncode != 0
+    assert named in result.stderr

@@ -1,0 +1,116 @@
+"""Queued messages through the real dispatcher and the real provider SDKs to the emulator.
+
+The dispatcher claims, checks consent, renders and hands off; the SendGrid and
+Twilio adapters call the emulator over HTTP with the official SDKs; the outcome,
+the provider's message id and the history are recorded on the message.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.delivery import dispatcher
+from orchestrator.delivery.models import MessageStatus
+from tests.delivery.factories import (
+    locmem_adapters,
+    make_customer,
+    make_template,
+    make_topic,
+    queue,
+)
+from tests.emulator import ProviderEmulator
+from tests.emulator import sendgrid as sendgrid_emulator
+from tests.emulator import twilio as twilio_emulator
+
+ACCOUNT = "AC" + "1" * 32
+
+
+@pytest.fixture
+def emulator():
+    with ProviderEmulator() as server:
+        sendgrid_emulator.install(server)
+        twilio_emulator.install(server)
+        yield server
+
+
+@pytest.fixture
+def providers(settings, emulator):
+    settings.CHANNEL_ADAPTERS = locmem_adapters() | {
+        "email": {
+            "BACKEND": "channels.adapters.sendgrid.SendGridAdapter",
+            "OPTIONS": {
+                "api_key": "SG.test-key",
+                "from_email": "Stride Running <hello@example.com>",
+                "base_url": emulator.url,
+                "timeout": 2,
+            },
+        },
+        "sms": {
+            "BACKEND": "channels.adapters.twilio_sms.TwilioSmsAdapter",
+            "OPTIONS": {
+                "account_sid": ACCOUNT,
+                "auth_token": "secret-token",
+                "from_number": "+15005550006",
+                "base_url": emulator.url,
+                "timeout": 2,
+            },
+        },
+    }
+    return emulator
+
+
+@pytest.mark.django_db
+def test_email_and_sms_go_out_through_the_real_sdks_and_are_recorded(providers):
+    customer = make_customer(attributes={"first_name": "Alex"}, phone="+14155550123")
+    template = make_template(topic=make_topic("orders", kind="transactional"))
+    email = queue(customer, template, channel="email", data={"item": "Trail shoe"})
+    sms = queue(customer, template, channel="sms", data={"item": "Trail shoe"})
+
+    stats, _more = dispatcher.dispatch_due()
+
+    assert stats.sent == 2
+    email.refresh_from_db()
+    sms.refresh_from_db()
+    assert (email.status, email.provider) == (MessageStatus.SENT, "sendgrid")
+    assert (sms.status, sms.provider) == (MessageStatus.SENT, "twilio")
+    [sent_mail] = providers.requests_to("/v3/mail/send")
+    body = sent_mail.json()
+    assert email.provider_message_id  # SendGrid's X-Message-Id
+    assert body["personalizations"][0]["to"][0]["email"] == customer.email
+    assert body["custom_args"] == {"message_id": str(email.id)}
+    assert "Alex" in body["content"][0]["value"]
+    [sent_sms] = providers.requests_to(f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json")
+    form = sent_sms.form()
+    assert form["To"] == ["+14155550123"]
+    assert form["Body"] == ["Hi Alex: Trail shoe ready."]
+    assert sms.provider_message_id.startswith("SM")
+    assert list(sms.history.values_list("status", flat=True)) == ["queued", "sent"]
+
+
+@pytest.mark.django_db
+def test_a_provider_outage_retries_later_and_a_dead_number_fails_for_good(providers):
+    customer = make_customer(phone="+14155550124")
+    template = make_template(topic=make_topic("orders", kind="transactional"))
+    email = queue(customer, template, channel="email")
+    providers.fail_next("/v3/mail/send", status=503)
+    providers.fail_next("/2010-04-01/", status=400, body=invalid_number_error())
+    sms = queue(customer, template, channel="sms")
+
+    stats, _more = dispatcher.dispatch_due()
+
+    assert (stats.retrying, stats.failed) == (1, 1)
+    email.refresh_from_db()
+    sms.refresh_from_db()
+    assert email.status == MessageStatus.QUEUED  # back in the outbox with a later send_after
+    assert email.send_after > email.updated_at.replace(microsecond=0)
+    assert sms.status == MessageStatus.FAILED
+    assert "21211" in sms.last_error or "21211" in sms.history.last().reason
+
+
+def invalid_number_error() -> dict:
+    return {
+        "code": 21211,
+        "message": "The 'To' number +14155550124 is not a valid phone number.",
+        "more_info": "https://www.twilio.com/docs/errors/21211",
+        "status": 400,
+    }
