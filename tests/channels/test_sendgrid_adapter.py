@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -21,21 +19,6 @@ from tests.emulator.server import ProviderEmulator
 PATH = sendgrid_emulator.PATH
 
 
-def stop_promptly(emulator: ProviderEmulator) -> None:
-    """Stop the emulator without waiting out its accept loop's 0.5 s poll.
-
-    ``stop()`` waits for the serving loop to notice the shutdown request, which it
-    checks whenever its ``select`` returns: a throwaway connection wakes it at once.
-    """
-    address = urlsplit(emulator.url)
-    stopper = threading.Thread(target=emulator.stop)
-    stopper.start()
-    while stopper.is_alive():
-        with contextlib.suppress(OSError):
-            socket.create_connection((address.hostname, address.port), timeout=0.1).close()
-        stopper.join(0.02)
-
-
 @pytest.fixture
 def emulator() -> Iterator[ProviderEmulator]:
     emulator = ProviderEmulator().start()
@@ -43,7 +26,7 @@ def emulator() -> Iterator[ProviderEmulator]:
     try:
         yield emulator
     finally:
-        stop_promptly(emulator)
+        emulator.stop()
 
 
 def make_adapter(emulator: ProviderEmulator, **options: Any) -> SendGridAdapter:

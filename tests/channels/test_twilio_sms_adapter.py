@@ -8,13 +8,11 @@ what arrived on the wire.
 from __future__ import annotations
 
 import base64
-import contextlib
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -30,21 +28,6 @@ FROM = "+15005550006"
 CALLBACK = "https://hooks.example.com/twilio/status"
 
 
-def stop_promptly(server: ProviderEmulator) -> None:
-    """Stop the emulator without waiting out its accept loop's 0.5 s poll.
-
-    The serving loop checks for a shutdown request whenever its ``select``
-    returns, so throwaway connections wake it until it has stopped.
-    """
-    address = urlsplit(server.url)
-    stopper = threading.Thread(target=server.stop)
-    stopper.start()
-    while stopper.is_alive():
-        with contextlib.suppress(OSError):
-            socket.create_connection((address.hostname, address.port), timeout=0.1).close()
-        stopper.join(0.02)
-
-
 @pytest.fixture
 def emulator() -> Iterator[ProviderEmulator]:
     server = ProviderEmulator()
@@ -53,7 +36,7 @@ def emulator() -> Iterator[ProviderEmulator]:
     try:
         yield server
     finally:
-        stop_promptly(server)
+        server.stop()
 
 
 @pytest.fixture

@@ -126,7 +126,10 @@ class ProviderEmulator:
         return f"http://{host}:{port}"
 
     def start(self) -> ProviderEmulator:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: stop() waits for the serving loop to notice, at most this long.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
