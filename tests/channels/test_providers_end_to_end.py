@@ -85,6 +85,11 @@ def test_email_and_sms_go_out_through_the_real_sdks_and_are_recorded(providers):
     assert form["Body"] == ["Hi Alex: Trail shoe ready."]
     assert sms.provider_message_id.startswith("SM")
     assert list(sms.history.values_list("status", flat=True)) == ["queued", "sent"]
+    # The segment count travels with the send in the message's trail.
+    sent_entry = sms.explanation[-1]
+    assert sent_entry["step"] == "send"
+    assert sent_entry["details"]["provider_detail"]["segments"] == 1
+    assert sent_entry["details"]["provider_detail"]["encoding"] == "GSM-7"
 
 
 @pytest.mark.django_db
