@@ -47,6 +47,9 @@ class SendResult:
     #: The provider may have accepted it (e.g. a timeout after the request went out):
     #: reconcile from status webhooks, never resend blindly.
     unknown: bool = False
+    #: The failure says the address itself is unusable: a ``Suppression.Reason``
+    #: ("stop", "invalid", "bounce", "complaint") to suppress it with, else empty.
+    suppress: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
 
 

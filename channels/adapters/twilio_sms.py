@@ -38,9 +38,10 @@ How outcomes map to ``SendResult``:
     problem, not the message's, so messages wait with backoff for the fix
     instead of all failing for good.
 
-  ``detail["suppress_address"]`` is true for ``SUPPRESS_ADDRESS_CODES`` (21211,
-  21610, 30005, 30006): the address itself is unusable, and a later layer
-  suppresses it instead of merely failing this message.
+  ``SendResult.suppress`` names a suppression reason for the codes in
+  ``SUPPRESS_REASONS`` (21610 "stop"; 21211, 30005, 30006 "invalid"): the address
+  itself is unusable, so the dispatcher suppresses it instead of merely failing
+  this message.
 * **No answer in time** (``requests.exceptions.ReadTimeout``), or the connection
   broke after the request went out (``requests.exceptions.ConnectionError``
   wrapping a urllib3 ``ProtocolError``) - ``unknown``: Twilio may have the
@@ -88,8 +89,8 @@ DEFAULT_CONCURRENCY = 8
 PERMANENT_CODES = frozenset({21211, 21214, 21408, 21610, 21612, 21614, 30005, 30006, 30007})
 #: Refusals worth retrying later, whatever the HTTP status.
 TRANSIENT_CODES = frozenset({20003, 20429, 30001, 30003})
-#: Refusals that say the address itself is unusable (invalid, opted out, gone).
-SUPPRESS_ADDRESS_CODES = frozenset({21211, 21610, 30005, 30006})
+#: Refusals that say the address itself is unusable, and the suppression reason for each.
+SUPPRESS_REASONS = {21610: "stop", 21211: "invalid", 30005: "invalid", 30006: "invalid"}
 
 #: urllib3 errors raised before a request is written: the provider never saw it.
 _CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError)
@@ -338,7 +339,6 @@ class TwilioSmsAdapter(ChannelAdapter):
         # The SDK prefixes the provider's message with its own "Unable to create record: ".
         text = (text or "").removeprefix(_SDK_PREFIX).removeprefix(": ") or f"HTTP {status}"
         detail: dict[str, Any] = {"http_status": status, "twilio_code": code}
-        detail["suppress_address"] = code in SUPPRESS_ADDRESS_CODES
         logger.warning(
             "Twilio refused message %s: HTTP %s, code %s (%s)",
             message.message_id,
@@ -353,6 +353,7 @@ class TwilioSmsAdapter(ChannelAdapter):
             error_code=f"twilio:{code}" if code is not None else f"twilio:http_{status}",
             permanent=permanent,
             detail=detail,
+            suppress=SUPPRESS_REASONS.get(code, "") if permanent else "",
         )
 
     def _not_sent(self, message: OutboundMessage, exc: Exception) -> SendResult:

@@ -42,6 +42,7 @@ from channels.adapters import OutboundMessage, SendResult, get_adapter
 from orchestrator.audience.models import Customer
 from orchestrator.consent.models import ChannelPreference, Topic
 from orchestrator.consent.selectors import ConsentRequest, consent_decisions
+from orchestrator.consent.suppressions import suppressions_add
 from orchestrator.delivery import fatigue, policy
 from orchestrator.delivery.explain import explain
 from orchestrator.delivery.models import (
@@ -618,6 +619,8 @@ def _result_outcome(
         )
     if result.permanent:
         reason = f"{provider} refused it permanently: {error}"
+        if result.suppress:
+            reason += f"; the address is suppressed from now on ({result.suppress})"
         return _Outcome(
             mid,
             MessageStatus.FAILED,
@@ -810,8 +813,22 @@ def _send_and_record(handed: _HandedOff, *, attempt_id: uuid.UUID, stats: Dispat
         )
         for result, provider in results
     ]
+    sent = {o.message_id: o for o in handed.to_send}
     with transaction.atomic(), connection.cursor() as cursor:
         written = _record(cursor, outcomes, attempt_id, done)
+        # The address itself is unusable (an opt-out at the carrier, a dead number):
+        # suppress it with the outcome, so no later send of any kind tries it again.
+        # Only the provider's code goes in the detail: its text may quote the address.
+        suppressions_add(
+            (
+                sent[r.message_id].channel,
+                sent[r.message_id].to,
+                r.suppress,
+                f"{provider} {r.error_code}".strip(),
+            )
+            for r, provider in results
+            if r.suppress and not r.accepted and r.message_id in written
+        )
     _tally(stats, outcomes, written)
 
 

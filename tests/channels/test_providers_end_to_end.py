@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.consent.models import Suppression, address_hash
 from orchestrator.delivery import dispatcher
 from orchestrator.delivery.models import MessageStatus
 from tests.delivery.factories import (
@@ -117,5 +118,42 @@ def invalid_number_error() -> dict:
         "code": 21211,
         "message": "The 'To' number +14155550124 is not a valid phone number.",
         "more_info": "https://www.twilio.com/docs/errors/21211",
+        "status": 400,
+    }
+
+
+@pytest.mark.django_db
+def test_a_carrier_opt_out_suppresses_the_number_for_every_later_send(providers):
+    customer = make_customer(phone="+14155550125")
+    template = make_template(topic=make_topic("orders", kind="transactional"))
+    providers.fail_next("/2010-04-01/", status=400, body=unsubscribed_error())
+    first = queue(customer, template, channel="sms")
+
+    stats, _more = dispatcher.dispatch_due()
+
+    assert stats.failed == 1
+    first.refresh_from_db()
+    assert first.status == MessageStatus.FAILED
+    assert "suppressed from now on (stop)" in first.history.last().reason
+    [suppression] = Suppression.objects.all()
+    assert (suppression.channel, suppression.reason) == ("sms", "stop")
+    assert suppression.address_hash == address_hash("sms", "+14155550125")
+    assert "+1415" not in suppression.detail and "21610" in suppression.detail
+
+    # The next send to that number, even a transactional one, never reaches Twilio.
+    second = queue(customer, template, channel="sms")
+    sent_before = len(providers.requests_to("/2010-04-01/"))
+    stats, _more = dispatcher.dispatch_due()
+
+    second.refresh_from_db()
+    assert second.status == MessageStatus.SUPPRESSED
+    assert len(providers.requests_to("/2010-04-01/")) == sent_before
+
+
+def unsubscribed_error() -> dict:
+    return {
+        "code": 21610,
+        "message": "Attempt to send to unsubscribed recipient",
+        "more_info": "https://www.twilio.com/docs/errors/21610",
         "status": 400,
     }

@@ -197,7 +197,7 @@ def test_an_invalid_number_is_a_permanent_failure(make_adapter, to):
     assert not result.accepted and result.permanent and not result.unknown
     assert result.error_code == "twilio:21211"
     assert result.detail["twilio_code"] == 21211
-    assert result.detail["suppress_address"] is True
+    assert result.suppress == "invalid"
     assert result.error == f"Twilio 21211: The 'To' number {to} is not a valid phone number."
 
 
@@ -208,7 +208,8 @@ def test_an_opted_out_recipient_is_permanent_and_marked_for_suppression(emulator
 
     assert not result.accepted and result.permanent
     assert result.error_code == "twilio:21610"
-    assert result.detail == {"http_status": 400, "twilio_code": 21610, "suppress_address": True}
+    assert result.detail == {"http_status": 400, "twilio_code": 21610}
+    assert result.suppress == "stop"
     assert result.error == "Twilio 21610: Attempt to send to unsubscribed recipient"
 
 
@@ -227,7 +228,8 @@ def test_a_wrong_auth_token_is_retried_not_failed_for_good(make_adapter):
 
     assert not result.accepted and not result.permanent and not result.unknown
     assert result.error_code == "twilio:20003"
-    assert result.detail == {"http_status": 401, "twilio_code": 20003, "suppress_address": False}
+    assert result.detail == {"http_status": 401, "twilio_code": 20003}
+    assert result.suppress == ""
 
 
 @pytest.mark.parametrize(
