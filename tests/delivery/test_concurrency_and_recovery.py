@@ -9,7 +9,10 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import os
+import signal
 import threading
+import time
+import traceback
 
 import pytest
 import time_machine
@@ -66,20 +69,42 @@ def test_two_dispatchers_racing_never_send_a_message_twice(outbox):
     assert set(Message.objects.values_list("status", flat=True)) == {MessageStatus.SENT}
 
 
-def _in_child(body) -> int:
-    """Run ``body`` in a forked process with its own connection; return its exit status."""
+def _in_child(body, *, timeout: float = 60.0) -> int:
+    """Run ``body`` in a forked process with its own connection; return its exit status.
+
+    A child that neither finishes nor dies within ``timeout`` is killed and the test
+    fails, rather than the whole run hanging on it. A child's exception is printed.
+    The child opens its own connection: sharing the parent's socket would interleave
+    both sides' queries in one session.
+    """
     connections.close_all()  # the child must not share the parent's socket
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 0
+        # The child can still see a connection the parent opened (in another context of
+        # the parent's thread): set it aside unclosed, since closing it would end the
+        # parent's session on the socket they share, and keep it referenced until exit.
+        inherited = []
+        for wrapper in connections.all(initialized_only=True):
+            inherited.append(wrapper.connection)
+            wrapper.connection = None
         try:
             body()
         except BaseException:
+            traceback.print_exc()
             code = 1
         finally:
             os._exit(code)
-    _pid, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the forked child did not finish within {timeout:.0f} s")
+        time.sleep(0.01)
 
 
 def test_worker_killed_before_the_hand_off_leaves_the_message_waiting_and_it_is_sent_once(
