@@ -84,5 +84,12 @@ class ChannelAdapter:
             )
         return results
 
+    def throttle(self, n: int = 1) -> None:
+        """Block until ``n`` more provider calls fit this sender's configured send rate.
+
+        Adapters call it just before each provider request. Without a configured rate
+        it returns at once.
+        """
+
     def send_batch(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
         raise NotImplementedError  # abstract: each adapter implements it
