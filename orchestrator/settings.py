@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "orchestrator.api",
     "orchestrator.core",
     "channels.devinbox",
+    "channels.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -199,6 +200,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 60.0},
     },
+    "process-webhook-events": {
+        "task": "webhooks.process",
+        "schedule": 10.0,
+        "options": {"expires": 20.0},
+    },
     "purge-idempotency-records": {
         "task": "sweeps.purge_idempotency_records",
         "schedule": 3600.0,
@@ -285,6 +291,22 @@ CHANNEL_ADAPTERS = {
     channel: _channel_adapter(channel) for channel in ("email", "sms", "whatsapp", "line")
 }
 BRAND_NAME = env.get_str("BRAND_NAME", "Stride Running")
+
+# --- Webhooks -------------------------------------------------------------------
+#: The public origin providers call (e.g. https://messaging.example.com), when a proxy
+#: stands between them and us; Twilio signs the exact URL it called.
+WEBHOOK_BASE_URL = env.get_url("WEBHOOK_BASE_URL", schemes=("http", "https"))
+#: Twilio status callbacks and inbound messages are signed with the account's auth token.
+TWILIO_AUTH_TOKEN = env.get_str("TWILIO_AUTH_TOKEN", "") or ""
+#: SendGrid's Event Webhook verification key (Settings > Mail Settings), base64 DER.
+SENDGRID_WEBHOOK_PUBLIC_KEY = env.get_str("SENDGRID_WEBHOOK_PUBLIC_KEY", "") or ""
+#: A signed SendGrid request older (or newer) than this many seconds is refused.
+SENDGRID_WEBHOOK_MAX_AGE_SECONDS = env.get_int("SENDGRID_WEBHOOK_MAX_AGE_SECONDS", 300, minimum=1)
+#: LINE webhooks are signed with the channel secret.
+LINE_CHANNEL_SECRET = env.get_str("LINE_CHANNEL_SECRET", "") or ""
+#: Answer STOP, START and HELP with one confirmation. Turn off where the provider
+#: already answers them itself (Twilio Advanced Opt-Out on a Messaging Service).
+KEYWORD_CONFIRMATIONS = env.get_bool("KEYWORD_CONFIRMATIONS", True)
 
 ORCHESTRATOR_DATA_DIR = data_dir()
 

@@ -13,6 +13,7 @@ from django.db.models import Count, Q
 
 from orchestrator.consent.models import (
     CHANNELS,
+    ChannelOptOut,
     ChannelPreference,
     ConsentRecord,
     Subscription,
@@ -86,6 +87,20 @@ class ConsentRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="evidence")
     def proof(self, obj: ConsentRecord):
         return pretty_json(obj.evidence)
+
+
+@admin.register(ChannelOptOut)
+class ChannelOptOutAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Written by STOP / START and provider unsubscribes; the ledger holds the evidence."""
+
+    list_display = ("customer_link", "channel", "source", "created_at")
+    list_filter = ("channel", "source")
+    search_fields = ("=customer__external_id",)
+    list_select_related = ("customer",)
+
+    @admin.display(description="customer")
+    def customer_link(self, obj: ChannelOptOut):
+        return admin_link(obj.customer)
 
 
 @admin.register(ChannelPreference)

@@ -163,6 +163,31 @@ class ChannelPreference(models.Model):
         return f"preferences of {self.customer_id}"
 
 
+class ChannelOptOut(models.Model):
+    """A customer's "no marketing on this channel at all", e.g. an SMS STOP.
+
+    It covers every marketing topic on the channel, including topics created later;
+    a per-topic ``Subscription`` cannot override it. Transactional sends are not
+    affected (a carrier-level block is a ``Suppression`` instead). The ledger holds
+    the evidence; this row is the current state.
+    """
+
+    customer = models.ForeignKey(
+        "audience.Customer", on_delete=models.CASCADE, related_name="channel_opt_outs"
+    )
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    source = models.CharField(max_length=32, choices=ConsentRecord.Source.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "channel"], name="channel_opt_out_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} opted out of marketing on {self.channel}"
+
+
 def address_hash(channel: str, address: str) -> str:
     """A stable hash of a normalized address, kept after erasure so nobody is re-messaged."""
     normalized = address.strip().lower() if channel == "email" else address.strip()
@@ -198,6 +223,7 @@ class Suppression(models.Model):
 __all__ = [
     "CHANNELS",
     "Channel",
+    "ChannelOptOut",
     "ChannelPreference",
     "ConsentRecord",
     "Subscription",

@@ -7,7 +7,9 @@ The rules, in the order they are applied:
    erasure) blocks every send, transactional included;
 3. a channel the topic does not allow is refused;
 4. a transactional topic ignores marketing opt-outs;
-5. a marketing topic needs consent: the customer's ``Subscription`` for
+5. a ``ChannelOptOut`` (an SMS STOP, say) refuses every marketing topic on
+   that channel;
+6. a marketing topic needs consent: the customer's ``Subscription`` for
    (topic, channel) if there is one, else the topic's ``default_opt_in``.
 """
 
@@ -26,6 +28,7 @@ NO_ADDRESS = "no_address"
 SUPPRESSED = "suppressed"
 CHANNEL_NOT_ALLOWED = "channel_not_allowed"
 UNSUBSCRIBED = "unsubscribed"
+CHANNEL_OPTED_OUT = "channel_opted_out"
 NO_OPT_IN = "no_opt_in"
 TRANSACTIONAL = "transactional"
 SUBSCRIBED = "subscribed"
@@ -62,7 +65,7 @@ def consent_decisions(
     # per element that the driver quotes one by one.
     suppressed: dict[tuple[str, str], str] = {}
     marketing = [r for r in requests if not topics[r.topic_id].is_transactional]
-    subscriptions: dict[tuple[int, int, str], str] = {}
+    subscriptions: dict[tuple[int, int | None, str], str] = {}
     with connection.cursor() as cursor:
         if any(hashes):
             cursor.execute(
@@ -72,12 +75,17 @@ def consent_decisions(
             )
             suppressed = {(c, h): reason for c, h, reason in cursor.fetchall()}
         if marketing:
+            # A channel-wide opt-out comes back as a row with no topic.
             cursor.execute(
                 "SELECT customer_id, topic_id, channel, status FROM consent_subscription"
-                " WHERE customer_id = ANY(%s) AND topic_id = ANY(%s)",
+                " WHERE customer_id = ANY(%s) AND topic_id = ANY(%s)"
+                " UNION ALL"
+                " SELECT customer_id, NULL, channel, 'opted_out' FROM consent_channeloptout"
+                " WHERE customer_id = ANY(%s)",
                 [
                     sorted({r.customer_id for r in marketing}),
                     sorted({r.topic_id for r in marketing}),
+                    sorted({r.customer_id for r in marketing}),
                 ],
             )
             subscriptions = {(c, t, ch): status for c, t, ch, status in cursor.fetchall()}
@@ -92,7 +100,7 @@ def _decide(
     hashed_address: str,
     topic: Topic,
     suppressed: Mapping[tuple[str, str], str],
-    subscriptions: Mapping[tuple[int, int, str], str],
+    subscriptions: Mapping[tuple[int, int | None, str], str],
 ) -> ConsentDecision:
     channel = request.channel
     if not request.address.strip():
@@ -116,6 +124,8 @@ def _decide(
     if topic.is_transactional:
         reason = f"transactional topic {topic.key!r}: marketing opt-outs do not apply"
         return ConsentDecision(True, TRANSACTIONAL, reason)
+    if (request.customer_id, None, channel) in subscriptions:
+        return ConsentDecision(False, CHANNEL_OPTED_OUT, f"opted out of all marketing on {channel}")
     status = subscriptions.get((request.customer_id, request.topic_id, channel))
     if status == Subscription.Status.UNSUBSCRIBED:
         return ConsentDecision(False, UNSUBSCRIBED, f"unsubscribed from {topic.key!r} on {channel}")

@@ -25,6 +25,7 @@ import json
 import re
 import secrets
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -264,3 +265,82 @@ def install(emulator: ProviderEmulator) -> None:
         return 202, {"X-Message-Id": message_id}, None
 
     emulator.route("POST", re.escape(PATH), mail_send)
+
+
+# --- the Event Webhook: signed batches of delivery and engagement events -------------
+
+
+class EventSigner:
+    """SendGrid's Signed Event Webhook: a P-256 key pair; we hold the private half.
+
+    ``public_key`` is what the SendGrid console shows (base64 DER), the value our
+    ``SENDGRID_WEBHOOK_PUBLIC_KEY`` setting takes.
+    """
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        der = self._key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        self.public_key = base64.b64encode(der).decode()
+
+    def headers(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        signature = self._key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        return {
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+        }
+
+
+def event(mail: AcceptedMail, kind: str, **fields: Any) -> dict[str, Any]:
+    """One event about ``mail`` as SendGrid posts it: custom_args flattened in."""
+    payload = mail.payload
+    to = payload["personalizations"][0]["to"][0]["email"]
+    body = {
+        "email": to,
+        "timestamp": int(time.time()),
+        "event": kind,
+        "sg_event_id": base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("="),
+        "sg_message_id": f"{mail.x_message_id}.recvd-{secrets.token_hex(4)}-1-0",
+        "smtp-id": f"<{mail.x_message_id}@ismtpd0001p1mdw1.sendgrid.net>",
+        **(payload.get("custom_args") or {}),
+    }
+    if kind in ("processed", "delivered", "open", "click", "bounce", "dropped"):
+        body["category"] = payload.get("categories", [])
+    if kind == "delivered":
+        body["response"] = "250 OK"
+    if kind == "bounce":
+        body.update(
+            type="bounce", status="5.1.1", reason="550 5.1.1 The email account does not exist."
+        )
+    if kind == "dropped":
+        body["reason"] = "Bounced Address"
+    if kind in ("open", "click"):
+        body["useragent"] = "Mozilla/5.0"
+        body["ip"] = "203.0.113.9"
+    if kind == "click":
+        body["url"] = "https://stride.example.com/shoes"
+    body.update(fields)
+    return body
+
+
+def post_events(
+    url: str, events: list[dict[str, Any]], signer: EventSigner, *, timestamp: int | None = None
+) -> tuple[int, bytes]:
+    """POST a signed batch to ``url`` the way SendGrid does; returns (status, body)."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps(events).encode()
+    headers = {"Content-Type": "application/json", **signer.headers(body, timestamp)}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()

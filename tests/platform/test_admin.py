@@ -45,6 +45,20 @@ def records(demo, api_key_factory):
     Suppression.objects.create(
         channel="email", address_hash=address_hash("email", "gone@example.com"), reason="bounce"
     )
+    # A STOP by text: the raw webhook, the inbound message and the channel opt-out.
+    from django.utils import timezone
+
+    from channels.webhooks.models import WebhookEvent
+    from channels.webhooks.processing import Inbound, handle_inbound
+    from orchestrator.audience.models import Customer
+
+    WebhookEvent.objects.create(
+        provider="twilio", kind="inbound", event_id="SM1", payload={"params": {"Body": "STOP"}}
+    )
+    alex = Customer.objects.get(external_id="alex")
+    handle_inbound(
+        Inbound("twilio", "sms", "SM1", alex.phone, "+15005550006", "STOP", timezone.now())
+    )
     InboxMessage.objects.create(
         channel="email",
         to_address="alex@example.com",
