@@ -54,6 +54,7 @@ from orchestrator.delivery.rendering import (
     TemplateProblem,
     build_context,
     customer_context,
+    render_options,
     render_variant,
 )
 from orchestrator.delivery.services import DEFAULT_CHANNEL_ORDER, pick_locale
@@ -203,10 +204,10 @@ def _lock_due(cursor, *, limit: int, now: dt.datetime) -> tuple[list[_Claimed], 
 def _load_variants(template_ids: Iterable[int]) -> dict[tuple[int, str], dict[str, tuple]]:
     variants: dict[tuple[int, str], dict[str, tuple]] = defaultdict(dict)
     rows = TemplateVariant.objects.filter(template_id__in=set(template_ids)).values_list(
-        "template_id", "channel", "locale", "subject", "body", "html"
+        "template_id", "channel", "locale", "subject", "body", "html", "provider_options"
     )
-    for template_id, channel, locale, subject, body, html in rows:
-        variants[(template_id, channel)][locale] = (subject, body, html)
+    for template_id, channel, locale, subject, body, html, options in rows:
+        variants[(template_id, channel)][locale] = (subject, body, html, options)
     return variants
 
 
@@ -221,6 +222,8 @@ class _Loaded:
     consent: dict[int, Any]
     #: For "preferred" messages: further consented channels, in the customer's order.
     alternatives: dict[int, tuple[str, ...]]
+    #: Customers who wrote to us on WhatsApp within its customer-care window.
+    whatsapp_sessions: set[int] = field(default_factory=set)
 
 
 def _preferred_channels(
@@ -294,7 +297,47 @@ def _load(claimed: Sequence[_Claimed]) -> _Loaded:
         consent[m.id] = decision
         alternatives[m.id] = tuple(c for c, _d in allowed[1:])
         addresses[m.id] = customers[m.customer_id].address_for(channel)
-    return _Loaded(customers, topics, variants, addresses, consent, alternatives)
+    sessions = _whatsapp_sessions({m.customer_id for m in claimed if m.channel == "whatsapp"})
+    return _Loaded(customers, topics, variants, addresses, consent, alternatives, sessions)
+
+
+#: WhatsApp allows free-form messages this long after the customer last wrote, less a
+#: margin for the time between deciding and the provider receiving the message.
+WHATSAPP_SESSION = dt.timedelta(hours=24) - dt.timedelta(minutes=5)
+
+
+def _whatsapp_sessions(customer_ids: set[int]) -> set[int]:
+    if not customer_ids:
+        return set()
+    from channels.webhooks.models import InboundMessage
+
+    since = timezone.now() - WHATSAPP_SESSION
+    return set(
+        InboundMessage.objects.filter(
+            customer_id__in=customer_ids, channel="whatsapp", received_at__gte=since
+        )
+        .values_list("customer_id", flat=True)
+        .distinct()
+    )
+
+
+def _channel_metadata(
+    message: _Claimed, options: dict, context: dict[str, Any], sessions: set[int]
+) -> dict[str, Any]:
+    """What the chat adapters need beyond the text: the WhatsApp window and template, LINE kinds."""
+    if message.channel == "whatsapp":
+        rendered = render_options(options or {}, context)
+        variables = rendered.get("content_variables") or {}
+        return {
+            "whatsapp": {
+                "session_open": message.customer_id in sessions,
+                "content_sid": str(rendered.get("content_sid") or ""),
+                "content_variables": {str(k): str(v) for k, v in variables.items()},
+            }
+        }
+    if message.channel == "line" and (options or {}).get("kind"):
+        return {"line": render_options(options, context)}
+    return {}
 
 
 def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> _Prepared:
@@ -375,20 +418,22 @@ def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> 
                 )
             )
             continue
-        subject, body, html = by_locale[locale]
+        subject, body, html, options = by_locale[locale]
         try:
+            context = build_context(
+                customer=customer,
+                message_data=message.data,
+                customer_vars=customer_vars(customer),
+                brand=brand,
+            )
             rendered = render_variant(
                 subject=subject if message.channel == "email" else "",
                 body=body,
                 html=html if message.channel == "email" else "",
                 channel=message.channel,
-                context=build_context(
-                    customer=customer,
-                    message_data=message.data,
-                    customer_vars=customer_vars(customer),
-                    brand=brand,
-                ),
+                context=context,
             )
+            extras = _channel_metadata(message, options, context, loaded.whatsapp_sessions)
         except TemplateProblem as exc:
             reason = f"template did not render ({exc}); nothing was sent"
             prepared.outcomes.append(
@@ -417,7 +462,7 @@ def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> 
             subject=rendered.subject,
             html=rendered.html,
             sender=sender if message.channel == "email" else "",
-            metadata={"topic": topic.key, "attempt": message.attempts + 1},
+            metadata={"topic": topic.key, "attempt": message.attempts + 1, **extras},
         )
         snapshot = {**rendered.as_dict(), "to": address, "locale": locale, "consent": consent.code}
         prepared.sendable.append((outbound, snapshot))

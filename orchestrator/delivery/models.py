@@ -41,6 +41,18 @@ class TemplateVariant(models.Model):
     )
     body = models.TextField(help_text="Plain text (SMS, chat, email text part). Liquid.")
     html = models.TextField(blank=True, default="", help_text="Email only, optional. Liquid.")
+    provider_options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "Channel extras; string values are Liquid. WhatsApp: the approved template sent "
+            'outside the 24-hour window, {"content_sid": "HX...", "content_variables": '
+            '{"1": "{{ customer.first_name }}"}}. LINE: a buttons template or a flex '
+            'message, {"kind": "template", "alt_text": ..., "title": ..., "text": ..., '
+            '"actions": [{"label": ..., "uri": ...}]} or {"kind": "flex", "alt_text": ..., '
+            '"contents": {...}}.'
+        ),
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -110,6 +110,19 @@ def render_variant(
     return Rendered(rendered_subject, rendered_body, rendered_html)
 
 
+def render_options(options: Any, context: dict[str, Any], *, depth: int = 0) -> Any:
+    """Render every string inside a variant's provider options (nested dicts and lists)."""
+    if depth > 10:
+        raise TemplateProblem("provider options are nested too deeply", field="provider_options")
+    if isinstance(options, str):
+        return render_string(options, context, field="provider_options")
+    if isinstance(options, dict):
+        return {k: render_options(v, context, depth=depth + 1) for k, v in options.items()}
+    if isinstance(options, list):
+        return [render_options(v, context, depth=depth + 1) for v in options]
+    return options
+
+
 def customer_context(customer) -> dict[str, Any]:
     attributes = customer.attributes or {}
     return {
