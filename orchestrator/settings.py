@@ -292,6 +292,12 @@ CHANNEL_ADAPTERS = {
 }
 BRAND_NAME = env.get_str("BRAND_NAME", "Stride Running")
 
+#: Where customers reach this platform (one-click unsubscribe links in emails).
+PUBLIC_BASE_URL = (
+    env.get_url("PUBLIC_BASE_URL", "http://localhost:8000", schemes=("http", "https"))
+    or "http://localhost:8000"
+)
+
 # --- Webhooks -------------------------------------------------------------------
 #: The public origin providers call (e.g. https://messaging.example.com), when a proxy
 #: stands between them and us; Twilio signs the exact URL it called.

@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from orchestrator.consent.unsubscribe import one_click
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("orchestrator.api.urls")),
@@ -11,5 +13,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("dev/inbox/", include("channels.devinbox.urls")),
     path("webhooks/", include("channels.webhooks.urls")),
+    path("u/<str:token>/", one_click, name="one-click-unsubscribe"),
     path("", include("orchestrator.core.urls")),
 ]

@@ -68,3 +68,34 @@ def channel_opt_in(
                     evidence=evidence,
                 )
     return bool(removed or lifted)
+
+
+def topic_unsubscribe(
+    *, customer_id: int, topic_id: int, channel: str, source: str, evidence: dict[str, Any]
+) -> bool:
+    """Unsubscribe from one topic on one channel. True if the customer was not already."""
+    from orchestrator.consent.models import Subscription
+
+    with transaction.atomic():
+        current = (
+            Subscription.objects.select_for_update()
+            .filter(customer_id=customer_id, topic_id=topic_id, channel=channel)
+            .first()
+        )
+        if current is not None and current.status == Subscription.Status.UNSUBSCRIBED:
+            return False
+        Subscription.objects.update_or_create(
+            customer_id=customer_id,
+            topic_id=topic_id,
+            channel=channel,
+            defaults={"status": Subscription.Status.UNSUBSCRIBED},
+        )
+        ConsentRecord.objects.create(
+            customer_id=customer_id,
+            topic_id=topic_id,
+            channel=channel,
+            action=ConsentRecord.Action.OPT_OUT,
+            source=source,
+            evidence=evidence,
+        )
+    return True

@@ -43,6 +43,7 @@ from orchestrator.audience.models import Customer
 from orchestrator.consent.models import ChannelPreference, Topic
 from orchestrator.consent.selectors import ConsentRequest, consent_decisions
 from orchestrator.consent.suppressions import suppressions_add
+from orchestrator.consent.unsubscribe import list_unsubscribe_headers
 from orchestrator.delivery import fatigue, policy
 from orchestrator.delivery.explain import explain
 from orchestrator.delivery.models import (
@@ -306,6 +307,18 @@ def _load(claimed: Sequence[_Claimed]) -> _Loaded:
 WHATSAPP_SESSION = dt.timedelta(hours=24) - dt.timedelta(minutes=5)
 
 
+def _unsubscribe_headers(message: _Claimed, topic: Topic) -> dict[str, str]:
+    """RFC 8058 one-click unsubscribe on marketing email; transactional mail has none."""
+    if message.channel != "email" or topic.is_transactional:
+        return {}
+    return list_unsubscribe_headers(
+        customer_id=message.customer_id,
+        topic_id=topic.id,
+        channel="email",
+        message_id=message.id,
+    )
+
+
 def _whatsapp_sessions(customer_ids: set[int]) -> set[int]:
     if not customer_ids:
         return set()
@@ -462,6 +475,7 @@ def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> 
             subject=rendered.subject,
             html=rendered.html,
             sender=sender if message.channel == "email" else "",
+            headers=_unsubscribe_headers(message, topic),
             metadata={"topic": topic.key, "attempt": message.attempts + 1, **extras},
         )
         snapshot = {**rendered.as_dict(), "to": address, "locale": locale, "consent": consent.code}

@@ -1,0 +1,1 @@
+from tests.delivery.conftest import outbox  # noqa: F401 - the locmem outbox fixture
