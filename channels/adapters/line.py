@@ -1,0 +1,693 @@
+"""LINE push messages through the official ``line-bot-sdk`` (``linebot.v3.messaging``).
+
+Configuration::
+
+    CHANNEL_ADAPTERS = {"line": {
+        "BACKEND": "channels.adapters.line.LineAdapter",
+        "OPTIONS": {
+            "channel_access_token": "...",       # required
+            "channel_secret": "...",             # optional here: webhooks verify with it
+            "base_url": "https://api.line.me",   # tests: the local provider emulator
+            "timeout": 10,                       # seconds per request, connect included
+            "concurrency": 8,                    # requests in flight per batch
+            "retry_key_namespace": "",           # optional, see "Retry keys" below
+        },
+    }}
+
+Each message is one ``POST /v2/bot/message/push`` to one user; a batch's requests
+run concurrently (``concurrency`` at a time) and the results come back in batch
+order. One message's failure is a result, never an exception.
+
+What is sent
+------------
+
+``OutboundMessage.to`` is a LINE user id (``U`` + 32 lowercase hex digits, as the
+webhooks deliver it); anything else is refused before any request (permanent,
+``line:invalid_to``, suppressed as ``"invalid"``: no such address can ever work).
+
+``OutboundMessage.metadata["line"]`` chooses the kind of message:
+
+* absent (or ``{"kind": "text"}``) - a text message with ``body``. LINE counts
+  text in UTF-16 code units (an emoji is 2) and refuses more than 5000: such a
+  body is a permanent failure (``line:text_too_long``), never cut short; an empty
+  body is permanent too (``line:empty``).
+* ``{"kind": "template", "alt_text", "title", "text", "actions"}`` - a Buttons
+  template. ``actions`` holds 1 to 4 items, each ``{"label", "uri"}`` (opens a
+  link) or ``{"label", "text"}`` (the user sends that text); ``title`` is
+  optional.
+* ``{"kind": "flex", "alt_text", "contents"}`` - a Flex message; ``contents`` is
+  the Flex bubble or carousel JSON as designed in the Flex Message Simulator.
+  A property the SDK does not know would be dropped from the request without a
+  word, so such contents are refused instead (``line:invalid_message``).
+
+``alt_text`` (what notifications and chat lists show) defaults to ``body`` and
+may hold up to 400 characters. A message whose structure is wrong is refused
+before any request (permanent, ``line:invalid_message``). LINE counts the
+template's title, text and labels in grapheme clusters, which this adapter does
+not compute: those limits (title 40, text 160 or 60 with a title, label 20) are
+left to LINE, which answers 400 (permanent) when one is exceeded.
+
+Retry keys
+----------
+
+Every push carries ``X-Line-Retry-Key``, a UUID derived from the message id and
+``metadata["attempt_key"]`` when given (``uuid5(namespace, "<id>:<attempt_key>")``,
+else ``uuid5(namespace, "<id>")``). LINE executes a request only once per key for
+24 hours after the first attempt and answers a repeat with **409** and the
+original's request id in ``x-line-accepted-request-id``: that is an accepted
+result (``detail["duplicate"] = True``). So a message whose outcome was unknown
+may be pushed again with the same ``attempt_key`` within 24 hours without
+reaching the user twice; a new ``attempt_key`` makes it a new message. The key
+is in ``detail["retry_key"]`` of every result that made a request.
+
+Message ids restart when a database is recreated; two databases pushing through
+one channel within 24 hours (a staging copy, a rebuilt test database) would have
+their messages taken for retries of each other and dropped. Give each such
+installation its own ``retry_key_namespace`` (any string).
+
+How outcomes map to ``SendResult``
+----------------------------------
+
+=======================================  =============================================
+LINE's answer                            ``SendResult``
+=======================================  =============================================
+200                                      accepted; ``provider_message_id`` is the
+                                         ``x-line-request-id`` header; ``detail`` has
+                                         ``sent_message_id`` (``sentMessages[0].id``)
+409 (retry key already accepted)         accepted, ``duplicate``; the provider id is
+                                         ``x-line-accepted-request-id``
+400 (invalid request; "Failed to send    permanent, ``line:400``; ``error`` is LINE's
+messages" for a user id LINE does not    ``message`` and ``details``
+know), 413, 415 and other 4xx
+401 (token invalid, expired, revoked),   transient: the channel's credentials, plan or
+403 (plan or permission), 404 (no such   our ``base_url``, not the message: messages
+endpoint: a wrong ``base_url``)          wait with backoff for the fix
+429 rate limit                           transient, ``line:429``
+429 "You have reached your monthly       transient, ``line:monthly_limit``; ``detail``
+limit."                                  has ``monthly_limit`` and a ``hint``: nothing
+                                         goes out until the quota resets next month or
+                                         the plan changes
+5xx                                      transient, ``line:<status>``
+connection refused, DNS, connect         transient, ``line:connect``: the request never
+timeout, TLS handshake                   left
+read timeout, connection lost after      ``unknown`` (``line:timeout``,
+the request was written                  ``line:connection_lost``): LINE may have it;
+                                         a resend with the same retry key is safe
+=======================================  =============================================
+
+LINE has no delivery receipts for pushes: ``provider_message_id`` names the
+accepted request, and "accepted" is the last state a push reaches.
+
+A push to a user who blocked the account is not an error: LINE answers 200 and
+silently drops the message, so there is nothing to map here. Only the
+``unfollow`` webhook tells, and that is where the user id gets suppressed.
+
+The SDK passes ``_request_timeout`` to urllib3 as a total per request; it has no
+default. Its urllib3 pool retries nothing here: a retry belongs to the
+dispatcher, with the same retry key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+from linebot.v3.messaging import (
+    ApiClient,
+    ApiException,
+    Configuration,
+    FlexContainer,
+    FlexMessage,
+    MessageAction,
+    MessagingApi,
+    PushMessageRequest,
+    TemplateMessage,
+    TextMessage,
+    URIAction,
+)
+from linebot.v3.messaging.models import ButtonsTemplate
+from linebot.v3.messaging.rest import RESTClientObject
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+)
+from urllib3.exceptions import SSLError as Urllib3SSLError
+
+from channels.adapters.base import ChannelAdapter, OutboundMessage, SendResult
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.line.me"
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONCURRENCY = 8
+#: LINE's limit on a text message, in UTF-16 code units.
+MAX_TEXT_LENGTH = 5000
+#: LINE's limit on ``altText`` of template and Flex messages.
+MAX_ALT_TEXT_LENGTH = 400
+#: A Buttons template holds at most this many actions.
+MAX_BUTTON_ACTIONS = 4
+#: The user ids LINE gives a channel (webhooks' ``source.userId``).
+USER_ID = re.compile(r"U[0-9a-f]{32}")
+#: LINE's 429 ``message`` when the channel's monthly message quota is used up.
+MONTHLY_LIMIT_MESSAGE = "You have reached your monthly limit."
+MONTHLY_LIMIT_HINT = (
+    "the LINE channel's monthly message quota is used up: pushes fail until it resets "
+    "at the start of next month or the plan (or additional message allowance) is raised"
+)
+#: 4xx statuses worth retrying: the channel's credentials, plan or our configuration.
+TRANSIENT_STATUSES = frozenset({401, 403, 404, 429})
+#: The namespace of retry keys (uuid5), unless ``retry_key_namespace`` is configured.
+RETRY_KEY_NAMESPACE = uuid.UUID("6f1c3a52-1d8e-5b7a-9c4e-2a0b7d3e8f15")
+
+#: urllib3 errors raised before a request is written: LINE never saw it.
+_CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError)
+
+_OPTIONS = frozenset(
+    {
+        "channel_access_token",
+        "channel_secret",
+        "base_url",
+        "timeout",
+        "concurrency",
+        "retry_key_namespace",
+    }
+)
+
+
+class _Refused(Exception):
+    """A message the adapter will not send as it is (raised before any request)."""
+
+    def __init__(self, message: str, code: str, *, suppress: str = "", **detail: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.suppress = suppress
+        self.detail = detail
+
+
+def utf16_length(text: str) -> int:
+    """The length LINE counts for a text: UTF-16 code units (an emoji counts 2)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def retry_key(message_id: int, attempt_key: Any = None, *, namespace: uuid.UUID) -> str:
+    """The ``X-Line-Retry-Key`` of a message: the same inputs give the same UUID."""
+    name = str(message_id)
+    if attempt_key not in (None, ""):
+        name = f"{name}:{attempt_key}"
+    return str(uuid.uuid5(namespace, name))
+
+
+def _where(alias: str) -> str:
+    return f"CHANNEL_ADAPTERS[{alias!r}]['OPTIONS']"
+
+
+class LineAdapter(ChannelAdapter):
+    provider = "line"
+
+    def __init__(self, *, alias: str, **options: Any) -> None:
+        super().__init__(alias=alias, **options)
+        where = _where(alias)
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise ImproperlyConfigured(
+                f"{where}: unknown LINE option(s) {', '.join(unknown)}; "
+                f"expected some of {', '.join(sorted(_OPTIONS))}"
+            )
+
+        token = options.get("channel_access_token")
+        if not token or not isinstance(token, str) or token != token.strip():
+            raise ImproperlyConfigured(
+                f"{where}: 'channel_access_token' is required for the LINE adapter "
+                "(a non-empty string without surrounding spaces)"
+            )
+        self._access_token = token
+
+        secret = options.get("channel_secret") or ""
+        if not isinstance(secret, str):
+            raise ImproperlyConfigured(f"{where}: 'channel_secret' must be a string")
+        self.channel_secret: str = secret
+
+        self.base_url: str = (options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ImproperlyConfigured(
+                f"{where}: the LINE option 'base_url' must be an http(s) URL, got {self.base_url!r}"
+            )
+
+        timeout = options.get("timeout", DEFAULT_TIMEOUT)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ImproperlyConfigured(
+                f"{where}: the LINE option 'timeout' must be a positive number of seconds, "
+                f"got {timeout!r}"
+            )
+        self.timeout = float(timeout)
+
+        concurrency = options.get("concurrency", DEFAULT_CONCURRENCY)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ImproperlyConfigured(
+                f"{where}: the LINE option 'concurrency' must be a positive integer, "
+                f"got {concurrency!r}"
+            )
+        self.concurrency: int = concurrency
+
+        namespace = options.get("retry_key_namespace") or ""
+        if not isinstance(namespace, str):
+            raise ImproperlyConfigured(f"{where}: 'retry_key_namespace' must be a string")
+        self.retry_key_namespace = (
+            uuid.uuid5(RETRY_KEY_NAMESPACE, namespace) if namespace else RETRY_KEY_NAMESPACE
+        )
+
+        self._configuration = Configuration(host=self.base_url, access_token=token)
+        # No retries inside urllib3: a failed connect is reported as such (transient), a
+        # failure after the request went out as unknown, and resending is the dispatcher's.
+        self._configuration.retries = False
+        self._configuration.connection_pool_maxsize = concurrency
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._rest: RESTClientObject | None = None
+
+    # --- the SDK client ------------------------------------------------------------
+
+    def _client(self) -> ApiClient:
+        """An ``ApiClient`` for one request, on the adapter's shared connection pool.
+
+        urllib3's pool is thread-safe; the ``ApiClient`` keeps per-call state
+        (``last_response``), so each request gets its own. After a fork the parent's
+        connections are left alone and a new pool is made.
+        """
+        with self._lock:
+            if self._rest is None or self._pid != os.getpid():
+                self._rest = RESTClientObject(self._configuration)
+                self._pid = os.getpid()
+            rest = self._rest
+        client = ApiClient(self._configuration)
+        client.rest_client = rest
+        return client
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections (the adapter stays usable)."""
+        with self._lock:
+            rest, self._rest = self._rest, None
+        if rest is not None:
+            rest.pool_manager.clear()
+
+    # --- sending -------------------------------------------------------------------
+
+    def send_batch(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
+        workers = min(self.concurrency, len(batch))
+        if workers <= 1:
+            return [self.send_one(message) for message in batch]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="line") as pool:
+            return list(pool.map(self.send_one, batch))
+
+    def retry_key_for(self, message: OutboundMessage) -> str:
+        return retry_key(
+            message.message_id,
+            message.metadata.get("attempt_key"),
+            namespace=self.retry_key_namespace,
+        )
+
+    def send_one(self, message: OutboundMessage) -> SendResult:
+        """One push: never raises, whatever happens to the request."""
+        try:
+            request = self.build_request(message)
+        except _Refused as exc:
+            logger.warning(
+                "LINE message %s refused before sending: %s", message.message_id, exc.code
+            )
+            return SendResult(
+                message_id=message.message_id,
+                accepted=False,
+                permanent=True,
+                error=str(exc),
+                error_code=exc.code,
+                suppress=exc.suppress,
+                detail=exc.detail,
+            )
+
+        key = self.retry_key_for(message)
+        client = self._client()
+        self.throttle()
+        try:
+            response = MessagingApi(client).push_message_with_http_info(
+                request, x_line_retry_key=key, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            if not exc.status:
+                # The SDK's wrapping of a TLS failure: the connection was never made.
+                return self._not_sent(message, exc)
+            return self._refused(message, key, exc)
+        except MaxRetryError as exc:
+            if isinstance(exc.reason, _CONNECT_PHASE_ERRORS):
+                return self._not_sent(message, exc)
+            return self._unknown(message, key, "line:connection_lost", exc)
+        except _CONNECT_PHASE_ERRORS as exc:
+            return self._not_sent(message, exc)
+        except ReadTimeoutError as exc:
+            return self._unknown(message, key, "line:timeout", exc)
+        except (ProtocolError, OSError) as exc:
+            return self._unknown(message, key, "line:connection_lost", exc)
+        except Exception as exc:
+            last = getattr(client, "last_response", None)
+            if last is not None and 200 <= last.status <= 299:
+                # LINE took it; only its answer's body did not read as a PushMessageResponse.
+                logger.warning(
+                    "LINE accepted message %s with an unreadable body: %r", message.message_id, exc
+                )
+                return self._accepted(
+                    message,
+                    key,
+                    last.status,
+                    last.getheaders(),
+                    None,
+                    duplicate=False,
+                    body=_json(last.data),
+                )
+            logger.exception("LINE push of message %s failed unexpectedly", message.message_id)
+            return self._unknown(message, key, "line:unexpected", exc)
+
+        return self._accepted(
+            message,
+            key,
+            response.status_code,
+            response.headers or {},
+            response.data,
+            duplicate=False,
+        )
+
+    # --- building the request ------------------------------------------------------------
+
+    def build_request(self, message: OutboundMessage) -> PushMessageRequest:
+        """The SDK's ``PushMessageRequest`` for one message, or ``_Refused``."""
+        if not isinstance(message.to, str) or not USER_ID.fullmatch(message.to):
+            raise _Refused(
+                f"not a LINE user id (U followed by 32 lowercase hex digits): {message.to!r}",
+                "line:invalid_to",
+                suppress="invalid",
+            )
+        spec = message.metadata.get("line")
+        if spec is None:
+            spec = {"kind": "text"}
+        if not isinstance(spec, Mapping):
+            raise _Refused("metadata['line'] must be an object", "line:invalid_message")
+        kind = spec.get("kind", "text")
+        try:
+            if kind == "text":
+                line_message: Any = self._text(message.body)
+            elif kind == "template":
+                line_message = self._buttons(spec, message.body)
+            elif kind == "flex":
+                line_message = self._flex(spec, message.body)
+            else:
+                raise _Refused(
+                    f"metadata['line']['kind'] must be 'text', 'template' or 'flex', got {kind!r}",
+                    "line:invalid_message",
+                )
+            return PushMessageRequest(to=message.to, messages=[line_message])
+        except _Refused:
+            raise
+        except (ValueError, TypeError) as exc:  # the SDK's models refused a value
+            reason = " ".join(str(exc).split())  # pydantic's report spans several lines
+            raise _Refused(
+                f"the LINE {kind} message is invalid: {reason}", "line:invalid_message"
+            ) from exc
+
+    @staticmethod
+    def _text(body: str) -> TextMessage:
+        if not body:
+            raise _Refused("a LINE text message needs a non-empty body", "line:empty")
+        length = utf16_length(body)
+        if length > MAX_TEXT_LENGTH:
+            raise _Refused(
+                f"the text is {length} characters long (UTF-16 code units); "
+                f"LINE takes at most {MAX_TEXT_LENGTH}",
+                "line:text_too_long",
+                length=length,
+                limit=MAX_TEXT_LENGTH,
+            )
+        return TextMessage(text=body)
+
+    @staticmethod
+    def _alt_text(spec: Mapping[str, Any], body: str) -> str:
+        alt_text = spec.get("alt_text") or body
+        if not isinstance(alt_text, str) or not alt_text:
+            raise _Refused(
+                "a LINE template or Flex message needs 'alt_text' (or a body)",
+                "line:invalid_message",
+            )
+        length = utf16_length(alt_text)
+        if length > MAX_ALT_TEXT_LENGTH:
+            raise _Refused(
+                f"'alt_text' is {length} characters long; LINE takes at most {MAX_ALT_TEXT_LENGTH}",
+                "line:invalid_message",
+                length=length,
+                limit=MAX_ALT_TEXT_LENGTH,
+            )
+        return alt_text
+
+    def _buttons(self, spec: Mapping[str, Any], body: str) -> TemplateMessage:
+        alt_text = self._alt_text(spec, body)
+        text = spec.get("text")
+        if not isinstance(text, str) or not text:
+            raise _Refused(
+                "a LINE buttons template needs a non-empty 'text'", "line:invalid_message"
+            )
+        title = spec.get("title")
+        if title is not None and not isinstance(title, str):
+            raise _Refused("'title' must be a string", "line:invalid_message")
+        actions = spec.get("actions")
+        if not isinstance(actions, list) or not 1 <= len(actions) <= MAX_BUTTON_ACTIONS:
+            raise _Refused(
+                f"a LINE buttons template needs 1 to {MAX_BUTTON_ACTIONS} 'actions'",
+                "line:invalid_message",
+            )
+        built: list[Any] = []
+        for i, action in enumerate(actions):
+            if not isinstance(action, Mapping) or not isinstance(action.get("label"), str):
+                raise _Refused(f"actions[{i}] needs a string 'label'", "line:invalid_message")
+            has_uri, has_text = "uri" in action, "text" in action
+            if has_uri == has_text:
+                raise _Refused(
+                    f"actions[{i}] needs exactly one of 'uri' and 'text'", "line:invalid_message"
+                )
+            if has_uri:
+                built.append(URIAction(label=action["label"], uri=action["uri"]))
+            else:
+                built.append(MessageAction(label=action["label"], text=action["text"]))
+        template = ButtonsTemplate(title=title or None, text=text, actions=built)
+        return TemplateMessage(alt_text=alt_text, template=template)
+
+    def _flex(self, spec: Mapping[str, Any], body: str) -> FlexMessage:
+        alt_text = self._alt_text(spec, body)
+        contents = spec.get("contents")
+        if not isinstance(contents, Mapping) or contents.get("type") not in ("bubble", "carousel"):
+            raise _Refused(
+                "a LINE Flex message needs 'contents' of type 'bubble' or 'carousel'",
+                "line:invalid_message",
+            )
+        container = FlexContainer.from_dict(dict(contents))
+        if container is None:
+            raise _Refused("the Flex contents could not be read", "line:invalid_message")
+        dropped = _dropped(contents, container.to_dict(), "contents")
+        if dropped:
+            raise _Refused(
+                "the Flex contents have properties the LINE SDK does not know, which would "
+                f"not be sent: {', '.join(dropped[:5])}",
+                "line:invalid_message",
+            )
+        return FlexMessage(alt_text=alt_text, contents=container)
+
+    # --- outcomes ------------------------------------------------------------------
+
+    def _accepted(
+        self,
+        message: OutboundMessage,
+        key: str,
+        status: int,
+        headers: Mapping[str, str],
+        data: Any,
+        *,
+        duplicate: bool,
+        body: Any = None,
+    ) -> SendResult:
+        request_id = _header(headers, "x-line-request-id")
+        detail: dict[str, Any] = {"http_status": status, "retry_key": key}
+        if request_id:
+            detail["line_request_id"] = request_id
+        provider_id = request_id
+        if duplicate:
+            accepted_id = _header(headers, "x-line-accepted-request-id")
+            detail["duplicate"] = True
+            if accepted_id:
+                detail["accepted_request_id"] = accepted_id
+                provider_id = accepted_id
+        sent = getattr(data, "sent_messages", None) or []
+        if sent:
+            detail["sent_message_id"] = sent[0].id
+            if sent[0].quote_token:
+                detail["quote_token"] = sent[0].quote_token
+        elif isinstance(body, Mapping):
+            sent_json = body.get("sentMessages")
+            first = sent_json[0] if isinstance(sent_json, list) and sent_json else None
+            if isinstance(first, Mapping) and first.get("id"):
+                detail["sent_message_id"] = str(first["id"])
+        if duplicate:
+            logger.info(
+                "LINE already had message %s (retry key %s): accepted as %s",
+                message.message_id,
+                key,
+                provider_id,
+            )
+        return SendResult(
+            message_id=message.message_id,
+            accepted=True,
+            provider_message_id=provider_id,
+            detail=detail,
+        )
+
+    def _refused(self, message: OutboundMessage, key: str, exc: ApiException) -> SendResult:
+        status = int(exc.status)
+        headers = exc.headers or {}
+        body = _json(exc.body)
+        if status == 409:
+            return self._accepted(message, key, status, headers, None, duplicate=True, body=body)
+
+        text = body.get("message") if isinstance(body, dict) else None
+        details = _details(body)
+        detail: dict[str, Any] = {"http_status": status, "retry_key": key}
+        request_id = _header(headers, "x-line-request-id")
+        if request_id:
+            detail["line_request_id"] = request_id
+        if text:
+            detail["line_message"] = text
+        if details:
+            detail["details"] = details
+        error_code = f"line:{status}"
+        if status == 429 and text == MONTHLY_LIMIT_MESSAGE:
+            error_code = "line:monthly_limit"
+            detail["monthly_limit"] = True
+            detail["hint"] = MONTHLY_LIMIT_HINT
+        retry_after = _header(headers, "retry-after")
+        if retry_after:
+            detail["retry_after"] = retry_after
+        permanent = 400 <= status < 500 and status not in TRANSIENT_STATUSES
+        summary = text or f"HTTP {status} {exc.reason or ''}".rstrip()
+        if details:
+            summary += (
+                " ("
+                + "; ".join(
+                    f"{d['property']}: {d['message']}" if d.get("property") else str(d["message"])
+                    for d in details
+                )
+                + ")"
+            )
+        logger.warning(
+            "LINE refused message %s: HTTP %s (%s)",
+            message.message_id,
+            status,
+            "permanent" if permanent else "transient",
+        )
+        return SendResult(
+            message_id=message.message_id,
+            accepted=False,
+            permanent=permanent,
+            error=f"LINE {status}: {summary}",
+            error_code=error_code,
+            detail=detail,
+        )
+
+    def _not_sent(self, message: OutboundMessage, exc: Exception) -> SendResult:
+        logger.warning("LINE unreachable for message %s: %s", message.message_id, exc)
+        return SendResult(
+            message_id=message.message_id,
+            accepted=False,
+            permanent=False,
+            error=f"could not connect to LINE, request not sent: {exc}",
+            error_code="line:connect",
+        )
+
+    def _unknown(
+        self, message: OutboundMessage, key: str, error_code: str, exc: Exception
+    ) -> SendResult:
+        logger.warning(
+            "LINE outcome unknown for message %s (%s): %s", message.message_id, error_code, exc
+        )
+        return SendResult(
+            message_id=message.message_id,
+            accepted=False,
+            permanent=False,
+            unknown=True,
+            error=(
+                f"no answer from LINE after the request was sent ({exc}); it may have been "
+                "accepted: resend only with the same retry key"
+            ),
+            error_code=error_code,
+            detail={"retry_key": key},
+        )
+
+
+def _header(headers: Any, name: str) -> str:
+    """A response header, whatever the case of its name (urllib3's dict or a plain one)."""
+    if headers is None:
+        return ""
+    value = headers.get(name)
+    if value is None and isinstance(headers, Mapping):
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if str(k).lower() == lowered), None)
+    return str(value) if value else ""
+
+
+def _json(body: Any) -> Any:
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, TypeError):
+        return None
+
+
+def _details(body: Any) -> list[dict[str, str]]:
+    """LINE's ``details: [{"message", "property"}]`` as a list; [] if not that shape."""
+    details = body.get("details") if isinstance(body, dict) else None
+    if not isinstance(details, list):
+        return []
+    return [
+        {k: str(d[k]) for k in ("message", "property") if d.get(k)}
+        for d in details
+        if isinstance(d, dict) and d.get("message")
+    ]
+
+
+def _dropped(original: Any, serialized: Any, path: str) -> list[str]:
+    """Paths of ``original`` missing from ``serialized`` (what an SDK model left out)."""
+    if isinstance(original, Mapping):
+        if not isinstance(serialized, Mapping):
+            return [path]
+        missing: list[str] = []
+        for key, value in original.items():
+            if key not in serialized:
+                if value is not None:
+                    missing.append(f"{path}.{key}")
+            else:
+                missing.extend(_dropped(value, serialized[key], f"{path}.{key}"))
+        return missing
+    if isinstance(original, list):
+        if not isinstance(serialized, list) or len(serialized) != len(original):
+            return [path]
+        missing = []
+        for i, (a, b) in enumerate(zip(original, serialized, strict=True)):
+            missing.extend(_dropped(a, b, f"{path}[{i}]"))
+        return missing
+    return []
