@@ -73,6 +73,7 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
+from twilio.rest.api.v2010.account.message import MessageInstance
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProxyError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
@@ -211,6 +212,11 @@ def _require(options: dict[str, Any], alias: str, name: str) -> str:
 
 class TwilioSmsAdapter(ChannelAdapter):
     provider = "twilio"
+    #: How refusal codes are classified; subclasses for other Twilio channels extend them.
+    permanent_codes: frozenset[int] = PERMANENT_CODES
+    transient_codes: frozenset[int] = TRANSIENT_CODES
+    suppress_reasons: dict[int, str] = SUPPRESS_REASONS
+    thread_name_prefix = "twilio-sms"
 
     def __init__(self, *, alias: str, **options: Any) -> None:
         super().__init__(alias=alias, **options)
@@ -269,7 +275,9 @@ class TwilioSmsAdapter(ChannelAdapter):
         workers = min(self.concurrency, len(batch))
         if workers <= 1:
             return [self._send_one(message) for message in batch]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="twilio-sms") as pool:
+        with ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix=self.thread_name_prefix
+        ) as pool:
             return list(pool.map(self._send_one, batch))
 
     def _create_params(self, message: OutboundMessage) -> dict[str, Any]:
@@ -284,9 +292,22 @@ class TwilioSmsAdapter(ChannelAdapter):
 
     def _send_one(self, message: OutboundMessage) -> SendResult:
         """Send one message; every outcome, including an unexpected error, is a result."""
+        outcome = self._create(message, self._create_params(message))
+        if isinstance(outcome, SendResult):
+            return outcome
+        detail: dict[str, Any] = {**segments(message.body).as_dict()}
+        if outcome.num_segments is not None:
+            num = str(outcome.num_segments)
+            detail["twilio_num_segments"] = int(num) if num.isdigit() else num
+        return self._accepted(message, outcome, detail)
+
+    def _create(
+        self, message: OutboundMessage, params: dict[str, Any]
+    ) -> MessageInstance | SendResult:
+        """One Messages API call: the created Message, or the failure as a result."""
         try:
             with self._clients.client() as client:
-                instance = client.messages.create(**self._create_params(message))
+                instance = client.messages.create(**params)
         except (TwilioRestException, TwilioServiceException) as exc:
             return self._refused(message, exc)
         except requests.exceptions.ConnectTimeout as exc:
@@ -308,12 +329,13 @@ class TwilioSmsAdapter(ChannelAdapter):
             return self._unknown(
                 message, "twilio:no_sid", ValueError("Twilio answered 2xx without a Message SID")
             )
-        detail: dict[str, Any] = {**segments(message.body).as_dict()}
+        return instance
+
+    def _accepted(
+        self, message: OutboundMessage, instance: MessageInstance, detail: dict[str, Any]
+    ) -> SendResult:
         if instance.status:
             detail["twilio_status"] = instance.status
-        if instance.num_segments is not None:
-            num = str(instance.num_segments)
-            detail["twilio_num_segments"] = int(num) if num.isdigit() else num
         return SendResult(
             message_id=message.message_id,
             accepted=True,
@@ -329,9 +351,9 @@ class TwilioSmsAdapter(ChannelAdapter):
         status = int(exc.status)
         # Without a JSON error body the SDK reports the HTTP status as the code.
         code = exc.code if isinstance(exc.code, int) and exc.code != status else None
-        if code in PERMANENT_CODES:
+        if code in self.permanent_codes:
             permanent = True
-        elif code in TRANSIENT_CODES or status == 429 or status >= 500:
+        elif code in self.transient_codes or status == 429 or status >= 500:
             permanent = False
         else:
             permanent = 400 <= status < 500
@@ -353,7 +375,7 @@ class TwilioSmsAdapter(ChannelAdapter):
             error_code=f"twilio:{code}" if code is not None else f"twilio:http_{status}",
             permanent=permanent,
             detail=detail,
-            suppress=SUPPRESS_REASONS.get(code, "") if permanent else "",
+            suppress=self.suppress_reasons.get(code, "") if permanent and code else "",
         )
 
     def _not_sent(self, message: OutboundMessage, exc: Exception) -> SendResult:

@@ -9,7 +9,7 @@ import time
 from tests.emulator.server import ProviderEmulator
 
 #: Provider modules with an ``install(emulator)`` function, where present.
-PROVIDERS = ("tests.emulator.sendgrid", "tests.emulator.twilio")
+PROVIDERS = ("tests.emulator.sendgrid", "tests.emulator.twilio", "tests.emulator.line")
 
 
 def main() -> None:
@@ -18,6 +18,8 @@ def main() -> None:
     args = parser.parse_args()
     emulator = ProviderEmulator(port=args.port)
     installed = []
+    # What each provider says about itself: its module's CAPABILITIES text, if any.
+    notes = []
     for name in PROVIDERS:
         try:
             module = importlib.import_module(name)
@@ -25,8 +27,11 @@ def main() -> None:
             continue
         module.install(emulator)
         installed.append(name.rsplit(".", 1)[1])
+        notes.append(getattr(module, "CAPABILITIES", ""))
     with emulator:
         print(f"provider emulator ({', '.join(installed) or 'no providers'}) on {emulator.url}")
+        for note in filter(None, notes):
+            print(note.replace("{url}", emulator.url))
         try:
             while True:
                 time.sleep(3600)
