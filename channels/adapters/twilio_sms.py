@@ -65,7 +65,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
 from django.core.exceptions import ImproperlyConfigured
@@ -287,11 +287,19 @@ class TwilioSmsAdapter(ChannelAdapter):
         else:
             params["messaging_service_sid"] = self.messaging_service_sid
         if self.status_callback:
-            params["status_callback"] = self.status_callback
+            params["status_callback"] = self.callback_url(message)
         return params
+
+    def callback_url(self, message: OutboundMessage) -> str:
+        """The status callback URL naming our message (``m``), so a report can be matched
+        even when the send's outcome was unknown and Twilio's message sid never reached us.
+        """
+        separator = "&" if "?" in self.status_callback else "?"
+        return f"{self.status_callback}{separator}{urlencode({'m': message.message_id})}"
 
     def _send_one(self, message: OutboundMessage) -> SendResult:
         """Send one message; every outcome, including an unexpected error, is a result."""
+        self.throttle()
         outcome = self._create(message, self._create_params(message))
         if isinstance(outcome, SendResult):
             return outcome

@@ -171,7 +171,7 @@ class TwilioWhatsAppAdapter(TwilioSmsAdapter):
         else:
             params["messaging_service_sid"] = self.messaging_service_sid
         if self.status_callback:
-            params["status_callback"] = self.status_callback
+            params["status_callback"] = self.callback_url(message)
         return params
 
     def _session_params(self, message: OutboundMessage) -> dict[str, Any]:

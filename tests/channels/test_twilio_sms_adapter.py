@@ -99,7 +99,7 @@ def test_a_message_is_created_with_from_body_and_status_callback(emulator, make_
         "To": ["+14155550100"],
         "From": [FROM],
         "Body": ["Your order shipped."],
-        "StatusCallback": [CALLBACK],
+        "StatusCallback": [f"{CALLBACK}?m=42"],  # names our message for the report
     }
     scheme, _, credentials = request.header("authorization").partition(" ")
     assert scheme == "Basic"

@@ -124,7 +124,7 @@ def test_a_session_message_is_sent_as_free_form_text(emulator, make_adapter):
             "To": [f"whatsapp:{CUSTOMER}"],
             "From": [f"whatsapp:{FROM}"],
             "Body": ["Your order shipped."],
-            "StatusCallback": [CALLBACK],
+            "StatusCallback": [f"{CALLBACK}?m=42"],
         }
     ]
     assert adapter.throttled == 1
