@@ -1,0 +1,142 @@
+"""The whole loop on real HTTP: our dispatcher sends through the Twilio SDK to the
+emulator, which posts signed status callbacks and inbound messages to our running
+server; a worker's processing turns them into statuses, consent and events."""
+
+from __future__ import annotations
+
+import pytest
+
+from channels.webhooks.models import InboundMessage
+from channels.webhooks.processing import process_pending
+from orchestrator.consent.models import ChannelOptOut
+from orchestrator.delivery import dispatcher
+from orchestrator.delivery.models import Message, MessageStatus
+from tests.delivery.factories import (
+    locmem_adapters,
+    make_customer,
+    make_template,
+    make_topic,
+    queue,
+)
+from tests.emulator import ProviderEmulator
+from tests.emulator import twilio as twilio_emulator
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FROM = "+15005550006"
+
+
+@pytest.fixture
+def emulator():
+    with ProviderEmulator() as server:
+        twilio_emulator.install(server)
+        yield server
+
+
+@pytest.fixture
+def wired(settings, emulator, live_server):
+    settings.TWILIO_AUTH_TOKEN = twilio_emulator.AUTH_TOKEN
+    settings.WEBHOOK_BASE_URL = None
+    settings.KEYWORD_CONFIRMATIONS = True
+    settings.CHANNEL_ADAPTERS = locmem_adapters() | {
+        "sms": {
+            "BACKEND": "channels.adapters.twilio_sms.TwilioSmsAdapter",
+            "OPTIONS": {
+                "account_sid": twilio_emulator.ACCOUNT_SID,
+                "auth_token": twilio_emulator.AUTH_TOKEN,
+                "from_number": FROM,
+                "base_url": emulator.url,
+                "status_callback": f"{live_server.url}/webhooks/twilio/status/",
+                "timeout": 2,
+            },
+        }
+    }
+    return emulator, live_server
+
+
+def test_a_send_is_delivered_by_a_signed_callback_even_when_reports_arrive_reversed(wired):
+    emulator, _server = wired
+    twilio_emulator.state(emulator).callback_order = "reversed"
+    twilio_emulator.state(emulator).duplicate_callbacks = True
+    customer = make_customer(phone="+14155550140")
+    message = queue(
+        customer, make_template(topic=make_topic("orders", kind="transactional")), channel="sms"
+    )
+
+    dispatcher.dispatch_due()
+    attempts = twilio_emulator.wait_for_callbacks(emulator, 4, timeout=5)
+    processed = process_pending()
+
+    assert {a.status for a in attempts} == {204}  # every signed callback was accepted
+    assert processed.statuses == 2  # "delivered" and "sent", each once despite duplicates
+    message.refresh_from_db()
+    assert message.status == MessageStatus.DELIVERED  # "sent" came last and was ignored
+    statuses = list(message.history.values_list("status", flat=True))
+    assert statuses[:2] == ["queued", "sent"] and "delivered" in statuses
+
+
+def test_a_dead_number_reported_later_is_suppressed(wired):
+    emulator, _server = wired
+    twilio_emulator.state(emulator).undeliverable["+14155550141"] = 30006
+    customer = make_customer(phone="+14155550141")
+    template = make_template(topic=make_topic("orders", kind="transactional"))
+    message = queue(customer, template, channel="sms")
+
+    dispatcher.dispatch_due()
+    twilio_emulator.wait_idle(emulator, timeout=5)
+    process_pending()
+
+    message.refresh_from_db()
+    assert message.status == MessageStatus.UNDELIVERED
+    later = queue(customer, template, channel="sms")
+    dispatcher.dispatch_due()
+    later.refresh_from_db()
+    assert later.status == MessageStatus.SUPPRESSED
+
+
+def test_stop_by_text_opts_out_and_the_one_confirmation_goes_out_through_twilio(wired):
+    emulator, server = wired
+    customer = make_customer(phone="+14155550142")
+    promos = make_topic("promos")
+
+    status, _body = twilio_emulator.send_inbound(
+        emulator,
+        url=f"{server.url}/webhooks/twilio/inbound/",
+        from_="+14155550142",
+        to=FROM,
+        body="Stop.",
+        auth_token=twilio_emulator.AUTH_TOKEN,
+    )
+    process_pending()
+    dispatcher.dispatch_due()
+
+    assert status == 200
+    assert ChannelOptOut.objects.filter(customer=customer, channel="sms").exists()
+    assert InboundMessage.objects.get().outcome == "opted_out"
+    [confirmation] = Message.objects.filter(template__key="keyword-reply")
+    assert confirmation.status == MessageStatus.SENT
+    [sent] = [m for m in twilio_emulator.state(emulator).messages if m["to"] == "+14155550142"]
+    assert "START" in sent["body"]
+    # Marketing to this number is now held by consent, not sent.
+    promo = queue(customer, make_template(topic=promos), channel="sms")
+    dispatcher.dispatch_due()
+    promo.refresh_from_db()
+    assert promo.status == MessageStatus.SUPPRESSED
+
+
+def test_a_forged_inbound_stop_changes_nothing(wired):
+    emulator, server = wired
+    customer = make_customer(phone="+14155550143")
+
+    status, _body = twilio_emulator.send_inbound(
+        emulator,
+        url=f"{server.url}/webhooks/twilio/inbound/",
+        from_="+14155550143",
+        to=FROM,
+        body="STOP",
+        auth_token="someone-elses-token",
+    )
+    process_pending()
+
+    assert status == 403
+    assert not ChannelOptOut.objects.filter(customer=customer).exists()
