@@ -5,13 +5,51 @@ Adapters know no models. The dispatcher hands a batch of ``OutboundMessage`` to
 ``SendResult`` per message back, in the same order. A failure of one message is
 a result, not an exception; an exception from ``send`` means the whole batch
 failed the same way (e.g. the provider is unreachable).
+
+Send rate
+---------
+
+Every adapter accepts these ``OPTIONS`` (``RATE_LIMIT_OPTIONS``) on top of its own,
+and calls ``self.throttle()`` just before each provider request::
+
+    "OPTIONS": {
+        "rate_per_second": 1,      # messages per second for this sender, all workers
+        "rate_burst": 1,           # permits at once after an idle spell (default 1)
+        "rate_key": "twilio:+15017122661",  # default "<provider>:<alias>"
+        "rate_limit_url": "redis://127.0.0.1:6379/0",  # default: see below
+    }
+
+Without ``rate_per_second`` nothing is throttled. The limit is shared by every
+Celery worker process and every sending thread through a Redis/Valkey store
+(``channels.adapters.ratelimit.RateLimiter``): ``rate_limit_url``, else the
+``RATE_LIMIT_URL`` setting, else ``CELERY_BROKER_URL`` when it is a
+``redis://``, ``rediss://``, ``valkey://`` or ``valkeys://`` URL. Without any of
+them (or with ``rate_limit_url`` or ``RATE_LIMIT_URL`` set to ``""``) the limit is
+kept per process only. If the store becomes unreachable, sending goes on with a
+per-process limit at the same rate (a warning is logged) until it is back.
+
+The limit belongs to the *sender*, not the alias: two aliases that send through
+one sender (the same Twilio number, the same SendGrid account) must set the same
+``rate_key``, and the same ``rate_per_second`` and ``rate_burst``, so that they
+draw from one budget.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from channels.adapters.ratelimit import Limiter
+
+#: The options every adapter accepts for its send rate (see the module docstring).
+RATE_LIMIT_OPTIONS = frozenset({"rate_per_second", "rate_burst", "rate_key", "rate_limit_url"})
 
 
 class AdapterError(Exception):
@@ -53,14 +91,52 @@ class SendResult:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+# Guards the lazy creation of adapters' limiters; re-created in a forked child, where
+# a lock held by another thread of the parent at the fork would stay locked.
+_limiter_lock = threading.Lock()
+
+
+def _reset_limiter_lock() -> None:
+    global _limiter_lock
+    _limiter_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_limiter_lock)
+
+
+def _default_rate_limit_url() -> str:
+    """The store from the settings: ``RATE_LIMIT_URL``, else a Redis/Valkey Celery broker.
+
+    ``""`` means a per-process limit.
+    """
+    from django.conf import settings
+
+    from channels.adapters.ratelimit import is_store_url, redacted
+
+    url = getattr(settings, "RATE_LIMIT_URL", None)
+    if url is not None:
+        if url != "" and not is_store_url(url):
+            raise ImproperlyConfigured(
+                "RATE_LIMIT_URL must be a redis://, rediss://, valkey://, valkeys:// or "
+                f"unix:// URL, or empty for a per-process limit; got {redacted(str(url))!r}"
+            )
+        return url
+    broker = getattr(settings, "CELERY_BROKER_URL", None) or ""
+    return broker if is_store_url(broker) and not broker.startswith("unix") else ""
+
+
 class ChannelAdapter:
     """Base class. Subclasses set ``provider`` and implement ``send_batch``."""
 
     provider = "base"
+    #: The send rate from ``OPTIONS``; None: not throttled.
+    rate_per_second: float | None = None
+    _limiter: Limiter | None = None
 
     def __init__(self, *, alias: str, **options: Any) -> None:
         self.alias = alias
         self.options = options
+        self._configure_rate_limit(options)
 
     def send(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
         if not batch:
@@ -88,8 +164,97 @@ class ChannelAdapter:
         """Block until ``n`` more provider calls fit this sender's configured send rate.
 
         Adapters call it just before each provider request. Without a configured rate
-        it returns at once.
+        it returns at once. The limit holds across all threads and worker processes
+        that share the store (see the module docstring).
         """
+        limiter = self.rate_limiter()
+        if limiter is not None:
+            limiter.acquire(n)
+
+    def rate_limiter(self) -> Limiter | None:
+        """The limiter ``throttle`` uses, created on first use; None without a rate.
+
+        It can be used from any thread, and after a fork (the shared limiter opens
+        connections of its own in each process).
+        """
+        if self.rate_per_second is None:
+            return None
+        limiter = self._limiter
+        if limiter is None:
+            with _limiter_lock:
+                limiter = self._limiter
+                if limiter is None:
+                    limiter = self._limiter = self._make_limiter()
+        return limiter
+
+    def _make_limiter(self) -> Limiter:
+        from channels.adapters.ratelimit import RateLimiter, local_limiter
+
+        assert self.rate_per_second is not None
+        if not self.rate_limit_url:
+            return local_limiter(self.rate_key, self.rate_per_second, self.rate_burst)
+        return RateLimiter(
+            self.rate_key, self.rate_per_second, self.rate_burst, url=self.rate_limit_url
+        )
+
+    def _configure_rate_limit(self, options: dict[str, Any]) -> None:
+        from channels.adapters.ratelimit import is_store_url, redacted
+
+        where = f"CHANNEL_ADAPTERS[{self.alias!r}]['OPTIONS']"
+        self._limiter = None
+        self.rate_per_second = None
+        self.rate_burst = 1
+        self.rate_key = f"{self.provider}:{self.alias}"
+        self.rate_limit_url = ""
+
+        rate = options.get("rate_per_second")
+        if rate is None:
+            extra = sorted(name for name in RATE_LIMIT_OPTIONS if options.get(name) is not None)
+            if extra:
+                raise ImproperlyConfigured(
+                    f"{where}: {', '.join(repr(n) for n in extra)} only apply with "
+                    "'rate_per_second', which is not set"
+                )
+            return
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, int | float)
+            or not math.isfinite(rate)
+            or rate <= 0
+        ):
+            raise ImproperlyConfigured(
+                f"{where}: 'rate_per_second' must be a number of messages per second "
+                f"above 0, got {rate!r}"
+            )
+
+        burst = options.get("rate_burst", 1)
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ImproperlyConfigured(
+                f"{where}: 'rate_burst' must be an integer of at least 1, got {burst!r}"
+            )
+
+        key = options.get("rate_key", self.rate_key)
+        if not isinstance(key, str) or not key.strip() or key != key.strip():
+            raise ImproperlyConfigured(
+                f"{where}: 'rate_key' must be a non-empty string without surrounding "
+                f"spaces, got {key!r}"
+            )
+
+        if "rate_limit_url" in options and options["rate_limit_url"] is not None:
+            url = options["rate_limit_url"]
+            if not isinstance(url, str) or (url != "" and not is_store_url(url)):
+                raise ImproperlyConfigured(
+                    f"{where}: 'rate_limit_url' must be a redis://, rediss://, valkey://, "
+                    'valkeys:// or unix:// URL, or "" for a per-process limit; got '
+                    f"{redacted(str(url))!r}"
+                )
+        else:
+            url = _default_rate_limit_url()
+
+        self.rate_per_second = float(rate)
+        self.rate_burst = burst
+        self.rate_key = key
+        self.rate_limit_url = url
 
     def send_batch(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
         raise NotImplementedError  # abstract: each adapter implements it

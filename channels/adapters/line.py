@@ -145,7 +145,12 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
-from channels.adapters.base import ChannelAdapter, OutboundMessage, SendResult
+from channels.adapters.base import (
+    RATE_LIMIT_OPTIONS,
+    ChannelAdapter,
+    OutboundMessage,
+    SendResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +179,7 @@ RETRY_KEY_NAMESPACE = uuid.UUID("6f1c3a52-1d8e-5b7a-9c4e-2a0b7d3e8f15")
 #: urllib3 errors raised before a request is written: LINE never saw it.
 _CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError)
 
-_OPTIONS = frozenset(
+_OPTIONS = RATE_LIMIT_OPTIONS | frozenset(
     {
         "channel_access_token",
         "channel_secret",

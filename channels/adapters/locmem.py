@@ -48,6 +48,7 @@ class LocmemAdapter(ChannelAdapter):
     def send_batch(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
         results = []
         for message in batch:
+            self.throttle()
             outcome = self.fail.get(message.to, "accepted")
             with _lock:
                 attempts.append((self.alias, message, outcome))

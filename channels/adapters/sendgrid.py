@@ -170,6 +170,7 @@ class SendGridAdapter(ChannelAdapter):
                 error=str(exc),
                 error_code=exc.code,
             )
+        self.throttle()
         try:
             response = self._client().client.mail.send.post(
                 request_body=payload, timeout=self.timeout
