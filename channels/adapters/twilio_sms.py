@@ -61,6 +61,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import urllib.request
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -77,7 +78,12 @@ from twilio.rest.api.v2010.account.message import MessageInstance
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProxyError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
-from channels.adapters.base import ChannelAdapter, OutboundMessage, SendResult
+from channels.adapters.base import (
+    RATE_LIMIT_OPTIONS,
+    ChannelAdapter,
+    OutboundMessage,
+    SendResult,
+)
 from channels.sms import segments
 
 logger = logging.getLogger(__name__)
@@ -98,7 +104,7 @@ _CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError)
 
 _SDK_PREFIX = "Unable to create record"
 
-_OPTIONS = frozenset(
+_OPTIONS = RATE_LIMIT_OPTIONS | frozenset(
     {
         "account_sid",
         "auth_token",
@@ -161,12 +167,21 @@ class _ClientPool:
         self._idle: list[Client] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        # Proxy settings (HTTPS_PROXY, NO_PROXY) are read from the environment once, here:
+        # requests would otherwise re-read the environment and ~/.netrc on every call,
+        # which cost about a millisecond of CPU per message.
+        host = urlsplit(base_url).hostname or ""
+        self._proxies = {} if urllib.request.proxy_bypass(host) else urllib.request.getproxies()
 
     def _new_client(self) -> Client:
         if self._base_url.rstrip("/") == DEFAULT_BASE_URL:
             http_client: TwilioHttpClient = TwilioHttpClient(timeout=self._timeout)
         else:
             http_client = BaseUrlHttpClient(self._base_url, timeout=self._timeout)
+        session = getattr(http_client, "session", None)
+        if session is not None:
+            session.trust_env = False
+            session.proxies.update(self._proxies)
         return Client(self._account_sid, self._auth_token, http_client=http_client)
 
     @contextmanager
