@@ -8,6 +8,7 @@ start with a message naming the variable.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -232,14 +233,20 @@ _adapter_backends = {
 _provider_backends = {
     "email": {"sendgrid": "channels.adapters.sendgrid.SendGridAdapter"},
     "sms": {"twilio": "channels.adapters.twilio_sms.TwilioSmsAdapter"},
-    "whatsapp": {},
-    "line": {},
+    "whatsapp": {"twilio": "channels.adapters.twilio_whatsapp.TwilioWhatsAppAdapter"},
+    "line": {"line": "channels.adapters.line.LineAdapter"},
 }
 if _default_adapter not in _adapter_backends:
     raise ImproperlyConfigured(
         f"CHANNEL_ADAPTER_DEFAULT: expected one of {', '.join(_adapter_backends)}, "
         f"got {_default_adapter!r}"
     )
+
+
+#: Where Twilio posts delivery reports: set only when a public address is configured.
+_callback_base = env.get_url("WEBHOOK_BASE_URL", schemes=("http", "https")) or env.get_url(
+    "PUBLIC_BASE_URL", schemes=("http", "https")
+)
 
 
 def _required(name: str, why: str) -> str:
@@ -259,20 +266,55 @@ def _provider_options(channel: str, provider: str) -> dict:
             "base_url": env.get_url("SENDGRID_BASE_URL", schemes=("http", "https")),
         }
     if provider == "twilio":
+        # WhatsApp has its own sender (or Messaging Service); SMS uses the plain ones.
+        prefix = "TWILIO_WHATSAPP_" if channel == "whatsapp" else "TWILIO_"
         options = common | {
             "account_sid": _required("TWILIO_ACCOUNT_SID", f"when {variable}=twilio"),
             "auth_token": _required("TWILIO_AUTH_TOKEN", f"when {variable}=twilio"),
-            "from_number": env.get_str("TWILIO_FROM_NUMBER"),
-            "messaging_service_sid": env.get_str("TWILIO_MESSAGING_SERVICE_SID"),
+            "from_number": env.get_str(f"{prefix}FROM_NUMBER"),
+            "messaging_service_sid": env.get_str(f"{prefix}MESSAGING_SERVICE_SID"),
             "base_url": env.get_url("TWILIO_BASE_URL", schemes=("http", "https")),
         }
         if bool(options["from_number"]) == bool(options["messaging_service_sid"]):
             raise ImproperlyConfigured(
-                f"TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID: exactly one is required "
-                f"when {variable}=twilio"
+                f"{prefix}FROM_NUMBER or {prefix}MESSAGING_SERVICE_SID: exactly one is "
+                f"required when {variable}=twilio"
             )
+        if _callback_base:
+            options["status_callback"] = f"{_callback_base}/webhooks/twilio/status/"
         return options
+    if provider == "line":
+        return common | {
+            "channel_access_token": _required("LINE_CHANNEL_ACCESS_TOKEN", f"when {variable}=line"),
+            "base_url": env.get_url("LINE_BASE_URL", schemes=("http", "https")),
+        }
     return {}
+
+
+#: Where per-sender send rates are counted across workers (Redis protocol). Unset:
+#: the broker when it is Redis/Valkey; empty: each process counts its own.
+RATE_LIMIT_URL = os.environ.get("RATE_LIMIT_URL")
+if RATE_LIMIT_URL is not None and RATE_LIMIT_URL.strip():
+    RATE_LIMIT_URL = env.get_url(
+        "RATE_LIMIT_URL", schemes=("redis", "rediss", "valkey", "valkeys", "unix")
+    )
+elif RATE_LIMIT_URL is not None:
+    RATE_LIMIT_URL = ""
+
+
+def _rate_options(channel: str) -> dict:
+    """``RATE_LIMIT_<CHANNEL>``: messages per second for the channel's sender, all workers."""
+    name = f"RATE_LIMIT_{channel.upper()}"
+    value = env.get_str(name)
+    if value is None:
+        return {}
+    try:
+        rate = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: expected messages per second, got {value!r}") from None
+    if not 0 < rate < 1_000_000:
+        raise ImproperlyConfigured(f"{name}: must be above 0, got {value!r}")
+    return {"rate_per_second": rate}
 
 
 def _channel_adapter(channel: str) -> dict:
@@ -284,19 +326,14 @@ def _channel_adapter(channel: str) -> dict:
         raise ImproperlyConfigured(
             f"{variable}: expected one of {', '.join(choices)}, got {name!r}"
         )
-    return {"BACKEND": choices[name], "OPTIONS": _provider_options(channel, name)}
+    options = _provider_options(channel, name) | _rate_options(channel)
+    return {"BACKEND": choices[name], "OPTIONS": options}
 
 
 CHANNEL_ADAPTERS = {
     channel: _channel_adapter(channel) for channel in ("email", "sms", "whatsapp", "line")
 }
 BRAND_NAME = env.get_str("BRAND_NAME", "Stride Running")
-
-#: Where customers reach this platform (one-click unsubscribe links in emails).
-PUBLIC_BASE_URL = (
-    env.get_url("PUBLIC_BASE_URL", "http://localhost:8000", schemes=("http", "https"))
-    or "http://localhost:8000"
-)
 
 # --- Webhooks -------------------------------------------------------------------
 #: The public origin providers call (e.g. https://messaging.example.com), when a proxy
@@ -322,5 +359,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.get_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # The Twilio SDK logs every request and response at INFO.
+        "twilio.http_client": {"level": "WARNING"},
+    },
 }

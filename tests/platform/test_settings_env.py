@@ -134,3 +134,38 @@ def test_a_provider_without_its_credentials_stops_start_naming_them(overrides, n
     result = show_adapters(**overrides)
     assert result.returncode != 0
     assert named in result.stderr
+
+
+WHATSAPP = {
+    "CHANNEL_ADAPTER_WHATSAPP": "twilio",
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "TWILIO_AUTH_TOKEN": "token",
+    "TWILIO_WHATSAPP_FROM_NUMBER": "+14155238886",
+}
+LINE = {"CHANNEL_ADAPTER_LINE": "line", "LINE_CHANNEL_ACCESS_TOKEN": "line-token"}
+
+
+def test_whatsapp_and_line_switch_to_their_providers_with_a_rate_limit():
+    result = show_adapters(**(WHATSAPP | LINE | {"RATE_LIMIT_LINE": "50"}))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "email": "DevInboxAdapter",
+        "sms": "DevInboxAdapter",
+        "whatsapp": "TwilioWhatsAppAdapter",
+        "line": "LineAdapter",
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({**WHATSAPP, "TWILIO_WHATSAPP_FROM_NUMBER": None}, "TWILIO_WHATSAPP_FROM_NUMBER or"),
+        ({**LINE, "LINE_CHANNEL_ACCESS_TOKEN": None}, "LINE_CHANNEL_ACCESS_TOKEN: required"),
+        ({"RATE_LIMIT_SMS": "fast"}, "RATE_LIMIT_SMS: expected messages per second"),
+        ({"RATE_LIMIT_SMS": "0"}, "RATE_LIMIT_SMS: must be above 0"),
+    ],
+)
+def test_chat_providers_and_rates_name_what_is_missing(overrides, named):
+    result = show_adapters(**overrides)
+    assert result.returncode != 0
+    assert named in result.stderr
