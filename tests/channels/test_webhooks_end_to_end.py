@@ -1,6 +1,7 @@
 """The whole loop on real HTTP: our dispatcher sends through the Twilio SDK to the
 emulator, which posts signed status callbacks and inbound messages to our running
-server; a worker's processing turns them into statuses, consent and events."""
+server (SendGrid posts signed Event Webhook batches the same way); a worker's
+processing turns them into statuses, suppressions, consent and events."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from channels.webhooks.models import InboundMessage
 from channels.webhooks.processing import process_pending
-from orchestrator.consent.models import ChannelOptOut
+from orchestrator.consent.models import ChannelOptOut, Suppression, address_hash
 from orchestrator.delivery import dispatcher
 from orchestrator.delivery.models import Message, MessageStatus
 from tests.delivery.factories import (
@@ -19,6 +20,7 @@ from tests.delivery.factories import (
     queue,
 )
 from tests.emulator import ProviderEmulator
+from tests.emulator import sendgrid as sendgrid_emulator
 from tests.emulator import twilio as twilio_emulator
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -140,3 +142,50 @@ def test_a_forged_inbound_stop_changes_nothing(wired):
 
     assert status == 403
     assert not ChannelOptOut.objects.filter(customer=customer).exists()
+
+
+@pytest.fixture
+def sendgrid_wired(settings, live_server):
+    with ProviderEmulator() as server:
+        sendgrid_emulator.install(server)
+        signer = sendgrid_emulator.EventSigner()
+        settings.SENDGRID_WEBHOOK_PUBLIC_KEY = signer.public_key
+        settings.CHANNEL_ADAPTERS = locmem_adapters() | {
+            "email": {
+                "BACKEND": "channels.adapters.sendgrid.SendGridAdapter",
+                "OPTIONS": {
+                    "api_key": "SG.test-key",
+                    "from_email": "Stride Running <hello@example.com>",
+                    "base_url": server.url,
+                    "timeout": 2,
+                },
+            }
+        }
+        hook = sendgrid_emulator.post_events_to(
+            server,
+            f"{live_server.url}/webhooks/sendgrid/events/",
+            signer,
+            outcomes={"gone@example.com": ("processed", "bounce")},
+        )
+        yield hook
+
+
+def test_sendgrid_events_deliver_one_mail_and_suppress_a_bounced_address(sendgrid_wired):
+    hook = sendgrid_wired
+    template = make_template(topic=make_topic("promos"))
+    delivered = queue(make_customer(email="alex@example.com"), template, channel="email")
+    bounced = queue(make_customer(email="gone@example.com"), template, channel="email")
+
+    dispatcher.dispatch_due()
+    hook.wait()
+    process_pending()
+
+    assert [status for status, _events in hook.posted] == [200, 200]
+    delivered.refresh_from_db()
+    bounced.refresh_from_db()
+    assert delivered.status == MessageStatus.DELIVERED
+    assert bounced.status == MessageStatus.BOUNCED
+    assert Suppression.objects.get().address_hash == address_hash("email", "gone@example.com")
+    # Every event SendGrid posted carried our message id and nothing personal besides.
+    for _status, events in hook.posted:
+        assert {e["message_id"] for e in events} <= {str(delivered.id), str(bounced.id)}

@@ -27,7 +27,7 @@ import secrets
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.emulator.server import ProviderEmulator, Received, Response
@@ -62,6 +62,59 @@ _accepted: weakref.WeakKeyDictionary[ProviderEmulator, list[AcceptedMail]] = (
     weakref.WeakKeyDictionary()
 )
 _lock = threading.Lock()
+
+
+@dataclass
+class EventHook:
+    """The Event Webhook setting: where to post, the signing key, what happens to mail."""
+
+    url: str
+    signer: EventSigner
+    #: Events posted for every accepted mail, in order, as one signed batch.
+    kinds: tuple[str, ...] = ("processed", "delivered")
+    #: Recipient address -> the events for mail to it instead (e.g. processed, bounce).
+    outcomes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    delay: float = 0.05
+    #: (HTTP status or None, the events posted) for every batch, in order.
+    posted: list[tuple[int | None, list[dict[str, Any]]]] = field(default_factory=list)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def schedule(self, mail: AcceptedMail) -> None:
+        to = mail.payload["personalizations"][0]["to"][0]["email"]
+        kinds = self.outcomes.get(to.lower(), self.kinds)
+        events = [event(mail, kind) for kind in kinds]
+        thread = threading.Thread(target=self._post, args=(events,), daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _post(self, events: list[dict[str, Any]]) -> None:
+        time.sleep(self.delay)
+        try:
+            status, _body = post_events(self.url, events, self.signer)
+        except OSError:
+            status = None
+        with _lock:
+            self.posted.append((status, events))
+
+    def wait(self, timeout: float = 5.0) -> None:
+        """Until every batch scheduled so far has been posted (or failed)."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                raise TimeoutError(f"SendGrid events still being posted after {timeout}s")
+
+
+_event_hooks: weakref.WeakKeyDictionary[ProviderEmulator, EventHook] = weakref.WeakKeyDictionary()
+
+
+def post_events_to(emulator: ProviderEmulator, url: str, signer: EventSigner, **options: Any):
+    """Post signed Event Webhook batches to ``url`` for every mail accepted from now on,
+    as SendGrid does once the Event Webhook is set up. Returns the ``EventHook``."""
+    hook = EventHook(url=url, signer=signer, **options)
+    with _lock:
+        _event_hooks[emulator] = hook
+    return hook
 
 
 def accepted(emulator: ProviderEmulator) -> list[AcceptedMail]:
@@ -258,10 +311,14 @@ def install(emulator: ProviderEmulator) -> None:
         if sandbox:
             return 200, {}, None
         message_id = new_message_id()
+        accepted_mail = AcceptedMail(
+            x_message_id=message_id, payload=mail, headers=dict(request.headers)
+        )
         with _lock:
-            _accepted.setdefault(emulator, []).append(
-                AcceptedMail(x_message_id=message_id, payload=mail, headers=dict(request.headers))
-            )
+            _accepted.setdefault(emulator, []).append(accepted_mail)
+            hook = _event_hooks.get(emulator)
+        if hook is not None:
+            hook.schedule(accepted_mail)
         return 202, {"X-Message-Id": message_id}, None
 
     emulator.route("POST", re.escape(PATH), mail_send)

@@ -77,6 +77,9 @@ class ProviderEmulator:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's
+            # algorithm holds the body until the client's delayed ACK (~40 ms a request).
+            disable_nagle_algorithm = True
 
             def log_message(self, format, *args):
                 pass
@@ -114,7 +117,12 @@ class ProviderEmulator:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-        self._server = ThreadingHTTPServer((host, port), _Handler)
+        class _Server(ThreadingHTTPServer):
+            # SendGrid's client opens a connection per request: with the default
+            # backlog of 5, a burst of concurrent sends would be reset by the kernel.
+            request_queue_size = 256
+
+        self._server = _Server((host, port), _Handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
