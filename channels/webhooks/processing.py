@@ -190,6 +190,12 @@ def _apply_statuses(
     if not reports:
         return done, waiting, errors
     messages = Message.objects.select_for_update().in_bulk({r.message_id for r in reports})
+    retried = set(
+        MessageEvent.objects.filter(
+            message_id__in=[r.message_id for r in reports if r.code == WINDOW_CLOSED],
+            code=TEMPLATE_RETRY,
+        ).values_list("message_id", flat=True)
+    )
     history: list[MessageEvent] = []
     changed: dict[int, Message] = {}
     suppress: list[tuple[str, str, str, str]] = []
@@ -238,7 +244,20 @@ def _apply_statuses(
                 raw=report.event.payload,
             )
         )
-        if moved:
+        if moved and _resend_as_template(message, report, retried, now):
+            history.append(
+                MessageEvent(
+                    message_id=message.id,
+                    status=S.QUEUED,
+                    occurred_at=now,
+                    reason="the WhatsApp window had closed (63016): sending again, as the "
+                    "approved template if the template has one",
+                    code=TEMPLATE_RETRY,
+                )
+            )
+            retried.add(message.id)
+            changed[message.id] = message
+        elif moved:
             if message.status == S.SENDING:  # an unknown outcome, reconciled
                 message.provider = message.provider or report.provider
                 message.provider_message_id = report.provider_message_id
@@ -270,11 +289,34 @@ def _apply_statuses(
                 "sent_at",
                 "handed_off_at",
                 "last_error",
+                "send_after",
                 "updated_at",
             ],
         )
     suppressions_add(suppress)
     return done, waiting, errors
+
+
+WINDOW_CLOSED = "twilio:63016"
+TEMPLATE_RETRY = "whatsapp:template_retry"
+
+
+def _resend_as_template(
+    message: Message, report: _Report, retried: set[int], now: dt.datetime
+) -> bool:
+    """A WhatsApp session message Twilio failed afterwards because the customer-care
+    window had closed: put it back in the outbox once. The dispatcher then sees the
+    window as closed (the 63016 came after the customer's last message) and sends the
+    variant's approved template, or fails it with the reason if there is none."""
+    if message.channel != "whatsapp" or report.code != WINDOW_CLOSED or message.id in retried:
+        return False
+    message.status = S.QUEUED
+    message.send_after = now
+    message.provider_message_id = ""
+    message.handed_off_at = None
+    message.sent_at = None
+    message.last_error = report.reason
+    return True
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -14,6 +14,24 @@ from django.db import transaction
 from orchestrator.consent.models import ChannelOptOut, ConsentRecord, Suppression, address_hash
 
 
+def _ledger(
+    customer_id: int,
+    topic_id: int | None,
+    channel: str,
+    action: str,
+    source: str,
+    evidence: dict[str, Any],
+) -> None:
+    ConsentRecord.objects.create(
+        customer_id=customer_id,
+        topic_id=topic_id,
+        channel=channel,
+        action=action,
+        source=source,
+        evidence=evidence,
+    )
+
+
 def channel_opt_out(
     *, customer_id: int, channel: str, source: str, evidence: dict[str, Any]
 ) -> bool:
@@ -23,14 +41,7 @@ def channel_opt_out(
             customer_id=customer_id, channel=channel, defaults={"source": source}
         )
         if created:
-            ConsentRecord.objects.create(
-                customer_id=customer_id,
-                topic=None,
-                channel=channel,
-                action=ConsentRecord.Action.OPT_OUT,
-                source=source,
-                evidence=evidence,
-            )
+            _ledger(customer_id, None, channel, ConsentRecord.Action.OPT_OUT, source, evidence)
     return created
 
 
@@ -59,14 +70,7 @@ def channel_opt_in(
                 customer_id=customer_id, channel=channel
             ).delete()
             if removed or lifted:
-                ConsentRecord.objects.create(
-                    customer_id=customer_id,
-                    topic=None,
-                    channel=channel,
-                    action=ConsentRecord.Action.OPT_IN,
-                    source=source,
-                    evidence=evidence,
-                )
+                _ledger(customer_id, None, channel, ConsentRecord.Action.OPT_IN, source, evidence)
     return bool(removed or lifted)
 
 
@@ -90,12 +94,5 @@ def topic_unsubscribe(
             channel=channel,
             defaults={"status": Subscription.Status.UNSUBSCRIBED},
         )
-        ConsentRecord.objects.create(
-            customer_id=customer_id,
-            topic_id=topic_id,
-            channel=channel,
-            action=ConsentRecord.Action.OPT_OUT,
-            source=source,
-            evidence=evidence,
-        )
+        _ledger(customer_id, topic_id, channel, ConsentRecord.Action.OPT_OUT, source, evidence)
     return True

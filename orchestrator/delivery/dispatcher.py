@@ -320,18 +320,36 @@ def _unsubscribe_headers(message: _Claimed, topic: Topic) -> dict[str, str]:
 
 
 def _whatsapp_sessions(customer_ids: set[int]) -> set[int]:
+    """Customers whose WhatsApp window is open: they wrote to us within it, and Twilio
+    has not since reported a send to them failing because the window had closed."""
     if not customer_ids:
         return set()
+    from django.db.models import Max
+
     from channels.webhooks.models import InboundMessage
+    from orchestrator.delivery.models import MessageEvent
 
     since = timezone.now() - WHATSAPP_SESSION
-    return set(
+    last_wrote = dict(
         InboundMessage.objects.filter(
             customer_id__in=customer_ids, channel="whatsapp", received_at__gte=since
         )
-        .values_list("customer_id", flat=True)
-        .distinct()
+        .values("customer_id")
+        .annotate(last=Max("received_at"))
+        .values_list("customer_id", "last")
     )
+    if not last_wrote:
+        return set()
+    closed = MessageEvent.objects.filter(
+        code="twilio:63016",
+        occurred_at__gte=since,
+        message__customer_id__in=list(last_wrote),
+        message__channel="whatsapp",
+    ).values_list("message__customer_id", "occurred_at")
+    for customer_id, at in closed:
+        if at >= last_wrote.get(customer_id, at):
+            last_wrote.pop(customer_id, None)
+    return set(last_wrote)
 
 
 def _channel_metadata(

@@ -5,7 +5,10 @@ processing turns them into statuses, suppressions, consent and events."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from django.utils import timezone
 
 from channels.webhooks.models import InboundMessage
 from channels.webhooks.processing import process_pending
@@ -189,3 +192,67 @@ def test_sendgrid_events_deliver_one_mail_and_suppress_a_bounced_address(sendgri
     # Every event SendGrid posted carried our message id and nothing personal besides.
     for _status, events in hook.posted:
         assert {e["message_id"] for e in events} <= {str(delivered.id), str(bounced.id)}
+
+
+CONTENT_SID = "HX" + "ab" * 16
+
+
+def test_whatsapp_window_closed_after_the_send_is_resent_as_the_approved_template(wired, settings):
+    emulator, server = wired
+    settings.CHANNEL_ADAPTERS = settings.CHANNEL_ADAPTERS | {
+        "whatsapp": {
+            "BACKEND": "channels.adapters.twilio_whatsapp.TwilioWhatsAppAdapter",
+            "OPTIONS": {
+                "account_sid": twilio_emulator.ACCOUNT_SID,
+                "auth_token": twilio_emulator.AUTH_TOKEN,
+                "from_number": "+14155238886",
+                "base_url": emulator.url,
+                "status_callback": f"{server.url}/webhooks/twilio/status/",
+                "timeout": 2,
+            },
+        }
+    }
+    customer = make_customer(whatsapp="+14155550150", attributes={"first_name": "Alex"})
+    # Our records say the customer wrote recently; WhatsApp's window has in fact closed.
+    InboundMessage.objects.create(
+        provider="twilio",
+        channel="whatsapp",
+        provider_message_id="SM-old",
+        customer=customer,
+        from_address="+14155550150",
+        body="thanks",
+        outcome="reply",
+        received_at=timezone.now() - dt.timedelta(hours=2),
+    )
+    template = make_template(
+        topic=make_topic("appointments", kind="transactional", channels=["whatsapp"]),
+        variants={
+            ("whatsapp", "en"): {
+                "body": "Hi {{ customer.first_name }}, see you tomorrow at 10:00.",
+                "provider_options": {
+                    "content_sid": CONTENT_SID,
+                    "content_variables": {"1": "{{ customer.first_name }}"},
+                },
+            }
+        },
+    )
+    message = queue(customer, template, channel="whatsapp")
+
+    dispatcher.dispatch_due()  # a session message: Twilio takes it, then fails it (63016)
+    twilio_emulator.wait_idle(emulator, timeout=5)
+    process_pending()
+    message.refresh_from_db()
+    assert message.status == MessageStatus.QUEUED
+
+    dispatcher.dispatch_due()  # now the window is known to be closed: the template goes
+    twilio_emulator.wait_idle(emulator, timeout=5)
+    process_pending()
+
+    message.refresh_from_db()
+    assert message.status == MessageStatus.OPENED  # delivered, then WhatsApp's read receipt
+    first, second = [r.form() for r in emulator.requests_to("/2010-04-01/")]
+    assert first["Body"] == ["Hi Alex, see you tomorrow at 10:00."] and "ContentSid" not in first
+    assert second["ContentSid"] == [CONTENT_SID] and "Body" not in second
+    assert second["ContentVariables"] == ['{"1": "Alex"}']
+    codes = list(message.history.values_list("code", flat=True))
+    assert "twilio:63016" in codes and "whatsapp:template_retry" in codes
