@@ -9,6 +9,7 @@ suppressed) as tables a marketer can read.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from django import forms
 from django.contrib import admin, messages
@@ -44,7 +45,7 @@ class TemplateVariantForm(forms.ModelForm):
 
     class Meta:
         model = TemplateVariant
-        fields = ("channel", "locale", "subject", "body", "html")
+        fields = ("channel", "locale", "subject", "body", "html", "provider_options")
         widgets = {
             "subject": forms.TextInput(attrs={"size": 80}),
             "body": forms.Textarea(attrs={"rows": 6, "cols": 80}),
@@ -62,14 +63,61 @@ class TemplateVariantForm(forms.ModelForm):
                 self.add_error(name, f"{where}{problem.args[0]}")
         if cleaned.get("channel") != "email" and (cleaned.get("subject") or cleaned.get("html")):
             self.add_error("subject", "Subject and HTML are used by email variants only.")
+        problem = provider_options_problem(cleaned.get("channel"), cleaned.get("provider_options"))
+        if problem:
+            self.add_error("provider_options", problem)
         return cleaned
+
+
+_CONTENT_SID = re.compile(r"^HX[0-9a-f]{32}$")
+
+
+def provider_options_problem(channel: str | None, options) -> str:
+    """Why a variant's provider options cannot work for its channel, or ""."""
+    if not options:
+        return ""
+    if not isinstance(options, dict):
+        return "Provider options must be a JSON object."
+    if channel == "whatsapp":
+        unknown = set(options) - {"content_sid", "content_variables"}
+        if unknown:
+            return f"WhatsApp takes content_sid and content_variables, not {sorted(unknown)}."
+        if not _CONTENT_SID.match(str(options.get("content_sid", ""))):
+            return "content_sid must be an approved Content template SID: HX and 32 hex digits."
+        variables = options.get("content_variables", {})
+        if not isinstance(variables, dict) or not all(
+            isinstance(v, str) for v in variables.values()
+        ):
+            return 'content_variables must map placeholders to text, e.g. {"1": "..."}.'
+    elif channel == "line":
+        if options.get("kind") not in ("template", "flex"):
+            return 'LINE options need "kind": "template" or "flex".'
+    else:
+        return f"{channel} variants take no provider options."
+
+    def strings(value):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+
+    for text in strings(options):
+        try:
+            check_syntax(text, field="provider_options")
+        except TemplateProblem as problem:
+            return f"Liquid in provider options: {problem.args[0]}"
+    return ""
 
 
 class TemplateVariantInline(admin.StackedInline):
     model = TemplateVariant
     form = TemplateVariantForm
     extra = 0
-    fields = (("channel", "locale"), "subject", "body", "html")
+    fields = (("channel", "locale"), "subject", "body", "html", "provider_options")
 
 
 @admin.register(MessageTemplate)

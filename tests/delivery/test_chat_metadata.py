@@ -106,3 +106,25 @@ def test_a_broken_option_template_fails_the_message_before_any_send(outbox):
     assert message.status == MessageStatus.FAILED
     assert "provider_options" in message.last_error
     assert outbox == []
+
+
+@pytest.mark.parametrize(
+    ("channel", "options", "problem"),
+    [
+        ("whatsapp", {}, ""),
+        ("whatsapp", {"content_sid": CONTENT_SID, "content_variables": {"1": "{{ x }}"}}, ""),
+        ("whatsapp", {"content_sid": "HX123"}, "content_sid must be"),
+        ("whatsapp", {"content_sid": CONTENT_SID, "content_variables": {"1": 2}}, "map"),
+        ("whatsapp", {"content_sid": CONTENT_SID, "body": "x"}, "takes content_sid"),
+        ("whatsapp", {"content_sid": CONTENT_SID, "content_variables": {"1": "{{"}}, "Liquid"),
+        ("line", {"kind": "flex", "alt_text": "{{ data.x }}", "contents": {}}, ""),
+        ("line", {"alt_text": "x"}, '"kind"'),
+        ("sms", {"kind": "flex"}, "take no provider options"),
+        ("line", ["not", "an", "object"], "JSON object"),
+    ],
+)
+def test_the_admin_refuses_provider_options_that_cannot_work(channel, options, problem):
+    from orchestrator.delivery.admin import provider_options_problem
+
+    found = provider_options_problem(channel, options)
+    assert (problem in found) if problem else found == ""
