@@ -313,6 +313,7 @@ class DemoSummary:
     consent_records: int = 0
     events: int = 0
     messages: int = 0
+    inbound: int = 0
 
     def __str__(self) -> str:
         created = ", ".join(f"{getattr(self, f.name)} {f.name}" for f in fields(self))
@@ -718,4 +719,37 @@ def load_demo(*, today: dt.date | None = None) -> DemoSummary:
             source=Message.Source.DEMO,
         )
         summary.messages += 1
+    summary.inbound = _inbound_examples(people)
     return summary
+
+
+def _inbound_examples(people: list[DemoCustomer]) -> int:
+    """What customers wrote back: Alex's reply about the fit (a ``message.replied``
+    event for journeys), and one Japanese customer's 配信停止 on LINE (a channel-wide
+    marketing opt-out in the consent ledger). Recorded once, through the same code
+    the webhooks use."""
+    from channels.webhooks.processing import Inbound, handle_inbound
+
+    line_people = [p for p in people if p.line_user_id]
+    examples = [
+        ("alex", "sms", "+13125550100", "The arch didn't fit, the Pegasus felt better."),
+    ]
+    if len(line_people) > 2:
+        examples.append(
+            (line_people[2].external_id, "line", line_people[2].line_user_id, "配信停止")
+        )
+    created = 0
+    for external_id, channel, address, text in examples:
+        row = handle_inbound(
+            Inbound(
+                provider="twilio" if channel == "sms" else "line",
+                channel=channel,
+                provider_message_id=f"demo-{external_id}-{channel}",
+                from_address=address,
+                to_address="",
+                body=text,
+                received_at=timezone.now() - dt.timedelta(hours=3),
+            )
+        )
+        created += row is not None
+    return created

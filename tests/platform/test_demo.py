@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from channels.webhooks.models import InboundMessage
 from orchestrator.audience.models import Customer, Event
-from orchestrator.consent.models import ChannelPreference, ConsentRecord, Subscription, Topic
+from orchestrator.consent.models import (
+    ChannelOptOut,
+    ChannelPreference,
+    ConsentRecord,
+    Subscription,
+    Topic,
+)
 from orchestrator.delivery.models import FrequencyRule, Message, MessageEvent, TemplateVariant
 from orchestrator.delivery.rendering import build_context, render_variant
 
@@ -23,6 +30,8 @@ MODELS = (
     FrequencyRule,
     Message,
     MessageEvent,
+    InboundMessage,
+    ChannelOptOut,
 )
 
 
@@ -82,11 +91,17 @@ def test_marketing_consent_is_explicit_and_in_the_ledger(demo):
 
 
 def test_every_demo_template_variant_renders_for_a_customer_of_its_locale(demo):
-    for variant in TemplateVariant.objects.select_related("template"):
+    # The platform's own keyword-reply template (made by the demo's STOP) is not a demo one.
+    demo_variants = TemplateVariant.objects.exclude(template__key="keyword-reply")
+    for variant in demo_variants.select_related("template"):
         customer = Customer.objects.filter(locale=variant.locale).order_by("pk").first()
         context = build_context(
             customer=customer,
-            message_data={"order_id": "SR-1", "product": "Stride Daily 5", "total": "$110.00"},
+            message_data={
+                "order_id": "SR-1",
+                "product": "Stride Daily 5",
+                "total": "$110.00",
+            },
         )
         rendered = render_variant(
             subject=variant.subject,
@@ -115,3 +130,14 @@ def test_demo_orders_are_events_and_messages_are_queued_on_mixed_channels(demo):
     assert alex.channel == "email"
     assert alex.data["product"]
     assert alex.history.count() == 1
+
+
+def test_the_demo_shows_a_reply_for_journeys_and_a_japanese_stop_on_line(demo):
+    reply = Event.objects.get(customer__external_id="alex", name="message.replied")
+    assert reply.properties["body"].startswith("The arch didn't fit")
+    opt_out = ChannelOptOut.objects.get()
+    assert (opt_out.channel, opt_out.customer.locale) == ("line", "ja")
+    assert ConsentRecord.objects.filter(
+        customer=opt_out.customer, source="inbound_keyword", evidence__text="配信停止"
+    ).exists()
+    assert InboundMessage.objects.count() == 2
