@@ -115,8 +115,9 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -175,6 +176,14 @@ MONTHLY_LIMIT_HINT = (
 TRANSIENT_STATUSES = frozenset({401, 403, 404, 429})
 #: The namespace of retry keys (uuid5), unless ``retry_key_namespace`` is configured.
 RETRY_KEY_NAMESPACE = uuid.UUID("6f1c3a52-1d8e-5b7a-9c4e-2a0b7d3e8f15")
+
+#: ``MessagingApi.push_message_with_http_info`` without the SDK's argument validation
+#: (the undecorated function pydantic's ``validate_arguments`` keeps as ``raw_function``).
+_push_message = getattr(
+    MessagingApi.push_message_with_http_info,
+    "raw_function",
+    MessagingApi.push_message_with_http_info,
+)
 
 #: urllib3 errors raised before a request is written: LINE never saw it.
 _CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError)
@@ -282,30 +291,45 @@ class LineAdapter(ChannelAdapter):
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._rest: RESTClientObject | None = None
+        self._idle: list[MessagingApi] = []
 
     # --- the SDK client ------------------------------------------------------------
 
-    def _client(self) -> ApiClient:
-        """An ``ApiClient`` for one request, on the adapter's shared connection pool.
+    @contextmanager
+    def _api(self) -> Iterator[MessagingApi]:
+        """A ``MessagingApi`` lent to one request at a time, on the shared connection pool.
 
-        urllib3's pool is thread-safe; the ``ApiClient`` keeps per-call state
-        (``last_response``), so each request gets its own. After a fork the parent's
-        connections are left alone and a new pool is made.
+        urllib3's pool is thread-safe and shared by every thread; the ``ApiClient``
+        keeps per-call state (``last_response``), so no client serves two requests
+        at once. Idle ones are kept for the next request. After a fork the parent's
+        clients and connections are left alone and a new pool is made.
         """
         with self._lock:
             if self._rest is None or self._pid != os.getpid():
                 self._rest = RESTClientObject(self._configuration)
+                self._idle.clear()
                 self._pid = os.getpid()
             rest = self._rest
-        client = ApiClient(self._configuration)
-        client.rest_client = rest
-        return client
+            api = self._idle.pop() if self._idle else None
+        if api is None:
+            client = ApiClient(self._configuration)
+            client.rest_client = rest
+            api = MessagingApi(client)
+        api.api_client.last_response = None
+        try:
+            yield api
+        finally:
+            with self._lock:
+                if api.api_client.rest_client is self._rest and len(self._idle) < self.concurrency:
+                    self._idle.append(api)
 
     def close(self) -> None:
         """Close the pooled HTTP connections (the adapter stays usable)."""
         with self._lock:
             rest, self._rest = self._rest, None
-        if rest is not None:
+            self._idle.clear()
+            mine = self._pid == os.getpid()
+        if rest is not None and mine:
             rest.pool_manager.clear()
 
     # --- sending -------------------------------------------------------------------
@@ -343,11 +367,20 @@ class LineAdapter(ChannelAdapter):
             )
 
         key = self.retry_key_for(message)
-        client = self._client()
         self.throttle()
+        with self._api() as api:
+            return self._push(message, request, key, api)
+
+    def _push(
+        self, message: OutboundMessage, request: PushMessageRequest, key: str, api: MessagingApi
+    ) -> SendResult:
+        """One ``POST /v2/bot/message/push`` through the SDK; its outcome as a result."""
+        client = api.api_client
         try:
-            response = MessagingApi(client).push_message_with_http_info(
-                request, x_line_retry_key=key, _request_timeout=self.timeout
+            # The arguments are the SDK's own model and a string: the SDK's re-validation
+            # of them (pydantic's validate_arguments) is skipped when it can be.
+            response = _push_message(
+                api, request, x_line_retry_key=key, _request_timeout=self.timeout
             )
         except ApiException as exc:
             if not exc.status:

@@ -43,30 +43,59 @@ a message we can not express (no sender,  permanent, refused before any request
 invalid address, line break in a header)
 ========================================  ==========================================
 
-The SDK (python_http_client over urllib) has no timeout by default. The adapter
-sets ``timeout`` on the SDK's ``Client`` (clients derived from it, such as
-``client.mail.send``, inherit it) and passes it to every ``post`` call; urllib
-applies it to the connect and to every socket read. urllib wraps any failure
-while connecting or writing the request in ``URLError``, while a failure while
-reading the response surfaces as ``TimeoutError``, ``OSError`` or an
-``http.client.HTTPException``: that is the line between "never sent" and
-"outcome unknown".
+The SDK makes the request: its client gives the URL (``/v3/mail/send`` under
+``base_url``) and the headers (``Authorization: Bearer``, its ``User-Agent``,
+``Accept``; ``Content-Type: application/json``), taken once when the adapter is
+made, and the body is serialized as python_http_client serializes it. Its
+exception classes report refusals: any answer outside 2xx is raised as
+python_http_client's ``HTTPError`` subclass for the status
+(``BadRequestsError``, ``TooManyRequestsError``, ...), with the status, reason,
+body and headers, as the SDK raises it. The HTTP itself does not go through the
+SDK's urllib opener (a new TCP connection, an opener and a proxy lookup per
+request) but through one urllib3 connection pool per adapter: kept alive between
+messages and batches, shared by the sending threads, with urllib3's retries off
+so nothing is ever resent behind the adapter's back. A connection SendGrid
+closed while it was idle is replaced before it is used; only a close that
+crosses a request on its way makes that request's outcome unknown. A proxy
+(``HTTPS_PROXY``/``HTTP_PROXY``, ``ALL_PROXY``, honouring ``NO_PROXY``) is read
+from the environment once, when the adapter is made.
+
+``timeout`` applies to the connect and to every socket read. A failure while
+connecting (refused, DNS, connect timeout, TLS handshake, proxy: urllib3's
+``NewConnectionError``, ``ConnectTimeoutError``, ``SSLError``, ``ProxyError``)
+means the request never left; a read timeout (``ReadTimeoutError``) or a
+connection lost once the request was written (``ProtocolError``) is "outcome
+unknown".
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
+import os
+import threading
+import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parseaddr
+from http.client import HTTPException
 from typing import Any
-from urllib.error import URLError
+from urllib.parse import unquote, urlsplit
 
+import urllib3
 from django.core.exceptions import ImproperlyConfigured
-from python_http_client.exceptions import HTTPError
+from python_http_client.client import Response
+from python_http_client.exceptions import HTTPError, err_dict
 from sendgrid import SendGridAPIClient
+from urllib3.exceptions import (
+    ClosedPoolError,
+    ConnectTimeoutError,
+    MaxRetryError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+)
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from channels.adapters.base import ChannelAdapter, OutboundMessage, SendResult
 
@@ -82,6 +111,128 @@ MAX_CATEGORY_LENGTH = 255
 #: 401 and 403 (a revoked key, an unverified sender) are the account's problem, not the
 #: message's: messages wait with backoff for the fix instead of all failing for good.
 TRANSIENT_STATUSES = frozenset({401, 403, 408, 429})
+
+#: urllib3 errors raised before a request is written: SendGrid never saw it.
+#: (``NewConnectionError`` - refused, DNS - is a ``ConnectTimeoutError``; a pool closed
+#: by ``close()`` under a request that had not yet taken a connection is a ``ClosedPoolError``.)
+_CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError, ClosedPoolError)
+#: No retries inside urllib3, and no redirects followed.
+_NO_RETRIES = urllib3.Retry(total=False, redirect=False)
+
+
+def environment_proxy(url: str) -> str:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY`` and the like, with
+    ``NO_PROXY``), as urllib picks it; ``""`` for none."""
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return ""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all") or ""
+    if proxy and "://" not in proxy:
+        proxy = "http://" + proxy
+    return proxy
+
+
+class _Answer:
+    """A urllib3 response seen through the interface python_http_client's ``Response``
+    reads (that of a urllib response)."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+        self._response = response
+
+    def getcode(self) -> int:
+        return self._response.status
+
+    def read(self) -> bytes:
+        return self._response.data
+
+    def info(self) -> Any:
+        return self._response.headers
+
+
+class _Transport:
+    """The SDK's requests over one urllib3 connection pool, per process.
+
+    urllib3's pool is thread-safe and keeps connections alive; it retries
+    nothing. After a fork the child makes a pool of its own and leaves the
+    parent's connections alone.
+    """
+
+    def __init__(self, url: str, *, maxsize: int) -> None:
+        self.url = url
+        self.proxy = environment_proxy(url)  # read from the environment once, here
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._pool: urllib3.HTTPConnectionPool | None = None
+        self._manager: urllib3.PoolManager | None = None
+        parts = urlsplit(url)
+        self._path = parts.path or "/"
+        if parts.query:
+            self._path += "?" + parts.query
+
+    def _connections(self) -> tuple[urllib3.PoolManager, urllib3.HTTPConnectionPool | None]:
+        manager, pool = self._manager, self._pool
+        if manager is None or self._pid != os.getpid():
+            with self._lock:
+                if self._manager is None or self._pid != os.getpid():
+                    self._manager = self._new_manager()
+                    # Without a proxy, each request goes straight to the one host's pool.
+                    self._pool = None if self.proxy else self._manager.connection_from_url(self.url)
+                    self._pid = os.getpid()
+                manager, pool = self._manager, self._pool
+        return manager, pool
+
+    def _new_manager(self) -> urllib3.PoolManager:
+        options: dict[str, Any] = {"maxsize": self._maxsize, "retries": _NO_RETRIES}
+        if not self.proxy:
+            return urllib3.PoolManager(**options)
+        parts = urlsplit(self.proxy)
+        proxy_headers = None
+        if parts.username:
+            proxy_headers = urllib3.make_headers(
+                proxy_basic_auth=f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            )
+        return urllib3.ProxyManager(self.proxy, proxy_headers=proxy_headers, **options)
+
+    def post(self, body: bytes, headers: Mapping[str, str], timeout: urllib3.Timeout) -> Response:
+        """POST ``body``; the SDK's ``Response``, or the SDK's ``HTTPError`` outside 2xx."""
+        manager, pool = self._connections()
+        if pool is not None:
+            answer = pool.urlopen(
+                "POST",
+                self._path,
+                body=body,
+                headers=headers,
+                retries=_NO_RETRIES,
+                redirect=False,
+                timeout=timeout,
+                assert_same_host=False,
+            )
+        else:
+            answer = manager.urlopen(
+                "POST",
+                self.url,
+                body=body,
+                headers=headers,
+                retries=_NO_RETRIES,
+                redirect=False,
+                timeout=timeout,
+            )
+        status = answer.status
+        if not 200 <= status <= 299:
+            error = err_dict.get(status, HTTPError)
+            raise error(status, answer.reason, answer.data, answer.headers)
+        return Response(_Answer(answer))
+
+    def close(self) -> None:
+        with self._lock:
+            manager, self._manager, self._pool = self._manager, None, None
+            mine = self._pid == os.getpid()
+        if manager is not None and mine:
+            manager.clear()
 
 
 class _Refused(Exception):
@@ -149,6 +300,19 @@ class SendGridAdapter(ChannelAdapter):
         self.categories: list[str] = categories
         self.sandbox = bool(options.get("sandbox", False))
 
+        # The SDK builds the request: its URL and headers are the same for every message.
+        client = SendGridAPIClient(api_key=self.api_key, host=self.base_url).client
+        self._headers: dict[str, str] = {
+            **client.request_headers,
+            "Content-Type": "application/json",
+        }
+        self._transport = _Transport(client.mail.send._build_url(None), maxsize=self.concurrency)
+        self._timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections (the adapter stays usable)."""
+        self._transport.close()
+
     # --- sending -------------------------------------------------------------------
 
     def send_batch(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
@@ -172,30 +336,24 @@ class SendGridAdapter(ChannelAdapter):
             )
         self.throttle()
         try:
-            response = self._client().client.mail.send.post(
-                request_body=payload, timeout=self.timeout
-            )
+            # Serialized as python_http_client serializes a request body.
+            body = json.dumps(payload).encode("utf-8")
+            response = self._transport.post(body, self._headers, self._timeout)
         except HTTPError as exc:
             return self._http_error(message, exc)
-        except URLError as exc:
-            # Raised while connecting or writing the request: SendGrid has nothing to act on.
-            return SendResult(
-                message_id=message.message_id,
-                accepted=False,
-                permanent=False,
-                error=f"SendGrid unreachable, request not sent: {exc.reason}",
-                error_code="sendgrid:unreachable",
-            )
-        except (OSError, http.client.HTTPException) as exc:
-            # The request went out; the response timed out or the connection broke.
-            logger.warning("SendGrid outcome unknown for message %s: %s", message.message_id, exc)
-            code = "sendgrid:timeout" if isinstance(exc, TimeoutError) else "sendgrid:disconnected"
-            return self._unknown(
-                message,
-                f"no response from SendGrid after the request was sent ({exc!r}); "
-                "it may have been queued: reconcile, do not resend",
-                code,
-            )
+        except _CONNECT_PHASE_ERRORS as exc:
+            # Raised while connecting: SendGrid has nothing to act on.
+            return self._unreachable(message, exc)
+        except MaxRetryError as exc:  # not raised with retries off; classified all the same
+            if isinstance(exc.reason, _CONNECT_PHASE_ERRORS):
+                return self._unreachable(message, exc.reason)
+            return self._lost(message, exc, "sendgrid:disconnected")
+        except ReadTimeoutError as exc:
+            # The request went out; the response did not come in time.
+            return self._lost(message, exc, "sendgrid:timeout")
+        except (ProtocolError, HTTPException, OSError) as exc:
+            # The request went out; the connection broke before the response.
+            return self._lost(message, exc, "sendgrid:disconnected")
         except Exception as exc:
             logger.exception("SendGrid send failed unexpectedly for message %s", message.message_id)
             return self._unknown(
@@ -256,12 +414,23 @@ class SendGridAdapter(ChannelAdapter):
 
     # --- helpers -------------------------------------------------------------------
 
-    def _client(self) -> SendGridAPIClient:
-        """A fresh SDK client: cheap, and python_http_client mutates its headers per call,
-        so clients are not shared between threads."""
-        client = SendGridAPIClient(api_key=self.api_key, host=self.base_url)
-        client.client.timeout = self.timeout
-        return client
+    def _unreachable(self, message: OutboundMessage, exc: Exception) -> SendResult:
+        return SendResult(
+            message_id=message.message_id,
+            accepted=False,
+            permanent=False,
+            error=f"SendGrid unreachable, request not sent: {exc}",
+            error_code="sendgrid:unreachable",
+        )
+
+    def _lost(self, message: OutboundMessage, exc: Exception, code: str) -> SendResult:
+        logger.warning("SendGrid outcome unknown for message %s: %s", message.message_id, exc)
+        return self._unknown(
+            message,
+            f"no response from SendGrid after the request was sent ({exc!r}); "
+            "it may have been queued: reconcile, do not resend",
+            code,
+        )
 
     def _http_error(self, message: OutboundMessage, exc: HTTPError) -> SendResult:
         status = int(exc.status_code)

@@ -42,40 +42,60 @@ How outcomes map to ``SendResult``:
   ``SUPPRESS_REASONS`` (21610 "stop"; 21211, 30005, 30006 "invalid"): the address
   itself is unusable, so the dispatcher suppresses it instead of merely failing
   this message.
-* **No answer in time** (``requests.exceptions.ReadTimeout``), or the connection
-  broke after the request went out (``requests.exceptions.ConnectionError``
-  wrapping a urllib3 ``ProtocolError``) - ``unknown``: Twilio may have the
-  message. The Messages API has no idempotency key, so it must be reconciled
-  from status callbacks, never resent blindly.
+* **No answer in time** (urllib3's ``ReadTimeoutError``), or the connection
+  broke after the request went out (``ProtocolError``) - ``unknown``: Twilio may
+  have the message. The Messages API has no idempotency key, so it must be
+  reconciled from status callbacks, never resent blindly.
 * **Never sent** - the connection could not be made (refused, DNS, connect
-  timeout, TLS handshake: ``requests.exceptions.ConnectionError`` wrapping a
-  urllib3 ``MaxRetryError`` whose reason is a connect-phase error) - transient.
+  timeout, TLS handshake, proxy: ``NewConnectionError``, ``ConnectTimeoutError``,
+  ``SSLError``, ``ProxyError``) - transient.
 
-The SDK does not wrap ``requests`` exceptions, so they are caught as raised.
-It has no base-URL option either: ``base_url`` is applied by an HTTP client
-that re-points each request's scheme and host, keeping the path.
+The SDK builds each request (parameters, headers, credentials) and reads each
+answer (the Message, ``TwilioRestException``); the HTTP itself goes through
+``PooledHttpClient``, the SDK's documented extension point (a
+``twilio.http.HttpClient``), on one urllib3 connection pool per adapter: kept
+alive between messages and batches, shared by the sending threads, with urllib3's
+retries off so that nothing is ever resent behind the adapter's back. A
+connection Twilio closed while it was idle is replaced before it is used; only a
+close that crosses a request on its way makes that request's outcome unknown.
+urllib3's exceptions reach the adapter as urllib3 raised them. The SDK has no base-URL
+option: ``base_url`` is applied by that client, which re-points each request's
+scheme and host, keeping the path. A proxy (``HTTPS_PROXY``/``HTTP_PROXY``,
+``ALL_PROXY``, honouring ``NO_PROXY``) is read from the environment once, when
+the adapter is made.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import urllib.request
-from collections.abc import Iterator, Sequence
+from base64 import b64encode
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from http.client import HTTPException
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
-import requests
+import certifi
+import urllib3
 from django.core.exceptions import ImproperlyConfigured
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
-from twilio.http.http_client import TwilioHttpClient
+from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.message import MessageInstance
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ProxyError
+from urllib3.exceptions import (
+    ClosedPoolError,
+    ConnectTimeoutError,
+    MaxRetryError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+)
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from channels.adapters.base import (
@@ -87,6 +107,8 @@ from channels.adapters.base import (
 from channels.sms import segments
 
 logger = logging.getLogger(__name__)
+#: The logger the SDK's own HTTP client logs requests to (at INFO).
+http_logger = logging.getLogger("twilio.http_client")
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
 DEFAULT_TIMEOUT = 10.0
@@ -100,7 +122,11 @@ TRANSIENT_CODES = frozenset({20003, 20429, 30001, 30003})
 SUPPRESS_REASONS = {21610: "stop", 21211: "invalid", 30005: "invalid", 30006: "invalid"}
 
 #: urllib3 errors raised before a request is written: the provider never saw it.
-_CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError)
+#: (``NewConnectionError`` - refused, DNS - is a ``ConnectTimeoutError``; a pool closed
+#: by ``close()`` under a request that had not yet taken a connection is a ``ClosedPoolError``.)
+_CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError, ClosedPoolError)
+#: Errors once the request may have been written: the provider may have it.
+_CONNECTION_LOST_ERRORS = (ProtocolError, HTTPException, OSError)
 
 _SDK_PREFIX = "Unable to create record"
 
@@ -117,43 +143,219 @@ _OPTIONS = RATE_LIMIT_OPTIONS | frozenset(
     }
 )
 
+_JSON_TYPES = ("application/json", "application/scim+json")
+#: No retries inside urllib3, and no redirects followed.
+_NO_RETRIES = urllib3.Retry(total=False, redirect=False)
 
-class BaseUrlHttpClient(TwilioHttpClient):
-    """A ``TwilioHttpClient`` that sends every request to ``base_url`` instead.
 
-    The scheme and host of each URL the SDK builds (``https://api.twilio.com``)
-    are replaced by those of ``base_url``; a path in ``base_url`` is prepended to
-    the request's path, which is otherwise kept as is.
+def environment_proxy(url: str) -> str:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY`` and the like, with
+    ``NO_PROXY``), as ``requests`` would pick it; ``""`` for none."""
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return ""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all") or ""
+    if proxy and "://" not in proxy:
+        proxy = "http://" + proxy
+    return proxy
+
+
+def _basic_auth(username: str, password: str) -> str:
+    """An ``Authorization: Basic`` value, encoded as ``requests`` does (latin-1)."""
+    credentials = f"{username}:{password}".encode("latin1")
+    return "Basic " + b64encode(credentials).decode("ascii")
+
+
+def _pool_manager(proxy: str, maxsize: int) -> urllib3.PoolManager:
+    """A thread-safe, keep-alive urllib3 pool manager that retries nothing.
+
+    Certificates are checked against ``certifi``'s bundle, as ``requests`` does.
+    urllib3's connections set ``TCP_NODELAY``.
+    """
+    options: dict[str, Any] = {
+        "maxsize": maxsize,
+        "retries": _NO_RETRIES,
+        "ca_certs": certifi.where(),
+    }
+    if not proxy:
+        return urllib3.PoolManager(**options)
+    parts = urlsplit(proxy)
+    proxy_headers = None
+    if parts.username:
+        proxy_headers = urllib3.make_headers(
+            proxy_basic_auth=f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        )
+    return urllib3.ProxyManager(proxy, proxy_headers=proxy_headers, **options)
+
+
+class PooledHttpClient(HttpClient):
+    """The Twilio SDK's HTTP client on one shared urllib3 connection pool.
+
+    It takes the SDK's requests as ``TwilioHttpClient`` does (form-encoded
+    ``data``, or JSON for a JSON ``Content-Type``; query ``params``; Basic
+    ``auth``; one ``timeout`` for the connect and for each read) and answers
+    with the SDK's ``Response``. Unlike ``TwilioHttpClient`` it keeps no state
+    per request, so one instance serves any number of threads at once.
+
+    With ``base_url``, the scheme and host of each URL the SDK builds
+    (``https://api.twilio.com``) are replaced by those of ``base_url``; a path in
+    ``base_url`` is prepended to the request's path, which is otherwise kept.
+
+    urllib3 retries nothing (a resent message could reach the recipient twice),
+    and its exceptions are raised as they are: a connect-phase error
+    (``NewConnectionError``, ``ConnectTimeoutError``, ``SSLError``,
+    ``ProxyError``) means the request never left; ``ReadTimeoutError`` and
+    ``ProtocolError`` mean it may have been received.
     """
 
-    def __init__(self, base_url: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        base_url: str = "",
+        *,
+        timeout: float | None = None,
+        maxsize: int = DEFAULT_CONCURRENCY,
+        proxy: str = "",
+        logger: logging.Logger = http_logger,
+    ) -> None:
+        super().__init__(logger, False, timeout)
+        self.base_url = base_url
         parts = urlsplit(base_url)
-        self.base_scheme = parts.scheme
-        self.base_netloc = parts.netloc
-        self.base_path = parts.path.rstrip("/")
+        self._base_prefix = f"{parts.scheme}://{parts.netloc}" if base_url else ""
+        self._base_path = parts.path.rstrip("/")
+        self.proxy = proxy
+        self._maxsize = maxsize
+        # Without a proxy, requests to the usual host go straight to its connection pool.
+        self._origin = "" if proxy else self._base_prefix or DEFAULT_BASE_URL
+        self._manager, self._pool = self._connections()
+        self._auth: tuple[tuple[str, str], str] | None = None
+        self._timeout = urllib3.Timeout(timeout, timeout) if timeout is not None else None
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
-        parts = urlsplit(url)
-        url = urlunsplit(
-            (
-                self.base_scheme,
-                self.base_netloc,
-                self.base_path + parts.path,
-                parts.query,
-                parts.fragment,
-            )
+    def _connections(self) -> tuple[urllib3.PoolManager, urllib3.HTTPConnectionPool | None]:
+        manager = _pool_manager(self.proxy, self._maxsize)
+        return manager, manager.connection_from_url(self._origin) if self._origin else None
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, object] | None = None,
+        data: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        if timeout is None:
+            timeout = self.timeout
+        elif timeout <= 0:
+            raise ValueError(timeout)
+        method = method.upper()
+        if self._base_prefix:
+            scheme_end = url.find("://")
+            path_start = url.find("/", scheme_end + 3) if scheme_end >= 0 else 0
+            path = url[path_start:] if path_start >= 0 else "/"
+            url = self._base_prefix + self._base_path + path
+        if self.logger.isEnabledFor(logging.INFO):
+            self.log_request({"method": method, "url": url, "params": params, "headers": headers})
+        if params:
+            query = _form(params)
+            if query:
+                url += ("&" if "?" in url else "?") + query
+
+        send_headers = dict(headers) if headers else {}
+        body: bytes | None = None
+        if data is not None:
+            content_type = send_headers.get("Content-Type", "")
+            if content_type in _JSON_TYPES:
+                body = json.dumps(data, allow_nan=False).encode()
+            elif data:
+                body = _form(data).encode()
+                send_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        if auth is not None:
+            cached = self._auth
+            if cached is None or cached[0] != auth:
+                cached = self._auth = (tuple(auth), _basic_auth(*auth))  # type: ignore[assignment]
+            send_headers["Authorization"] = cached[1]
+
+        if timeout == self.timeout:
+            request_timeout = self._timeout
+        else:
+            request_timeout = None if timeout is None else urllib3.Timeout(timeout, timeout)
+        pool = self._pool
+        if pool is not None and not allow_redirects and url.startswith(self._origin):
+            path = url[len(self._origin) :]
+            if path.startswith("/"):
+                response = pool.urlopen(
+                    method,
+                    path,
+                    body=body,
+                    headers=send_headers,
+                    retries=_NO_RETRIES,
+                    redirect=False,
+                    timeout=request_timeout,
+                    assert_same_host=False,
+                )
+                return self._response(response)
+        response = self._manager.urlopen(
+            method,
+            url,
+            body=body,
+            headers=send_headers,
+            retries=urllib3.Retry(total=False, redirect=30 if allow_redirects else False),
+            redirect=allow_redirects,
+            timeout=request_timeout,
         )
-        return super().request(method, url, *args, **kwargs)
+        return self._response(response)
+
+    def _response(self, response: urllib3.BaseHTTPResponse) -> Response:
+        if self.logger.isEnabledFor(logging.INFO):
+            self.log_response(response.status, response)  # type: ignore[arg-type]
+        return Response(response.status, _text(response), response.headers)
+
+    def close(self) -> None:
+        """Close the pooled connections; the client stays usable, on new ones."""
+        manager = self._manager
+        self._manager, self._pool = self._connections()
+        manager.clear()
+
+
+def _form(values: Mapping[str, object]) -> str:
+    """``values`` form-encoded as ``requests`` encodes ``data``: a list repeats its key and
+    ``None`` is left out."""
+    pairs: list[tuple[str, object]] = []
+    for key, value in values.items():
+        if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+            if value is not None:
+                pairs.append((key, value))
+        else:
+            pairs.extend((key, item) for item in value if item is not None)  # type: ignore[union-attr]
+    return urlencode(pairs)
+
+
+def _text(response: urllib3.BaseHTTPResponse) -> str:
+    """The response body as text, in the charset the response names (UTF-8 otherwise)."""
+    data = response.data
+    if not data:
+        return ""
+    charset = "utf-8"
+    content_type = response.headers.get("Content-Type", "")
+    if "charset=" in content_type:
+        charset = content_type.split("charset=", 1)[1].split(";", 1)[0].strip().strip("\"'")
+    try:
+        return data.decode(charset, errors="replace")
+    except LookupError:
+        return data.decode("utf-8", errors="replace")
 
 
 class _ClientPool:
-    """Twilio clients lent to one thread at a time, kept between batches.
+    """Twilio clients lent to one thread at a time, all on one pooled HTTP client.
 
-    A ``requests.Session`` is not documented as thread-safe, so no client is
-    shared by two threads at once; idle ones are reused so connections (and TLS
-    sessions) survive from one batch to the next. After a fork the parent's
-    clients are dropped: their sockets belong to the parent.
+    The HTTP client (and its connections) is shared by every thread; the SDK's
+    ``Client`` objects are cheap but keep lazily built state, so no client is used
+    by two threads at once and idle ones are kept for the next batch. After a fork
+    the parent's clients and connections are dropped: the sockets belong to the
+    parent.
     """
 
     def __init__(
@@ -161,59 +363,52 @@ class _ClientPool:
     ) -> None:
         self._account_sid = account_sid
         self._auth_token = auth_token
-        self._base_url = base_url
+        self._base_url = "" if base_url.rstrip("/") == DEFAULT_BASE_URL else base_url
         self._timeout = timeout
         self._max_idle = max_idle
         self._idle: list[Client] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        # Proxy settings (HTTPS_PROXY, NO_PROXY) are read from the environment once, here:
-        # requests would otherwise re-read the environment and ~/.netrc on every call,
-        # which cost about a millisecond of CPU per message.
-        host = urlsplit(base_url).hostname or ""
-        self._proxies = {} if urllib.request.proxy_bypass(host) else urllib.request.getproxies()
+        # Proxy settings (HTTPS_PROXY, NO_PROXY) are read from the environment once, here.
+        self._proxy = environment_proxy(base_url)
+        self._http = self._new_http_client()
 
-    def _new_client(self) -> Client:
-        if self._base_url.rstrip("/") == DEFAULT_BASE_URL:
-            http_client: TwilioHttpClient = TwilioHttpClient(timeout=self._timeout)
-        else:
-            http_client = BaseUrlHttpClient(self._base_url, timeout=self._timeout)
-        session = getattr(http_client, "session", None)
-        if session is not None:
-            session.trust_env = False
-            session.proxies.update(self._proxies)
-        return Client(self._account_sid, self._auth_token, http_client=http_client)
+    def _new_http_client(self) -> PooledHttpClient:
+        return PooledHttpClient(
+            self._base_url, timeout=self._timeout, maxsize=self._max_idle, proxy=self._proxy
+        )
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's clients and connections (lock held)."""
+        if self._pid != os.getpid():
+            self._idle.clear()
+            self._http = self._new_http_client()
+            self._pid = os.getpid()
 
     @contextmanager
     def client(self) -> Iterator[Client]:
         with self._lock:
-            if self._pid != os.getpid():
-                self._idle.clear()
-                self._pid = os.getpid()
+            self._after_fork()
             client = self._idle.pop() if self._idle else None
+            http = self._http
         if client is None:
-            client = self._new_client()
+            client = Client(self._account_sid, self._auth_token, http_client=http)
         try:
             yield client
         finally:
             with self._lock:
-                keep = self._pid == os.getpid() and len(self._idle) < self._max_idle
-                if keep:
+                if (
+                    self._pid == os.getpid()
+                    and client.http_client is self._http
+                    and len(self._idle) < self._max_idle
+                ):
                     self._idle.append(client)
-            if not keep:
-                _close(client)
 
     def close(self) -> None:
         with self._lock:
-            idle, self._idle = self._idle, []
-        for client in idle:
-            _close(client)
-
-
-def _close(client: Client) -> None:
-    session = getattr(client.http_client, "session", None)
-    if session is not None:
-        session.close()
+            self._idle.clear()
+            http = self._http
+        http.close()
 
 
 def _require(options: dict[str, Any], alias: str, name: str) -> str:
@@ -333,17 +528,16 @@ class TwilioSmsAdapter(ChannelAdapter):
                 instance = client.messages.create(**params)
         except (TwilioRestException, TwilioServiceException) as exc:
             return self._refused(message, exc)
-        except requests.exceptions.ConnectTimeout as exc:
+        except _CONNECT_PHASE_ERRORS as exc:
             return self._not_sent(message, exc)
-        except requests.exceptions.ConnectionError as exc:
-            reason = exc.args[0] if exc.args else None
-            if isinstance(reason, MaxRetryError) and isinstance(
-                reason.reason, _CONNECT_PHASE_ERRORS
-            ):
+        except ReadTimeoutError as exc:
+            return self._unknown(message, "twilio:timeout", exc)
+        except MaxRetryError as exc:  # only with redirects followed: retries are off
+            if isinstance(exc.reason, _CONNECT_PHASE_ERRORS):
                 return self._not_sent(message, exc)
             return self._unknown(message, "twilio:connection_lost", exc)
-        except requests.exceptions.Timeout as exc:
-            return self._unknown(message, "twilio:timeout", exc)
+        except _CONNECTION_LOST_ERRORS as exc:
+            return self._unknown(message, "twilio:connection_lost", exc)
         except Exception as exc:  # a malformed answer, a bug: the request may have gone out
             logger.exception("Twilio send of message %s failed unexpectedly", message.message_id)
             return self._unknown(message, "twilio:unexpected", exc)
