@@ -42,6 +42,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -258,3 +259,33 @@ class ChannelAdapter:
 
     def send_batch(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
         raise NotImplementedError  # abstract: each adapter implements it
+
+
+# --- option checks shared by the provider adapters ---------------------------------
+
+
+def option_seconds(options: dict[str, Any], name: str, default: float, *, where: str) -> float:
+    """A positive number of seconds, or ImproperlyConfigured naming ``where`` and ``name``."""
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ImproperlyConfigured(
+            f"{where}: {name!r} must be a positive number of seconds, got {value!r}"
+        )
+    return float(value)
+
+
+def option_count(options: dict[str, Any], name: str, default: int, *, where: str) -> int:
+    """A positive integer, or ImproperlyConfigured naming ``where`` and ``name``."""
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ImproperlyConfigured(f"{where}: {name!r} must be a positive integer, got {value!r}")
+    return value
+
+
+def option_http_url(options: dict[str, Any], name: str, default: str, *, where: str) -> str:
+    """An http(s) URL without its trailing slash (``None`` or empty means ``default``)."""
+    value = str(options.get(name) or default).rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ImproperlyConfigured(f"{where}: {name!r} must be an http(s) URL, got {value!r}")
+    return value

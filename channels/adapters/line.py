@@ -119,7 +119,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from linebot.v3.messaging import (
@@ -151,6 +150,9 @@ from channels.adapters.base import (
     ChannelAdapter,
     OutboundMessage,
     SendResult,
+    option_count,
+    option_http_url,
+    option_seconds,
 )
 
 logger = logging.getLogger(__name__)
@@ -253,28 +255,9 @@ class LineAdapter(ChannelAdapter):
             raise ImproperlyConfigured(f"{where}: 'channel_secret' must be a string")
         self.channel_secret: str = secret
 
-        self.base_url: str = (options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ImproperlyConfigured(
-                f"{where}: the LINE option 'base_url' must be an http(s) URL, got {self.base_url!r}"
-            )
-
-        timeout = options.get("timeout", DEFAULT_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ImproperlyConfigured(
-                f"{where}: the LINE option 'timeout' must be a positive number of seconds, "
-                f"got {timeout!r}"
-            )
-        self.timeout = float(timeout)
-
-        concurrency = options.get("concurrency", DEFAULT_CONCURRENCY)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ImproperlyConfigured(
-                f"{where}: the LINE option 'concurrency' must be a positive integer, "
-                f"got {concurrency!r}"
-            )
-        self.concurrency: int = concurrency
+        self.base_url = option_http_url(options, "base_url", DEFAULT_BASE_URL, where=where)
+        self.timeout = option_seconds(options, "timeout", DEFAULT_TIMEOUT, where=where)
+        self.concurrency = option_count(options, "concurrency", DEFAULT_CONCURRENCY, where=where)
 
         namespace = options.get("retry_key_namespace") or ""
         if not isinstance(namespace, str):
@@ -287,7 +270,7 @@ class LineAdapter(ChannelAdapter):
         # No retries inside urllib3: a failed connect is reported as such (transient), a
         # failure after the request went out as unknown, and resending is the dispatcher's.
         self._configuration.retries = False
-        self._configuration.connection_pool_maxsize = concurrency
+        self._configuration.connection_pool_maxsize = self.concurrency
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._rest: RESTClientObject | None = None

@@ -74,13 +74,12 @@ import json
 import logging
 import os
 import threading
-import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parseaddr
 from http.client import HTTPException
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import urllib3
 from django.core.exceptions import ImproperlyConfigured
@@ -97,7 +96,14 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
-from channels.adapters.base import ChannelAdapter, OutboundMessage, SendResult
+from channels.adapters.base import (
+    ChannelAdapter,
+    OutboundMessage,
+    SendResult,
+    option_count,
+    option_seconds,
+)
+from channels.adapters.http import NO_RETRIES, environment_proxy, pool_manager
 
 logger = logging.getLogger(__name__)
 
@@ -116,21 +122,6 @@ TRANSIENT_STATUSES = frozenset({401, 403, 408, 429})
 #: (``NewConnectionError`` - refused, DNS - is a ``ConnectTimeoutError``; a pool closed
 #: by ``close()`` under a request that had not yet taken a connection is a ``ClosedPoolError``.)
 _CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError, ClosedPoolError)
-#: No retries inside urllib3, and no redirects followed.
-_NO_RETRIES = urllib3.Retry(total=False, redirect=False)
-
-
-def environment_proxy(url: str) -> str:
-    """The proxy the environment names for ``url`` (``HTTPS_PROXY`` and the like, with
-    ``NO_PROXY``), as urllib picks it; ``""`` for none."""
-    parts = urlsplit(url)
-    if urllib.request.proxy_bypass(parts.hostname or ""):
-        return ""
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme) or proxies.get("all") or ""
-    if proxy and "://" not in proxy:
-        proxy = "http://" + proxy
-    return proxy
 
 
 class _Answer:
@@ -186,16 +177,7 @@ class _Transport:
         return manager, pool
 
     def _new_manager(self) -> urllib3.PoolManager:
-        options: dict[str, Any] = {"maxsize": self._maxsize, "retries": _NO_RETRIES}
-        if not self.proxy:
-            return urllib3.PoolManager(**options)
-        parts = urlsplit(self.proxy)
-        proxy_headers = None
-        if parts.username:
-            proxy_headers = urllib3.make_headers(
-                proxy_basic_auth=f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            )
-        return urllib3.ProxyManager(self.proxy, proxy_headers=proxy_headers, **options)
+        return pool_manager(self.proxy, self._maxsize)
 
     def post(self, body: bytes, headers: Mapping[str, str], timeout: urllib3.Timeout) -> Response:
         """POST ``body``; the SDK's ``Response``, or the SDK's ``HTTPError`` outside 2xx."""
@@ -206,7 +188,7 @@ class _Transport:
                 self._path,
                 body=body,
                 headers=headers,
-                retries=_NO_RETRIES,
+                retries=NO_RETRIES,
                 redirect=False,
                 timeout=timeout,
                 assert_same_host=False,
@@ -217,7 +199,7 @@ class _Transport:
                 self.url,
                 body=body,
                 headers=headers,
-                retries=_NO_RETRIES,
+                retries=NO_RETRIES,
                 redirect=False,
                 timeout=timeout,
             )
@@ -279,15 +261,8 @@ class SendGridAdapter(ChannelAdapter):
 
         self.base_url: str = (options.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
 
-        timeout = options.get("timeout", DEFAULT_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ImproperlyConfigured(f"{where}: 'timeout' must be a positive number of seconds")
-        self.timeout = float(timeout)
-
-        concurrency = options.get("concurrency", DEFAULT_CONCURRENCY)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ImproperlyConfigured(f"{where}: 'concurrency' must be a positive integer")
-        self.concurrency: int = concurrency
+        self.timeout = option_seconds(options, "timeout", DEFAULT_TIMEOUT, where=where)
+        self.concurrency = option_count(options, "concurrency", DEFAULT_CONCURRENCY, where=where)
 
         categories = list(options.get("categories") or ())
         if len(categories) > MAX_CATEGORIES or not all(

@@ -71,16 +71,14 @@ import json
 import logging
 import os
 import threading
-import urllib.request
 from base64 import b64encode
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.client import HTTPException
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
-import certifi
 import urllib3
 from django.core.exceptions import ImproperlyConfigured
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
@@ -103,7 +101,11 @@ from channels.adapters.base import (
     ChannelAdapter,
     OutboundMessage,
     SendResult,
+    option_count,
+    option_http_url,
+    option_seconds,
 )
+from channels.adapters.http import NO_RETRIES, environment_proxy, pool_manager
 from channels.sms import segments
 
 logger = logging.getLogger(__name__)
@@ -144,49 +146,12 @@ _OPTIONS = RATE_LIMIT_OPTIONS | frozenset(
 )
 
 _JSON_TYPES = ("application/json", "application/scim+json")
-#: No retries inside urllib3, and no redirects followed.
-_NO_RETRIES = urllib3.Retry(total=False, redirect=False)
-
-
-def environment_proxy(url: str) -> str:
-    """The proxy the environment names for ``url`` (``HTTPS_PROXY`` and the like, with
-    ``NO_PROXY``), as ``requests`` would pick it; ``""`` for none."""
-    parts = urlsplit(url)
-    if urllib.request.proxy_bypass(parts.hostname or ""):
-        return ""
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme) or proxies.get("all") or ""
-    if proxy and "://" not in proxy:
-        proxy = "http://" + proxy
-    return proxy
 
 
 def _basic_auth(username: str, password: str) -> str:
     """An ``Authorization: Basic`` value, encoded as ``requests`` does (latin-1)."""
     credentials = f"{username}:{password}".encode("latin1")
     return "Basic " + b64encode(credentials).decode("ascii")
-
-
-def _pool_manager(proxy: str, maxsize: int) -> urllib3.PoolManager:
-    """A thread-safe, keep-alive urllib3 pool manager that retries nothing.
-
-    Certificates are checked against ``certifi``'s bundle, as ``requests`` does.
-    urllib3's connections set ``TCP_NODELAY``.
-    """
-    options: dict[str, Any] = {
-        "maxsize": maxsize,
-        "retries": _NO_RETRIES,
-        "ca_certs": certifi.where(),
-    }
-    if not proxy:
-        return urllib3.PoolManager(**options)
-    parts = urlsplit(proxy)
-    proxy_headers = None
-    if parts.username:
-        proxy_headers = urllib3.make_headers(
-            proxy_basic_auth=f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        )
-    return urllib3.ProxyManager(proxy, proxy_headers=proxy_headers, **options)
 
 
 class PooledHttpClient(HttpClient):
@@ -232,7 +197,7 @@ class PooledHttpClient(HttpClient):
         self._timeout = urllib3.Timeout(timeout, timeout) if timeout is not None else None
 
     def _connections(self) -> tuple[urllib3.PoolManager, urllib3.HTTPConnectionPool | None]:
-        manager = _pool_manager(self.proxy, self._maxsize)
+        manager = pool_manager(self.proxy, self._maxsize)
         return manager, manager.connection_from_url(self._origin) if self._origin else None
 
     def request(
@@ -291,7 +256,7 @@ class PooledHttpClient(HttpClient):
                     path,
                     body=body,
                     headers=send_headers,
-                    retries=_NO_RETRIES,
+                    retries=NO_RETRIES,
                     redirect=False,
                     timeout=request_timeout,
                     assert_same_host=False,
@@ -446,33 +411,16 @@ class TwilioSmsAdapter(ChannelAdapter):
                 "'from_number' and 'messaging_service_sid'"
             )
         self.status_callback: str = options.get("status_callback") or ""
-        self.base_url: str = options.get("base_url") or DEFAULT_BASE_URL
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ImproperlyConfigured(
-                f"CHANNEL_ADAPTERS[{alias!r}]: the Twilio option 'base_url' must be an "
-                f"http(s) URL, got {self.base_url!r}"
-            )
-        timeout = options.get("timeout", DEFAULT_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ImproperlyConfigured(
-                f"CHANNEL_ADAPTERS[{alias!r}]: the Twilio option 'timeout' must be a "
-                f"positive number of seconds, got {timeout!r}"
-            )
-        self.timeout = float(timeout)
-        concurrency = options.get("concurrency", DEFAULT_CONCURRENCY)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ImproperlyConfigured(
-                f"CHANNEL_ADAPTERS[{alias!r}]: the Twilio option 'concurrency' must be a "
-                f"positive integer, got {concurrency!r}"
-            )
-        self.concurrency = concurrency
+        where = f"CHANNEL_ADAPTERS[{alias!r}] (Twilio)"
+        self.base_url = option_http_url(options, "base_url", DEFAULT_BASE_URL, where=where)
+        self.timeout = option_seconds(options, "timeout", DEFAULT_TIMEOUT, where=where)
+        self.concurrency = option_count(options, "concurrency", DEFAULT_CONCURRENCY, where=where)
         self._clients = _ClientPool(
             self.account_sid,
             auth_token,
             base_url=self.base_url,
             timeout=self.timeout,
-            max_idle=concurrency,
+            max_idle=self.concurrency,
         )
 
     def close(self) -> None:
