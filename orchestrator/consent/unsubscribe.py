@@ -10,6 +10,8 @@ neutral 400 page whatever is wrong with it.
 
 from __future__ import annotations
 
+import functools
+
 from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse
@@ -24,18 +26,26 @@ from orchestrator.consent.models import ConsentRecord, Topic
 SALT = "orchestrator.one-click-unsubscribe"
 
 
+_signer = signing.Signer(salt=SALT)
+
+
 def make_token(*, customer_id: int, topic_id: int, channel: str, message_id: int) -> str:
-    return signing.dumps(
-        {"c": customer_id, "t": topic_id, "ch": channel, "m": message_id}, salt=SALT, compress=True
-    )
+    """``customer.topic.channel.message`` and its signature: made for every marketing
+    email, so it is a plain signed string (about 10 us), not a signed JSON object."""
+    return _signer.sign(f"{customer_id}.{topic_id}.{channel}.{message_id}")
+
+
+@functools.lru_cache(maxsize=1)
+def _path_prefix() -> str:
+    # Resolved once: reverse() costs about 100 us, too much to pay per message.
+    return reverse("one-click-unsubscribe", args=["TOKEN"]).removesuffix("TOKEN/")
 
 
 def unsubscribe_url(*, customer_id: int, topic_id: int, channel: str, message_id: int) -> str:
     token = make_token(
         customer_id=customer_id, topic_id=topic_id, channel=channel, message_id=message_id
     )
-    path = reverse("one-click-unsubscribe", args=[token])
-    return settings.PUBLIC_BASE_URL.rstrip("/") + path
+    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}{_path_prefix()}{token}/"
 
 
 def list_unsubscribe_headers(
@@ -52,12 +62,13 @@ def list_unsubscribe_headers(
 
 def _read(token: str) -> dict | None:
     try:
-        data = signing.loads(token, salt=SALT)
+        value = _signer.unsign(token)
     except signing.BadSignature:
         return None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), int) for k in ("c", "t", "m")):
+    parts = value.split(".")
+    if len(parts) != 4 or not all(p.isdigit() for p in (parts[0], parts[1], parts[3])):
         return None
-    return data
+    return {"c": int(parts[0]), "t": int(parts[1]), "ch": parts[2], "m": int(parts[3])}
 
 
 @csrf_exempt
