@@ -243,10 +243,12 @@ if _default_adapter not in _adapter_backends:
     )
 
 
-#: Where Twilio posts delivery reports: set only when a public address is configured.
-_callback_base = env.get_url("WEBHOOK_BASE_URL", schemes=("http", "https")) or env.get_url(
-    "PUBLIC_BASE_URL", schemes=("http", "https")
-)
+#: The public origin providers call (e.g. https://messaging.example.com), when a proxy
+#: stands between them and us; Twilio signs the exact URL it called.
+WEBHOOK_BASE_URL = env.get_url("WEBHOOK_BASE_URL", schemes=("http", "https"))
+#: Where Twilio posts delivery reports: set only when a public address is configured
+#: (a default of localhost would have Twilio call nowhere).
+_callback_base = WEBHOOK_BASE_URL or env.get_url("PUBLIC_BASE_URL", schemes=("http", "https"))
 
 
 def _required(name: str, why: str) -> str:
@@ -336,9 +338,6 @@ CHANNEL_ADAPTERS = {
 BRAND_NAME = env.get_str("BRAND_NAME", "Stride Running")
 
 # --- Webhooks -------------------------------------------------------------------
-#: The public origin providers call (e.g. https://messaging.example.com), when a proxy
-#: stands between them and us; Twilio signs the exact URL it called.
-WEBHOOK_BASE_URL = env.get_url("WEBHOOK_BASE_URL", schemes=("http", "https"))
 #: Twilio status callbacks and inbound messages are signed with the account's auth token.
 TWILIO_AUTH_TOKEN = env.get_str("TWILIO_AUTH_TOKEN", "") or ""
 #: SendGrid's Event Webhook verification key (Settings > Mail Settings), base64 DER.

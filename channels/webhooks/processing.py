@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -100,7 +100,6 @@ class ProcessStats:
     inbound: int = 0
     waiting: int = 0
     errors: int = 0
-    changed: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -379,17 +378,16 @@ def _sendgrid_report(event: WebhookEvent) -> _Report:
         reason = f"clicked {str(payload['url'])[:300]}"
     timestamp = _int_or_none(payload.get("timestamp"))
     occurred = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC) if timestamp else event.received_at
-    sg_message_id = str(payload.get("sg_message_id", ""))
     return _Report(
         event=event,
         message_id=_int_or_none(payload.get("message_id")),
         status=status,
         provider="sendgrid",
         # sg_message_id is the X-Message-Id we stored plus a per-recipient suffix.
-        provider_message_id="",
+        provider_message_id=str(payload.get("sg_message_id") or "").split(".")[0],
         occurred_at=occurred,
         code=f"sendgrid:{kind}",
-        reason=reason if not sg_message_id else f"{reason}",
+        reason=reason,
         suppress=suppress,
         opt_out=opt_out,
     )

@@ -35,14 +35,14 @@ def _bad(message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=400)
 
 
-def _store(rows: list[WebhookEvent]) -> int:
+def _event(provider: str, kind: str, event_id: str, payload: Any) -> dict[str, Any]:
+    return {"provider": provider, "kind": kind, "event_id": event_id[:255], "payload": payload}
+
+
+def _store(records: list[dict[str, Any]]) -> int:
     """Insert the events not seen before and wake a worker; returns how many were new."""
-    if not rows:
+    if not records:
         return 0
-    records = [
-        {"provider": r.provider, "kind": r.kind, "event_id": r.event_id, "payload": r.payload}
-        for r in rows
-    ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO webhooks_webhookevent"
@@ -75,16 +75,7 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
     if not sid or not status:
         return _bad("MessageSid and MessageStatus are required")
     payload: dict[str, Any] = {"params": params, "message_ref": request.GET.get("m", "")}
-    _store(
-        [
-            WebhookEvent(
-                provider="twilio",
-                kind=WebhookEvent.Kind.STATUS,
-                event_id=f"{sid}:{status}",
-                payload=payload,
-            )
-        ]
-    )
+    _store([_event("twilio", WebhookEvent.Kind.STATUS, f"{sid}:{status}", payload)])
     return HttpResponse(status=204)
 
 
@@ -98,16 +89,7 @@ def twilio_inbound(request: HttpRequest) -> HttpResponse:
     sid = params.get("MessageSid") or params.get("SmsMessageSid", "")
     if not sid or not params.get("From"):
         return _bad("MessageSid and From are required")
-    _store(
-        [
-            WebhookEvent(
-                provider="twilio",
-                kind=WebhookEvent.Kind.INBOUND,
-                event_id=sid,
-                payload={"params": params},
-            )
-        ]
-    )
+    _store([_event("twilio", WebhookEvent.Kind.INBOUND, sid, {"params": params})])
     # Any confirmation goes out through the outbox, recorded like every other send.
     return HttpResponse(TWIML_EMPTY, content_type="text/xml")
 
@@ -132,14 +114,7 @@ def sendgrid_events(request: HttpRequest) -> HttpResponse:
         event_id = event.get("sg_event_id")
         if not isinstance(event_id, str) or not event_id or not isinstance(event.get("event"), str):
             return _bad("every event needs a string sg_event_id and event")
-        rows.append(
-            WebhookEvent(
-                provider="sendgrid",
-                kind=WebhookEvent.Kind.STATUS,
-                event_id=event_id[:255],
-                payload=event,
-            )
-        )
+        rows.append(_event("sendgrid", WebhookEvent.Kind.STATUS, event_id[:255], event))
     new = _store(rows)
     return JsonResponse({"received": len(rows), "new": new})
 
@@ -164,9 +139,7 @@ def line_events(request: HttpRequest) -> HttpResponse:
             continue  # postbacks, joins, reads...: nothing we act on yet
         if not isinstance(event_id, str) or not event_id:
             return _bad("every event needs a webhookEventId")
-        rows.append(
-            WebhookEvent(provider="line", kind=kind, event_id=event_id[:255], payload=event)
-        )
+        rows.append(_event("line", kind, event_id[:255], event))
     new = _store(rows)
     return JsonResponse({"received": len(rows), "new": new})
 
