@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "orchestrator.core",
     "channels.devinbox",
     "channels.webhooks",
+    "journeys",
 ]
 
 MIDDLEWARE = [
@@ -205,6 +206,28 @@ CELERY_BEAT_SCHEDULE = {
         "task": "webhooks.process",
         "schedule": 10.0,
         "options": {"expires": 20.0},
+    },
+    "journeys-tick": {
+        "task": "journeys.tick",
+        "schedule": 5.0,
+        "options": {"expires": 10.0},
+    },
+    "journeys-events": {
+        "task": "journeys.events",
+        "schedule": 5.0,
+        "options": {"expires": 10.0},
+    },
+    # Date and segment-entry triggers (and recurring schedules' reconciliation).
+    "journey-triggers": {
+        "task": "sweeps.journey_triggers",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
+    # Idempotent; "daily" reminders come from each journey's grace window.
+    "journey-replenishment": {
+        "task": "sweeps.replenishment",
+        "schedule": 900.0,
+        "options": {"expires": 900.0},
     },
     "purge-idempotency-records": {
         "task": "sweeps.purge_idempotency_records",

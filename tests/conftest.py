@@ -117,3 +117,31 @@ def page(browser, live_server):
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture
+def outbox(settings):
+    """The locmem adapter on every channel; yields its (emptied) outbox."""
+    from channels.adapters import locmem
+    from tests.delivery.factories import locmem_adapters
+
+    settings.CHANNEL_ADAPTERS = locmem_adapters()
+    locmem.clear()
+    yield locmem.outbox
+    locmem.clear()
+
+
+@pytest.fixture
+def celery_worker(broker_url):
+    """A real Celery worker (solo pool, all queues) on the session's broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from orchestrator.celery import app
+
+    app.conf.broker_url = broker_url
+    # Kicks published by earlier tests (no worker ran then) must not do this test's work.
+    app.control.purge()
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"
+    ) as worker:
+        yield worker

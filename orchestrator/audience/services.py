@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +99,24 @@ def customer_upsert(*, external_id: str, **fields: Any) -> tuple[Customer, bool]
     raise RuntimeError(f"could not upsert customer {external_id!r}")
 
 
+def customer_attributes_merge(*, customer_id: int, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Set attributes in one statement (a None value removes one); returns the result."""
+    import json
+
+    removed = [k for k, v in changes.items() if v is None]
+    kept = {k: v for k, v in changes.items() if v is not None}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE audience_customer SET attributes = (attributes - %s::text[]) || %s::jsonb, "
+            "updated_at = now() WHERE id = %s RETURNING attributes",
+            [removed, json.dumps(kept, default=str), customer_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Customer.DoesNotExist(customer_id)
+    return row[0] if isinstance(row[0], dict) else json.loads(row[0])
+
+
 def _merge_attributes(current: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(current)
     for key, value in changes.items():
@@ -130,6 +148,16 @@ def customers_ensure(external_ids: Iterable[str]) -> dict[str, int]:
             "SELECT external_id, id FROM audience_customer WHERE external_id = ANY(%s)", [ids]
         )
         return dict(cursor.fetchall())
+
+
+#: Called inside the recording transaction with the ids of newly inserted events.
+#: The journeys app registers here (the core does not import journeys).
+_event_listeners: list[Callable[[list[int]], None]] = []
+
+
+def event_listener_add(listener: Callable[[list[int]], None]) -> None:
+    if listener not in _event_listeners:
+        _event_listeners.append(listener)
 
 
 @dataclass(frozen=True)
@@ -169,7 +197,7 @@ def events_record(events: list[EventInput], *, source: str = "api") -> EventsRec
     ]
     from psycopg.types.json import Jsonb
 
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             """
             INSERT INTO audience_event
@@ -191,6 +219,9 @@ def events_record(events: list[EventInput], *, source: str = "api") -> EventsRec
             ],
         )
         inserted = [row[0] for row in cursor.fetchall()]
+        if inserted:
+            for listener in _event_listeners:
+                listener(inserted)
     return EventsRecorded(len(inserted), len(events) - len(inserted), inserted)
 
 

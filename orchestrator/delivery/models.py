@@ -121,6 +121,9 @@ class Message(models.Model):
     journey = models.CharField(
         max_length=100, blank=True, default="", help_text="Key of the journey that sent it."
     )
+    #: The journey enrollment that queued it (journeys.Enrollment id; no foreign key, so
+    #: delivery does not depend on journeys). An exit cancels what is still waiting.
+    enrollment_id = models.BigIntegerField(null=True, blank=True)
     fallback_channel = models.CharField(
         max_length=16,
         choices=Channel.choices,
@@ -194,6 +197,11 @@ class Message(models.Model):
             ),
             models.Index(
                 fields=["claimed_at"], name="message_sending_idx", condition=Q(status="sending")
+            ),
+            models.Index(
+                fields=["enrollment_id"],
+                name="message_enrollment_idx",
+                condition=Q(enrollment_id__isnull=False),
             ),
         ]
 

@@ -81,6 +81,7 @@ def message_create(
     source: str = Message.Source.API,
     fallback_channel: str = "",
     journey: str = "",
+    enrollment_id: int | None = None,
 ) -> Message:
     """Queue one message in the caller's transaction; the dispatcher is woken on commit.
 
@@ -145,6 +146,7 @@ def message_create(
         source=source,
         fallback_channel=fallback_channel,
         journey=journey,
+        enrollment_id=enrollment_id,
         explanation=trail,
     )
     MessageEvent.objects.create(

@@ -5,24 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from django.db import transaction
 
 from orchestrator.celery import app
 from orchestrator.delivery.models import Message, MessageStatus
 from orchestrator.delivery.tasks import dispatch
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
-
-
-@pytest.fixture
-def celery_worker(broker_url):
-    app.conf.broker_url = broker_url
-    # Kicks published by earlier tests (no worker ran then) must not do this test's work.
-    app.control.purge()
-    with start_worker(
-        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING"
-    ) as worker:
-        yield worker
 
 
 def _wait_for(predicate, timeout: float) -> float | None:
