@@ -1,0 +1,447 @@
+"""The journey builder in the admin: edit, check, draw, test-send, switch on and off.
+
+Journeys are edited as plain fields with their steps inline (``admin_forms``); the
+page shows the journey as a diagram with live counts (``diagram`` + ``stats``).
+Activate, pause, test send, export and import are buttons that call the services in
+``journeys.definition`` and ``journeys.test_send``; this module only routes and
+reports. Enrollments and their step log are read-only records.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from journeys import diagram, stats
+from journeys.admin_forms import (
+    ImportForm,
+    JourneyForm,
+    StepForm,
+    StepFormSet,
+    TestSendForm,
+    definition_problems_text,
+)
+from journeys.definition import (
+    DefinitionInvalid,
+    definition_of,
+    export,
+    journey_activate,
+    journey_pause,
+    journey_publish,
+    journey_save,
+)
+from journeys.models import Enrollment, Journey, Step, StepRun
+from journeys.test_send import journey_test_send
+from orchestrator.core.adminkit import ReadOnlyAdminMixin, ReadOnlyInline, admin_link, pretty_json
+
+
+class StepInline(admin.StackedInline):
+    model = Step
+    form = StepForm
+    formset = StepFormSet
+    extra = 1
+    ordering = ("position", "id")
+    verbose_name = "step"
+    verbose_name_plural = "Steps (the first is where customers enter)"
+    fieldsets = (
+        (None, {"fields": (("key", "position"), "kind", "label", ("next", "alt_next"))}),
+        (
+            "Send a message",
+            {
+                "classes": ("step-kind", "kind-send"),
+                "fields": (("send_template", "send_channel"), "send_fallback", "send_ttl_hours"),
+            },
+        ),
+        (
+            "Wait",
+            {
+                "classes": ("step-kind", "kind-wait"),
+                "fields": (
+                    "wait_mode",
+                    ("wait_amount", "wait_unit"),
+                    "wait_time",
+                    ("wait_date_from", "wait_date_attribute"),
+                    ("wait_offset", "wait_offset_unit", "wait_offset_direction"),
+                ),
+            },
+        ),
+        (
+            "Wait for an event",
+            {
+                "classes": ("step-kind", "kind-wait_for_event"),
+                "fields": ("wfe_event", ("wfe_timeout", "wfe_timeout_unit"), "wfe_filter"),
+            },
+        ),
+        (
+            "Branch",
+            {
+                "classes": ("step-kind", "kind-branch"),
+                "fields": ("branch_conditions", "branch_match"),
+            },
+        ),
+        ("Random split", {"classes": ("step-kind", "kind-split"), "fields": ("split_percent",)}),
+        (
+            "Update an attribute",
+            {
+                "classes": ("step-kind", "kind-update_attribute"),
+                "fields": (("attr_name", "attr_value"), "attr_from_context"),
+            },
+        ),
+        (
+            "Webhook",
+            {
+                "classes": ("step-kind", "kind-webhook"),
+                "fields": ("webhook_url", "webhook_timeout"),
+            },
+        ),
+    )
+
+
+def _trigger_set(title: str, kinds: str, fields: tuple) -> tuple:
+    classes = ("trigger-kind", *(f"trigger-{k}" for k in kinds.split()))
+    return (title, {"classes": classes, "fields": fields})
+
+
+@admin.register(Journey)
+class JourneyAdmin(admin.ModelAdmin):
+    form = JourneyForm
+    inlines = (StepInline,)
+    change_form_template = "admin/journeys/journey/change_form.html"
+    change_list_template = "admin/journeys/journey/change_list.html"
+    list_display = ("name", "key", "status", "trigger_kind", "version", "active_now", "updated_at")
+    list_filter = ("status", "trigger_kind", "topic")
+    search_fields = ("key", "name", "description")
+    prepopulated_fields = {"key": ("name",)}
+    readonly_fields = ("status", "version", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "key", "description", ("status", "version"))}),
+        ("Sending", {"fields": ("topic", "priority", "on_hold")}),
+        ("Who enters", {"fields": ("trigger_kind", "entry", "entry_days")}),
+        _trigger_set("Trigger: an event", "event", ("event_name", "event_filter")),
+        _trigger_set(
+            "Trigger: a date",
+            "date",
+            (
+                "date_source",
+                "date_attribute",
+                ("date_event", "date_property"),
+                ("date_offset", "date_offset_unit", "date_offset_direction"),
+                "date_grace_minutes",
+            ),
+        ),
+        _trigger_set(
+            "Trigger: replenishment",
+            "replenishment",
+            (
+                ("rep_event", "rep_product_property"),
+                "rep_default_cycle_days",
+                "rep_min_purchases",
+                "rep_remind_days_before",
+            ),
+        ),
+        _trigger_set("Trigger: a schedule", "recurring", ("rec_cron", "rec_timezone")),
+        _trigger_set("Segment", "recurring segment", ("segment",)),
+        (
+            "Leaving and the goal",
+            {
+                "fields": (
+                    "exit_events_rows",
+                    "goal_event",
+                    ("goal_within_hours", "goal_exits"),
+                )
+            },
+        ),
+        ("History", {"classes": ("collapse",), "fields": ("created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("current_version", "topic")
+            .annotate(_active=Count("enrollments", filter=Q(enrollments__status="active")))
+        )
+
+    @admin.display(description="version", ordering="current_version__number")
+    def version(self, obj: Journey) -> str:
+        return f"v{obj.current_version.number}" if obj.current_version_id else "not published"
+
+    @admin.display(description="on it now", ordering="_active")
+    def active_now(self, obj: Journey) -> int:
+        return obj._active
+
+    # --- saving ----------------------------------------------------------------------
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        journey = form.instance
+        if journey.status not in (Journey.Status.ACTIVE, Journey.Status.PAUSED):
+            return
+        before = journey.current_version_id
+        # The forms ran the same checks; a refusal here means a template vanished meanwhile.
+        try:
+            version = journey_publish(journey=journey)
+        except DefinitionInvalid as exc:
+            self.message_user(
+                request,
+                "Saved as a draft but not published: "
+                + " ".join(definition_problems_text(exc.problems)),
+                messages.ERROR,
+            )
+            return
+        if version.pk == before:
+            return
+        others = stats.active_on_other_versions(journey, version)
+        self.message_user(
+            request,
+            f"Published version {version.number}; {others} customer"
+            f"{'' if others == 1 else 's'} on earlier versions finish on them.",
+            messages.SUCCESS,
+        )
+
+    # --- the page ----------------------------------------------------------------------
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        journey = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if journey is not None:
+            extra.update(self.diagram_context(journey))
+        return super().change_view(request, object_id, form_url, extra)
+
+    def diagram_context(self, journey: Journey) -> dict:
+        if journey.current_version_id:
+            definition = journey.current_version.definition
+            showing = f"published version {journey.current_version.number}"
+        else:
+            definition = definition_of(journey)
+            showing = "the draft (not published yet)"
+        counts = stats.step_counts(journey)
+        return {
+            "journey": journey,
+            "diagram": diagram.render(
+                definition, counts, title=f"Journey {journey.name}: {showing}"
+            ),
+            "diagram_rows": diagram.legend_rows(definition, counts),
+            "diagram_showing": showing,
+            "totals": stats.journey_totals(journey),
+        }
+
+    # --- buttons ----------------------------------------------------------------------
+
+    def get_urls(self):
+        def view(func):
+            return self.admin_site.admin_view(func)
+
+        return [
+            path("import/", view(self.import_view), name="journeys_journey_import"),
+            path("<int:pk>/activate/", view(self.activate_view), name="journeys_journey_activate"),
+            path("<int:pk>/pause/", view(self.pause_view), name="journeys_journey_pause"),
+            path("<int:pk>/export/", view(self.export_view), name="journeys_journey_export"),
+            path(
+                "<int:pk>/test-send/", view(self.test_send_view), name="journeys_journey_test_send"
+            ),
+            *super().get_urls(),
+        ]
+
+    def _journey(self, request, pk: int, *, change: bool = True) -> Journey:
+        journey = get_object_or_404(Journey, pk=pk)
+        allowed = (
+            self.has_change_permission(request, journey)
+            if change
+            else self.has_view_permission(request, journey)
+        )
+        if not allowed:
+            raise PermissionDenied
+        return journey
+
+    def _back(self, journey: Journey) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:journeys_journey_change", args=[journey.pk]))
+
+    def _refuse(self, request, intro: str, problems) -> None:
+        lines = definition_problems_text(problems)
+        self.message_user(request, f"{intro} Fix these first:", messages.ERROR)
+        for line in lines:
+            self.message_user(request, line, messages.ERROR)
+
+    def activate_view(self, request, pk: int):
+        if request.method != "POST":
+            return HttpResponse(status=405, headers={"Allow": "POST"})
+        journey = self._journey(request, pk)
+        was = journey.status
+        try:
+            version = journey_activate(journey=journey)
+        except DefinitionInvalid as exc:
+            self._refuse(request, "The journey was not activated.", exc.problems)
+            return self._back(journey)
+        verb = "Resumed" if was == Journey.Status.PAUSED else "Activated"
+        self.message_user(
+            request,
+            f"{verb}: version {version.number} is live; new customers enter on it.",
+            messages.SUCCESS,
+        )
+        return self._back(journey)
+
+    def pause_view(self, request, pk: int):
+        if request.method != "POST":
+            return HttpResponse(status=405, headers={"Allow": "POST"})
+        journey = self._journey(request, pk)
+        if journey.status != Journey.Status.ACTIVE:
+            self.message_user(request, "Only an active journey can be paused.", messages.WARNING)
+            return self._back(journey)
+        journey_pause(journey=journey)
+        waiting = journey.enrollments.filter(status=Enrollment.Status.ACTIVE).count()
+        self.message_user(
+            request,
+            f"Paused: nobody new enters, and {waiting} customer"
+            f"{'' if waiting == 1 else 's'} on it wait where they are until you activate it again.",
+            messages.SUCCESS,
+        )
+        return self._back(journey)
+
+    def export_view(self, request, pk: int):
+        journey = self._journey(request, pk, change=False)
+        body = json.dumps(export(journey), indent=2, ensure_ascii=False)
+        response = HttpResponse(body, content_type="application/json; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="journey-{journey.key}.json"'
+        return response
+
+    def test_send_view(self, request, pk: int):
+        journey = self._journey(request, pk)
+        result = None
+        form = TestSendForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            result = journey_test_send(journey=journey, customer=form.cleaned_data["customer"])
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Test send: {journey.name}",
+            "journey": journey,
+            "form": form,
+            "result": result,
+            "sent": [
+                (key, message, admin_link(message, f"#{message.pk}"))
+                for key, message in (result.messages if result else [])
+            ],
+        }
+        return TemplateResponse(request, "admin/journeys/journey/test_send.html", context)
+
+    def import_view(self, request):
+        if not self.has_add_permission(request) or not self.has_change_permission(request):
+            raise PermissionDenied
+        form = ImportForm(request.POST or None, request.FILES or None)
+        problems: list[str] = []
+        if request.method == "POST" and form.is_valid():
+            definition = form.cleaned_data["definition"]
+            existed = Journey.objects.filter(key=definition.get("key")).first()
+            try:
+                journey = journey_save(definition)
+            except DefinitionInvalid as exc:
+                problems = definition_problems_text(exc.problems)
+            else:
+                verb = "Replaced the draft of" if existed else "Imported"
+                note = ""
+                if journey.status in (Journey.Status.ACTIVE, Journey.Status.PAUSED):
+                    note = f" It is {journey.status}, so version "
+                    note += f"{journey.current_version.number} is now published."
+                self.message_user(request, f"{verb} {journey.name!r}.{note}", messages.SUCCESS)
+                return self._back(journey)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Import a journey from JSON",
+            "form": form,
+            "problems": problems,
+        }
+        return TemplateResponse(request, "admin/journeys/journey/import.html", context)
+
+
+class StepRunInline(ReadOnlyInline):
+    model = StepRun
+    fields = ("at", "step", "kind", "outcome", "message", "details")
+    readonly_fields = fields
+    show_change_link = False
+    ordering = ("at", "id")
+    verbose_name_plural = "Steps taken"
+
+    @admin.display(description="message")
+    def message(self, obj: StepRun):
+        if not obj.message_id:
+            return ""
+        url = reverse("admin:delivery_message_change", args=[obj.message_id])
+        return admin_link_url(url, f"#{obj.message_id}")
+
+    @admin.display(description="details")
+    def details(self, obj: StepRun):
+        return pretty_json(obj.detail)
+
+
+def admin_link_url(url: str, label: str):
+    return format_html('<a href="{}">{}</a>', url, label)
+
+
+@admin.register(Enrollment)
+class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "journey",
+        "customer_link",
+        "status",
+        "step",
+        "due_at",
+        "exit_reason",
+        "converted_at",
+        "version_number",
+        "entered_at",
+    )
+    list_filter = ("journey", "status", ("converted_at", admin.EmptyFieldListFilter))
+    search_fields = ("=customer__external_id", "occurrence", "step")
+    list_select_related = ("journey", "customer", "version")
+    date_hierarchy = "entered_at"
+    inlines = (StepRunInline,)
+    fields = (
+        "journey",
+        "customer_link",
+        "version_number",
+        "occurrence",
+        ("status", "step", "waiting", "waiting_for"),
+        ("entered_at", "due_at", "finished_at"),
+        ("exit_reason", "converted_at", "arm"),
+        "context_shown",
+    )
+    readonly_fields = tuple(
+        name for item in fields for name in (item if isinstance(item, tuple) else (item,))
+    )
+
+    @admin.display(description="customer", ordering="customer__external_id")
+    def customer_link(self, obj: Enrollment):
+        return admin_link(obj.customer, obj.customer.external_id)
+
+    @admin.display(description="version", ordering="version__number")
+    def version_number(self, obj: Enrollment) -> str:
+        return f"v{obj.version.number}"
+
+    @admin.display(description="context")
+    def context_shown(self, obj: Enrollment):
+        return pretty_json(obj.context)
+
+
+@admin.register(StepRun)
+class StepRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("at", "journey", "enrollment_link", "step", "kind", "outcome", "message_id")
+    list_filter = ("journey", "kind", "outcome")
+    search_fields = ("=enrollment__id", "=message_id", "step")
+    list_select_related = ("journey",)
+    date_hierarchy = "at"
+
+    @admin.display(description="enrollment", ordering="enrollment_id")
+    def enrollment_link(self, obj: StepRun):
+        url = reverse("admin:journeys_enrollment_change", args=[obj.enrollment_id])
+        return admin_link_url(url, f"#{obj.enrollment_id}")
