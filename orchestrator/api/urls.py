@@ -5,7 +5,7 @@ An unknown path under /api/ gets the JSON error body from ApiEdgeMiddleware.
 
 from django.urls import path
 
-from orchestrator.api import views
+from orchestrator.api import journeys, views
 
 urlpatterns = [
     path("customers", views.CustomerUpsertView.as_view(), name="customers"),
@@ -25,5 +25,18 @@ urlpatterns = [
         "frequency-rules/<slug:key>",
         views.FrequencyRuleDetailView.as_view(),
         name="frequency-rule-detail",
+    ),
+    path("journeys", journeys.JourneyListView.as_view(), name="journeys"),
+    path("journeys/<slug:key>", journeys.JourneyDetailView.as_view(), name="journey-detail"),
+    path(
+        "journeys/<slug:key>/activate",
+        journeys.JourneyActivateView.as_view(),
+        name="journey-activate",
+    ),
+    path("journeys/<slug:key>/pause", journeys.JourneyPauseView.as_view(), name="journey-pause"),
+    path(
+        "journeys/<slug:key>/simulate",
+        journeys.JourneySimulateView.as_view(),
+        name="journey-simulate",
     ),
 ]
