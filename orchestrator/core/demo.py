@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 
 from django.db import transaction
@@ -113,6 +113,16 @@ TOPICS = [
         "channels": ["email", "sms", "whatsapp", "line"],
     },
     {
+        "key": "appointments",
+        "name": "Fitting appointments",
+        "description": "Reminders of a gait analysis and fitting you booked in store.",
+        "kind": Topic.Kind.TRANSACTIONAL,
+        "default_opt_in": True,
+        "channels": ["email", "sms", "whatsapp", "line"],
+        # A reminder is welcome, but not at 3 a.m.: it waits for the end of quiet hours.
+        "quiet_hours": Topic.QuietHours.RESPECT,
+    },
+    {
         "key": "promotions",
         "name": "Offers and new releases",
         "description": "Sales, new shoe releases and race-day offers.",
@@ -148,6 +158,11 @@ _REPLENISH_HTML_JA = """<p>{{ customer.first_name | default: "お客" }}様</p>
 <p>{{ brand.name }}</p>"""
 
 #: template key -> (name, topic key, {(channel, locale): (subject, body, html)})
+TIME = "{{ customer.fitting_time | default: '--:--' }}"
+STORE = "{{ brand.name }} {{ customer.fitting_store | default: 'store' }}"
+STORE_JA = "{{ customer.fitting_store | default: '店舗' }}"
+
+
 TEMPLATES: dict[str, tuple[str, str, dict[tuple[str, str], tuple[str, str, str]]]] = {
     "order-confirmation": (
         "Order confirmation",
@@ -262,6 +277,83 @@ TEMPLATES: dict[str, tuple[str, str, dict[tuple[str, str], tuple[str, str, str]]
             ),
         },
     ),
+    # Attributes the store sets when a fitting is booked: fitting_at (ISO), and for the
+    # message fitting_time and fitting_store (with defaults, so a preview always renders).
+    "fitting-reminder": (
+        "Fitting appointment: the day before",
+        "appointments",
+        {
+            ("email", "en"): (
+                "Your {{ brand.name }} fitting is tomorrow at " + TIME,
+                "Hi {{ customer.first_name | default: 'there' }},\n\n"
+                "See you tomorrow at " + TIME + " at " + STORE + " for your gait analysis "
+                "and fitting. Bring the shoes you run in now.\n\n"
+                "Reply 1 to confirm or 2 if you need another time.",
+                "",
+            ),
+            ("sms", "en"): (
+                "",
+                "{{ brand.name }}: {{ customer.first_name | default: 'hi' }}, your fitting is "
+                "tomorrow " + TIME + " at " + STORE + ". Reply 1 to confirm, 2 to change.",
+                "",
+            ),
+            ("line", "ja"): (
+                "",
+                "{{ customer.first_name | default: 'お客' }}様、明日 "
+                + TIME
+                + " に"
+                + STORE_JA
+                + "で足型計測とフィッティングのご予約があります。"
+                "ご確認は「1」、変更は「2」とご返信ください。",
+                "",
+            ),
+            ("email", "ja"): (
+                "【{{ brand.name }}】明日はフィッティングのご予約日です",
+                "{{ customer.first_name | default: 'お客' }}様\n\n明日 "
+                + TIME
+                + " に"
+                + STORE_JA
+                + "でお待ちしております。",
+                "",
+            ),
+        },
+    ),
+    "fitting-soon": (
+        "Fitting appointment: two hours before",
+        "appointments",
+        {
+            ("email", "en"): (
+                "See you at " + TIME,
+                "Hi {{ customer.first_name | default: 'there' }}, your fitting at "
+                + STORE
+                + " starts at "
+                + TIME
+                + ", in about two hours.",
+                "",
+            ),
+            ("sms", "en"): (
+                "",
+                "{{ brand.name }}: see you at " + TIME + ", {{ customer.first_name }}! " + STORE,
+                "",
+            ),
+            ("line", "ja"): (
+                "",
+                "{{ customer.first_name | default: 'お客' }}様、まもなく "
+                + TIME
+                + " から"
+                + STORE_JA
+                + "でフィッティングです。",
+                "",
+            ),
+            ("email", "ja"): (
+                "【{{ brand.name }}】本日 " + TIME + " にお待ちしております",
+                "{{ customer.first_name | default: 'お客' }}様、"
+                + STORE_JA
+                + "でお待ちしております。",
+                "",
+            ),
+        },
+    ),
     "spring-sale": (
         "Spring race season sale",
         "promotions",
@@ -314,6 +406,7 @@ class DemoSummary:
     events: int = 0
     messages: int = 0
     inbound: int = 0
+    journeys: int = 0
 
     def __str__(self) -> str:
         created = ", ".join(f"{getattr(self, f.name)} {f.name}" for f in fields(self))
@@ -506,7 +599,60 @@ def _customers(today: dt.date) -> list[DemoCustomer]:
                 shoe_size=f"{size_unit} {rng.choice([6, 7, 7.5, 8, 8.5, 9, 9.5, 10, 10.5, 11])}",
                 city=city,
             )
+    # Alex and Kenta buy the same shoe on a steady cycle: their own median interval (140
+    # and 120 days) puts their next pair about ten days out, so the replenishment journey
+    # reminds them as soon as the platform starts.
+    for i, person in enumerate(people):
+        cycle = {"alex": (140, 131), "kenta-sato": (120, 111)}.get(person.external_id)
+        if cycle is None:
+            continue
+        every, last = cycle
+        first = person.orders[-1]
+        orders = [
+            {
+                **first,
+                "order_id": f"{first['order_id']}-{n}",
+                "date": today - dt.timedelta(days=last + every * n),
+            }
+            for n in (2, 1)
+        ]
+        people[i] = replace(
+            person, orders=[*orders, {**first, "date": today - dt.timedelta(days=last)}]
+        )
     return people
+
+
+#: Who has a fitting booked, in which store, and how long from loading the demo: just
+#: under 24 hours, so the day-before reminder goes out within a minute of starting.
+FITTINGS = {
+    "maria-garcia": ("Wicker Park", dt.timedelta(hours=23, minutes=57)),
+    "misaki-suzuki": ("渋谷店", dt.timedelta(hours=23, minutes=58)),
+    "alex": ("Lincoln Park", dt.timedelta(days=3, hours=2)),
+}
+
+
+def _with_fittings(people: list[DemoCustomer], now: dt.datetime) -> list[DemoCustomer]:
+    from zoneinfo import ZoneInfo
+
+    out = []
+    for person in people:
+        booked = FITTINGS.get(person.external_id)
+        if booked is not None:
+            store, ahead = booked
+            at = (
+                (now + ahead).replace(second=0, microsecond=0).astimezone(ZoneInfo(person.timezone))
+            )
+            person = replace(
+                person,
+                attributes={
+                    **person.attributes,
+                    "fitting_at": at.isoformat(),
+                    "fitting_time": at.strftime("%H:%M"),
+                    "fitting_store": store,
+                },
+            )
+        out.append(person)
+    return out
 
 
 def _money(amount: int, currency: str) -> str:
@@ -636,7 +782,7 @@ def load_demo(*, today: dt.date | None = None) -> DemoSummary:
     _ensure_rules(topics, summary)
     templates = _ensure_templates(topics, summary)
 
-    people = _customers(today)
+    people = _with_fittings(_customers(today), timezone.now())
     existing = set(
         Customer.objects.filter(external_id__in=[p.external_id for p in people]).values_list(
             "external_id", flat=True
@@ -720,7 +866,161 @@ def load_demo(*, today: dt.date | None = None) -> DemoSummary:
         )
         summary.messages += 1
     summary.inbound = _inbound_examples(people)
+    summary.journeys = _ensure_journeys()
     return summary
+
+
+#: The demo's journeys, in the same JSON definition the admin exports and the API takes.
+JOURNEYS = [
+    {
+        "key": "shoe-replenishment",
+        "name": "Running shoes due for replacement",
+        "description": "Each runner's own buying rhythm (their median interval between pairs, "
+        "or 150 days for a new customer) predicts when their shoes reach ~600 km; we remind "
+        "them ten days before, once more a week later, and stop the moment they buy.",
+        "topic": "replenishment",
+        "priority": 4,
+        "entry": {"rule": "every_time"},
+        "trigger": {
+            "kind": "replenishment",
+            "event": "order.completed",
+            "product_property": "product",
+            "default_cycle_days": 150,
+            "product_cycles": {"Stride Trail Ridge 2": 120},
+            "min_purchases": 3,
+            "remind_days_before": 10,
+            "grace_days": 3,
+        },
+        "exit_events": [{"event": "order.completed", "match": "product"}],
+        "goal": {"event": "order.completed", "within_hours": 24 * 21, "exits": True},
+        "on_hold": "defer",
+        "steps": [
+            {
+                "key": "remind",
+                "kind": "send",
+                "label": "Reminder on their channel",
+                "next": "week",
+                "config": {"template": "replenishment-reminder", "channel": "preferred"},
+            },
+            {
+                "key": "week",
+                "kind": "wait",
+                "next": "nudge",
+                "config": {"mode": "duration", "minutes": 7 * 24 * 60},
+            },
+            {
+                "key": "nudge",
+                "kind": "send",
+                "label": "Second reminder by email",
+                "config": {"template": "replenishment-reminder", "channel": "email"},
+            },
+        ],
+    },
+    {
+        "key": "fitting-reminders",
+        "name": "Fitting appointment reminders",
+        "description": "The day before (reply 1 to confirm, 2 to change) and two hours before.",
+        "topic": "appointments",
+        "priority": 8,
+        "entry": {"rule": "every_time"},
+        "trigger": {
+            "kind": "date",
+            "source": "attribute",
+            "attribute": "fitting_at",
+            "offset_minutes": -24 * 60,
+            "grace_minutes": 120,
+        },
+        "exit_events": [{"event": "appointment.canceled"}],
+        "on_hold": "defer",
+        "steps": [
+            {
+                "key": "day-before",
+                "kind": "send",
+                "label": "Day-before reminder",
+                "next": "answer",
+                "config": {"template": "fitting-reminder", "channel": "preferred"},
+            },
+            {
+                "key": "answer",
+                "kind": "wait_for_event",
+                "label": "Wait for a reply",
+                "next": "wants-change",
+                "alt_next": "two-hours",
+                "config": {"event": "message.replied", "timeout_minutes": 12 * 60},
+            },
+            {
+                "key": "wants-change",
+                "kind": "branch",
+                "label": "Replied 2 (change)?",
+                "next": "flag",
+                "alt_next": "two-hours",
+                "config": {"conditions": [{"type": "reply", "op": "eq", "value": "2"}]},
+            },
+            {
+                "key": "flag",
+                "kind": "update_attribute",
+                "label": "Flag for the store to call",
+                "next": "done",
+                "config": {"name": "fitting_status", "value": "wants another time"},
+            },
+            {"key": "done", "kind": "exit", "label": "Store calls them back"},
+            {
+                "key": "two-hours",
+                "kind": "wait",
+                "label": "Until two hours before",
+                "next": "soon",
+                "config": {"mode": "until_date", "attribute": "fitting_at", "offset_minutes": -120},
+            },
+            {
+                "key": "soon",
+                "kind": "send",
+                "label": "Two-hour reminder",
+                "config": {"template": "fitting-soon", "channel": "preferred"},
+            },
+        ],
+    },
+    {
+        "key": "first-snow",
+        "name": "First snow day: winter trail shoes",
+        "description": "When the weather feed reports the first snow in a customer's city, "
+        "offer winter trail shoes at once - real-time context, not a batch next week.",
+        "topic": "promotions",
+        "priority": 6,
+        "entry": {"rule": "once_per", "days": 60},
+        "trigger": {
+            "kind": "event",
+            "event": "weather.changed",
+            "filter": [{"type": "property", "name": "condition", "op": "eq", "value": "snow"}],
+        },
+        "on_hold": "skip",
+        "steps": [
+            {
+                "key": "offer",
+                "kind": "send",
+                "label": "Winter trail offer",
+                "config": {
+                    "template": "spring-sale",
+                    "channel": "preferred",
+                    "ttl_hours": 6,
+                    "data": {"collection": "winter trail shoes", "ends_on": "Sunday"},
+                },
+            }
+        ],
+    },
+]
+
+
+def _ensure_journeys() -> int:
+    from journeys.definition import journey_activate, journey_save
+    from journeys.models import Journey
+
+    created = 0
+    for definition in JOURNEYS:
+        if Journey.objects.filter(key=definition["key"]).exists():
+            continue
+        journey_activate(journey=journey_save(definition))
+        created += 1
+    return created
 
 
 def _inbound_examples(people: list[DemoCustomer]) -> int:
