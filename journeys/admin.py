@@ -2,15 +2,18 @@
 
 Journeys are edited as plain fields with their steps inline (``admin_forms``); the
 page shows the journey as a diagram with live counts (``diagram`` + ``stats``).
-Activate, pause, test send, export and import are buttons that call the services in
-``journeys.definition`` and ``journeys.test_send``; this module only routes and
-reports. Enrollments and their step log are read-only records.
+Activate, pause, archive, test send, simulate, export and import are buttons that call
+the services in ``journeys.definition``, ``journeys.test_send`` and
+``journeys.simulation``; this module only routes and reports. Enrollments and their
+step log are read-only records.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
@@ -20,7 +23,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from journeys import diagram, stats
+from journeys import diagram, simulation, stats
 from journeys.admin_forms import (
     ImportForm,
     JourneyForm,
@@ -31,16 +34,54 @@ from journeys.admin_forms import (
 )
 from journeys.definition import (
     DefinitionInvalid,
+    _normalized,
     definition_of,
     export,
     journey_activate,
+    journey_archive,
     journey_pause,
     journey_publish,
     journey_save,
 )
 from journeys.models import Enrollment, Journey, Step, StepRun
 from journeys.test_send import journey_test_send
+from orchestrator.charts import Series, bar_chart
 from orchestrator.core.adminkit import ReadOnlyAdminMixin, ReadOnlyInline, admin_link, pretty_json
+
+#: Plain words for the simulation's hold codes (``rule:<key>`` is spelled out apart).
+HOLD_REASONS = {
+    "quiet_hours": "quiet hours",
+    "paused": "sending paused",
+    "personal_cap": "customer's own limit",
+    "consent": "no consent",
+    "suppressed": "suppressed",
+    "no_channel": "no usable channel",
+    "defer": "deferred",
+    "drop": "dropped",
+}
+
+
+class SimulateForm(forms.Form):
+    days = forms.IntegerField(
+        min_value=1,
+        max_value=simulation.MAX_DAYS,
+        initial=14,
+        help_text=f"How many days ahead, today first (1 to {simulation.MAX_DAYS}).",
+    )
+    sample = forms.IntegerField(
+        label="Sample size",
+        min_value=1,
+        max_value=simulation.MAX_SAMPLE,
+        initial=2000,
+        help_text="Most entrants walked through the steps; the rest are scaled from them "
+        f"(1 to {simulation.MAX_SAMPLE:,}).",
+    )
+
+
+def hold_reason(code: str) -> str:
+    if code.startswith("rule:"):
+        return f"frequency rule {code[5:]}"
+    return HOLD_REASONS.get(code, code.replace("_", " "))
 
 
 class StepInline(admin.StackedInline):
@@ -244,6 +285,8 @@ class JourneyAdmin(admin.ModelAdmin):
             path("import/", view(self.import_view), name="journeys_journey_import"),
             path("<int:pk>/activate/", view(self.activate_view), name="journeys_journey_activate"),
             path("<int:pk>/pause/", view(self.pause_view), name="journeys_journey_pause"),
+            path("<int:pk>/archive/", view(self.archive_view), name="journeys_journey_archive"),
+            path("<int:pk>/simulate/", view(self.simulate_view), name="journeys_journey_simulate"),
             path("<int:pk>/export/", view(self.export_view), name="journeys_journey_export"),
             path(
                 "<int:pk>/test-send/", view(self.test_send_view), name="journeys_journey_test_send"
@@ -306,6 +349,127 @@ class JourneyAdmin(admin.ModelAdmin):
         )
         return self._back(journey)
 
+    def archive_view(self, request, pk: int):
+        if request.method != "POST":
+            return HttpResponse(status=405, headers={"Allow": "POST"})
+        journey = self._journey(request, pk)
+        if journey.status == Journey.Status.ARCHIVED:
+            self.message_user(request, "The journey is already archived.", messages.INFO)
+            return self._back(journey)
+        if journey.status not in (Journey.Status.PAUSED, Journey.Status.DRAFT):
+            self.message_user(
+                request,
+                "Only a paused or draft journey can be archived; pause it first.",
+                messages.WARNING,
+            )
+            return self._back(journey)
+        journey_archive(journey=journey)
+        waiting = journey.enrollments.filter(status=Enrollment.Status.ACTIVE).count()
+        note = f" The {waiting} customers already on it stay where they are." if waiting else ""
+        if waiting == 1:
+            note = " The 1 customer already on it stays where they are."
+        self.message_user(
+            request, f"Archived: nobody enters {journey.name!r} any more.{note}", messages.SUCCESS
+        )
+        return self._back(journey)
+
+    def simulate_view(self, request, pk: int):
+        journey = self._journey(request, pk, change=False)
+        # Reads only: the forecast runs on GET, with the defaults until the form is sent.
+        form = SimulateForm(request.GET if request.GET else None)
+        result, problems = None, []
+        if not form.is_bound or form.is_valid():
+            days = form.cleaned_data["days"] if form.is_bound else form.fields["days"].initial
+            sample = form.cleaned_data["sample"] if form.is_bound else form.fields["sample"].initial
+            try:
+                result = simulation.simulate(journey, days=days, sample=sample)
+            except DefinitionInvalid as exc:
+                problems = definition_problems_text(exc.problems)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Simulate: {journey.name}",
+            "journey": journey,
+            "form": form,
+            "problems": problems,
+            "draft_note": self._draft_note(journey),
+            **(self.forecast_context(result) if result else {}),
+        }
+        return TemplateResponse(request, "admin/journeys/journey/simulate.html", context)
+
+    def _draft_note(self, journey: Journey) -> str:
+        version = journey.current_version
+        if version is None:
+            return "It has no published version yet."
+        try:
+            same = version.definition == _normalized(definition_of(journey))
+        except (KeyError, AttributeError, TypeError):  # a draft too broken to compare
+            same = False
+        if same:
+            return f"It is the same as published version {version.number}."
+        return (
+            f"It differs from published version {version.number}, which is what "
+            "customers get until you save or activate the draft."
+        )
+
+    def forecast_context(self, result: dict) -> dict:
+        """The simulation as table rows, a chart and sentences."""
+        totals = result["totals"]
+        channels = sorted(totals["messages"])
+        reasons = sorted(totals["held"])
+
+        def held_cell(day: dict, code: str) -> str:
+            held = day["held"].get(code, 0)
+            if not held:
+                return ""
+            parts = [
+                f"{n} {word}" for word in ("deferred", "dropped") if (n := day[word].get(code))
+            ]
+            return f"{held} ({', '.join(parts)})" if parts else str(held)
+
+        rows = [
+            {
+                "date": _date(day),
+                "entries": day["entries"],
+                "messages": [day["messages"].get(c, 0) for c in channels],
+                "held": [held_cell(day, code) for code in reasons],
+            }
+            for day in result["days"]
+        ]
+        labels = [f"{d.day} {d:%b}" for d in map(_date, result["days"])]
+        chart = bar_chart(
+            labels,
+            [
+                Series("Entries", [day["entries"] for day in result["days"]]),
+                Series("Messages", [sum(day["messages"].values()) for day in result["days"]]),
+            ],
+            title="Forecast entries and messages per day",
+            stacked=False,
+        )
+        sample = result["sample"]
+        if not sample["of"]:
+            sample_text = "No entrants are expected in these days."
+        else:
+            sample_text = (
+                f"Simulated {sample['customers']:,} of {sample['of']:,} expected entrant"
+                f"{'' if sample['of'] == 1 else 's'}."
+            )
+        return {
+            "result": result,
+            "channels": channels,
+            "reasons": [hold_reason(code) for code in reasons],
+            "rows": rows,
+            "total_row": {
+                "entries": totals["entries"],
+                "messages": [totals["messages"][c] for c in channels],
+                "held": [held_cell(totals, code) for code in reasons],
+            },
+            "total_messages": sum(totals["messages"].values()),
+            "total_held": sum(totals["held"].values()),
+            "chart": chart,
+            "sample_text": sample_text,
+        }
+
     def export_view(self, request, pk: int):
         journey = self._journey(request, pk, change=False)
         body = json.dumps(export(journey), indent=2, ensure_ascii=False)
@@ -361,6 +525,10 @@ class JourneyAdmin(admin.ModelAdmin):
             "problems": problems,
         }
         return TemplateResponse(request, "admin/journeys/journey/import.html", context)
+
+
+def _date(day: dict) -> dt.date:
+    return dt.date.fromisoformat(day["date"])
 
 
 class StepRunInline(ReadOnlyInline):

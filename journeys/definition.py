@@ -21,6 +21,7 @@ definition with any problem.
 
 from __future__ import annotations
 
+import logging
 import re
 import zoneinfo
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ from django.db import transaction
 from journeys import conditions
 from journeys.models import Journey, JourneyVersion, Step, StepKind
 from orchestrator.consent.models import CHANNELS, Topic
+
+logger = logging.getLogger(__name__)
 
 KEY_RE = re.compile(r"^[-a-zA-Z0-9_]+$")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -621,6 +624,12 @@ def journey_activate(*, journey: Journey) -> JourneyVersion:
 
     schedules.sync_schedule(journey)
     transaction.on_commit(_kick_engine)
+    # Sweep at once rather than at the next beat: whoever is already due is reached now.
+    kind = journey.trigger_kind
+    if kind in (Journey.TriggerKind.DATE, Journey.TriggerKind.SEGMENT):
+        transaction.on_commit(lambda: _publish("sweeps.journey_triggers"))
+    elif kind == Journey.TriggerKind.REPLENISHMENT:
+        transaction.on_commit(lambda: _publish("sweeps.replenishment"))
     return version
 
 
@@ -637,7 +646,37 @@ def journey_pause(*, journey: Journey) -> None:
     schedules.sync_schedule(journey)
 
 
+def _publish(task_name: str) -> None:
+    from orchestrator.celery import app
+
+    try:
+        app.send_task(task_name, retry=False, expires=60)
+    except Exception:  # broker down: beat runs the same sweep on its schedule
+        logger.warning("could not publish %s; beat will run it", task_name)
+
+
 def _kick_engine() -> None:
     from journeys.engine import kick_engine
 
     kick_engine()
+
+
+@transaction.atomic
+def journey_archive(*, journey: Journey) -> None:
+    """Retire the journey: nobody enters it again and its beat task is switched off.
+
+    An active journey is paused first. Enrollments stay where they are; the engine
+    only moves customers on active journeys, so they wait unless it is activated again.
+    """
+    from django.utils import timezone
+
+    from journeys.triggers import schedules
+
+    current = Journey.objects.select_for_update().get(pk=journey.pk)
+    if current.status == Journey.Status.ACTIVE:
+        journey_pause(journey=current)
+    Journey.objects.filter(pk=journey.pk).update(
+        status=Journey.Status.ARCHIVED, updated_at=timezone.now()
+    )
+    journey.refresh_from_db(fields=["status", "updated_at"])
+    schedules.sync_schedule(journey)

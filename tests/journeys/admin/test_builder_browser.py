@@ -75,3 +75,22 @@ def test_marketer_builds_fixes_activates_and_sees_the_diagram(page, live_server,
     expect(page.get_by_role("heading", name="Journey diagram: published version 1")).to_be_visible()
     journey.refresh_from_db()
     assert journey.status == Journey.Status.ACTIVE
+
+    # Simulate the draft: a chart and a table, and a wrong day count is a form error.
+    page.get_by_role("link", name="Simulate").click()
+    expect(page.locator(".draft-note")).to_contain_text("same as published version 1")
+    expect(page.locator("svg.chart")).to_be_visible()
+    expect(page.locator("table.forecast tbody tr")).to_have_count(14)
+    page.fill("#id_days", "0")
+    page.click("input[type=submit][value=Simulate]")
+    expect(page.locator(".simulate-form .errorlist")).to_be_visible()
+    expect(page.locator("svg.chart")).to_have_count(0)
+
+    # Pause, then archive.
+    page.get_by_role("link", name="Welcome series").click()
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator(".messagelist")).to_contain_text("Paused")
+    page.get_by_role("button", name="Archive").click()
+    expect(page.locator(".messagelist")).to_contain_text("Archived")
+    journey.refresh_from_db()
+    assert journey.status == Journey.Status.ARCHIVED
