@@ -151,22 +151,27 @@ def measure(events: int, interval: float, customers: int) -> tuple[list[float], 
         time.sleep(interval)
     deadline = time.time() + 60
     while time.time() < deadline:
-        rows = Message.objects.filter(journey="order-follow-up", sent_at__isnull=False).values_list(
-            "data", "handed_off_at", "sent_at"
+        rows = Message.objects.filter(journey="order-follow-up").values_list(
+            "data", "status", "handed_off_at", "sent_at"
         )
         done = {}
-        for data, handed_off_at, sent_at in rows:
+        settled = 0
+        for data, status, handed_off_at, sent_at in rows:
             n = str(data.get("order_id", "")).removeprefix("RT-")
-            if n in started:
+            if n in started and sent_at is not None:
                 done[n] = (handed_off_at.timestamp(), sent_at.timestamp())
-        if len(done) == events:
+            # A customer the bench data suppressed (a bounced address) is never handed off.
+            settled += status in ("sent", "suppressed", "failed")
+        if settled == events:
             break
         time.sleep(0.2)
     for n, (handed_at, sent_at) in done.items():
         handed.append(handed_at - started[n])
         sent.append(sent_at - started[n])
     if len(done) < events:
-        log(f"warning: {events - len(done)} of {events} journey messages not sent within 60 s")
+        log(
+            f"{events - len(done)} of {events} journey messages not handed off (suppressed or late)"
+        )
     return handed, sent
 
 
@@ -178,7 +183,7 @@ def _percentile(values: list[float], p: float) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100)
-    parser.add_argument("--interval", type=float, default=0.2, help="seconds between events")
+    parser.add_argument("--interval", type=float, default=0.15, help="seconds between events")
     parser.add_argument("--backlog", type=int, default=50_000)
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--dispatchers", type=int, default=2)
