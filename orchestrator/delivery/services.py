@@ -88,12 +88,54 @@ def message_create(
     Consent, suppression and rendering are decided by the dispatcher at send time,
     so a message queued for later honours whatever the customer says until then.
     """
+    message = message_build(
+        customer=customer,
+        template=template,
+        topic=topic,
+        channel=channel,
+        data=data,
+        send_at=send_at,
+        expires_at=expires_at,
+        priority=priority,
+        idempotency_key=idempotency_key,
+        source=source,
+        fallback_channel=fallback_channel,
+        journey=journey,
+        enrollment_id=enrollment_id,
+    )
+    messages_queue([message])
+    return message
+
+
+def message_build(
+    *,
+    customer: Customer,
+    template: MessageTemplate,
+    topic: Topic | None = None,
+    channel: str = "preferred",
+    data: dict[str, Any] | None = None,
+    send_at: dt.datetime | None = None,
+    expires_at: dt.datetime | None = None,
+    priority: int = 5,
+    idempotency_key: str | None = None,
+    source: str = Message.Source.API,
+    fallback_channel: str = "",
+    journey: str = "",
+    enrollment_id: int | None = None,
+    variants: list[tuple[str, str]] | None = None,
+) -> Message:
+    """Validate and build one message, unsaved; ``messages_queue`` writes a batch of them.
+
+    ``variants`` ((channel, locale) pairs of the template) saves a query per message
+    when the caller builds many from one template. Raises SendRefused.
+    """
     topic = topic or template.topic
     if topic is None:
         raise SendRefused("A topic is required (the template has no default).", field="topic")
     if not 0 <= priority <= 9:
         raise SendRefused("Priority must be between 0 and 9.", field="priority")
-    variants = list(template.variants.values_list("channel", "locale"))
+    if variants is None:
+        variants = list(template.variants.values_list("channel", "locale"))
     template_channels = {c for c, _ in variants}
     resolved, how = resolve_channel(
         customer=customer, topic=topic, template_channels=template_channels, requested=channel
@@ -129,7 +171,7 @@ def message_create(
             send_after=send_after.isoformat(),
         )
     ]
-    message = Message.objects.create(
+    return Message(
         customer=customer,
         topic=topic,
         template=template,
@@ -149,12 +191,23 @@ def message_create(
         enrollment_id=enrollment_id,
         explanation=trail,
     )
-    MessageEvent.objects.create(
-        message=message, status=status, occurred_at=now, reason=trail[0]["reason"]
+
+
+def messages_queue(messages: list[Message]) -> list[Message]:
+    """Insert built messages and their first history rows, two statements for the batch."""
+    if not messages:
+        return messages
+    Message.objects.bulk_create(messages)
+    now = timezone.now()
+    MessageEvent.objects.bulk_create(
+        MessageEvent(
+            message=m, status=m.status, occurred_at=now, reason=m.explanation[0]["reason"]
+        )
+        for m in messages
     )
-    if status == MessageStatus.QUEUED:
+    if any(m.status == MessageStatus.QUEUED for m in messages):
         kick_dispatcher()
-    return message
+    return messages
 
 
 def _publish_dispatch() -> None:

@@ -145,11 +145,13 @@ def test_a_message_held_past_its_expiry_expires_instead_of_arriving_stale(outbox
     daily_cap(1)
     customer = make_customer()
     template = make_template(topic=make_topic())
-    queue(customer, template)
-    snow_day_offer = queue(
-        customer, template, expires_at=timezone.now() + dt.timedelta(hours=1), priority=1
-    )
-    dispatcher.dispatch_due()
+    # Midday: the next calendar day (when the cap frees up) is well past the hour it has.
+    with time_machine.travel(dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC), tick=False):
+        queue(customer, template)
+        snow_day_offer = queue(
+            customer, template, expires_at=timezone.now() + dt.timedelta(hours=1), priority=1
+        )
+        dispatcher.dispatch_due()
     snow_day_offer.refresh_from_db()
     assert snow_day_offer.status == MessageStatus.EXPIRED
     assert "expired" in snow_day_offer.explanation[-1]["reason"]
