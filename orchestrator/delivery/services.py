@@ -200,9 +200,7 @@ def messages_queue(messages: list[Message]) -> list[Message]:
     Message.objects.bulk_create(messages)
     now = timezone.now()
     MessageEvent.objects.bulk_create(
-        MessageEvent(
-            message=m, status=m.status, occurred_at=now, reason=m.explanation[0]["reason"]
-        )
+        MessageEvent(message=m, status=m.status, occurred_at=now, reason=m.explanation[0]["reason"])
         for m in messages
     )
     if any(m.status == MessageStatus.QUEUED for m in messages):
