@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "orchestrator.delivery",
     "orchestrator.api",
     "orchestrator.core",
+    "orchestrator.preferences",
     "channels.devinbox",
     "channels.webhooks",
     "journeys",
@@ -359,6 +360,14 @@ CHANNEL_ADAPTERS = {
     channel: _channel_adapter(channel) for channel in ("email", "sms", "whatsapp", "line")
 }
 BRAND_NAME = env.get_str("BRAND_NAME", "Stride Running")
+
+# --- Preference center --------------------------------------------------------------
+#: How long a preference link in a message keeps working.
+PREFERENCE_LINK_MAX_AGE_DAYS = env.get_int("PREFERENCE_LINK_MAX_AGE_DAYS", 90, minimum=1)
+#: The page's accent colour (a CSS colour), with the brand's name above.
+BRAND_COLOR = env.get_str("BRAND_COLOR", "#0f766e")
+#: Older signing keys still accepted (key rotation), comma-separated.
+SECRET_KEY_FALLBACKS = env.get_list("SECRET_KEY_FALLBACKS", [])
 
 # --- Webhooks -------------------------------------------------------------------
 #: Twilio status callbacks and inbound messages are signed with the account's auth token.
