@@ -10,16 +10,77 @@ Configuration::
             "base_url": "https://api.sendgrid.com",           # tests: the emulator
             "timeout": 10,                                    # seconds per request
             "concurrency": 8,                                 # requests in flight per batch
+            "max_personalizations": 1000,                     # messages per request; 1: one each
             "categories": ["marketing"],                      # optional
             "sandbox": False,                                 # mail_settings.sandbox_mode
         },
     }}
 
-Each message is one ``POST /v3/mail/send`` with one personalization; a batch's
-requests run concurrently on a small thread pool and the results come back in
-batch order. The request carries ``custom_args = {"message_id": "<our id>"}``
-and nothing else there: custom args come back on every event webhook, so they
-must never hold personal data.
+A message alone is one ``POST /v3/mail/send`` with one personalization. The
+request carries ``custom_args = {"message_id": "<our id>"}`` and nothing else
+there: custom args come back on every event webhook, so they must never hold
+personal data. A batch's requests run concurrently on a small thread pool and the
+results come back in batch order.
+
+Batching
+--------
+
+SendGrid takes up to 1,000 personalizations in one request, and at most 1,000
+recipients (to + cc + bcc) in all; a request with more is a 400 ("The
+personalization block is limited to 1000 personalizations per API request", "There
+is a limit of 1000 total recipients (to + cc + bcc) per request": SendGrid's Mail
+Send errors page). A personalization may carry its own ``to``, ``subject``,
+``headers``, ``substitutions``, ``custom_args`` and ``send_at``, which override the
+request's (SendGrid's Personalizations page; keys of ``custom_args`` and
+``headers`` are merged, the personalization's winning), while ``from``,
+``content``, ``categories`` and ``mail_settings`` belong to the whole request.
+Custom args take string values, 10,000 bytes at most in all (the figure SendGrid's
+Mail Send reference gives; its errors page, checked for this, does not list it);
+the emulator enforces it per personalization with the top-level args merged in.
+Ours are ``{"message_id": "<id>"}``, far below it. One address may appear only
+once across a request's personalizations ("Each unique email address in the
+personalizations array should only be included once"): a 400 otherwise.
+
+So ``send_batch`` groups the messages of a batch whose requests would be the same
+but for the personalization - the same sender, the same rendered text and HTML
+(categories and mail settings are the adapter's, the same for all) - into one
+request of up to ``max_personalizations`` (default and maximum 1,000; more is
+clamped to 1,000, and 1 sends every message alone). Each message is one
+personalization with its recipient, its ``custom_args`` message id and its
+headers (``List-Unsubscribe`` and ``List-Unsubscribe-Post`` point at that
+customer's one-click link, so they are per personalization); the subject is the
+request's when every message has the same one, else each personalization's. A
+recipient already in a group starts or joins another, and a message SendGrid would
+refuse anyway (no subject, or neither text nor HTML) is not grouped but sent
+alone. A group of one is sent exactly as a message alone.
+
+When it helps: the content is rendered per customer (Liquid), so two messages
+share content only when the template's text and HTML use no customer data -
+broadcasts, announcements, identical notices (a personalized subject alone still
+groups). Most real sends are personalized (``Hi {{ customer.first_name }}``) and
+still make one request per message, as before; grouping then costs a dictionary
+lookup per message and nothing else.
+
+Every message of a group gets the group's outcome. Accepted: all accepted, with the
+same ``X-Message-Id`` as ``provider_message_id``; SendGrid's events for each
+recipient carry ``sg_message_id = "<X-Message-Id>.<per recipient>"`` and that
+personalization's ``custom_args``, so the event webhook finds the message by its
+``message_id`` and checks the ``X-Message-Id`` prefix, one to one as before
+(``channels.webhooks.processing``). Transient or unknown: all of them the same, and
+for the same reason (the request never left / may have been queued). A 400 or 413
+refuses the whole request and queues none of it, so one bad address among 1,000
+would fail 999 good messages: when SendGrid's errors name a personalization (or no
+field at all), each message of the group is sent again alone, in a second round
+after the batch's other requests, and only the bad one fails; when they name a
+shared part (``from``, ``content``, ``subject``) every message would fail alone the
+same way, so they fail together without a second round. Addresses are checked
+before grouping only as far as ``_parse_address`` does (one ``@``, no white space),
+which SendGrid's own check is stricter than; the resend alone is what isolates
+the rest. Sending again after a 400 cannot duplicate anything: nothing of the
+request was queued.
+
+With ``rate_per_second`` set, a request of N messages draws N permits (the rate is
+in messages); the messages of a refused group draw again when sent alone.
 
 Outcomes, one ``SendResult`` per message, never an exception:
 
@@ -27,10 +88,14 @@ Outcomes, one ``SendResult`` per message, never an exception:
 SendGrid's answer                         ``SendResult``
 ========================================  ==========================================
 202 Accepted (200 in sandbox mode)        accepted; ``provider_message_id`` is the
-                                          ``X-Message-Id`` response header
+                                          ``X-Message-Id`` response header (one for
+                                          all the messages of a group, whose
+                                          ``detail["personalizations"]`` is its size)
 400, 404, 413 and other 4xx               permanent; ``error`` is SendGrid's
                                           ``errors[].message``, ``error_code``
-                                          ``sendgrid:<status>``
+                                          ``sendgrid:<status>``; a 400 or 413 for a
+                                          group is first retried message by message
+                                          (above), each getting its own answer
 401, 403 (key, sender identity), 408,     transient (``permanent=False``): retried
 429, 5xx                                  with backoff; a 429 carries
                                           ``X-RateLimit-Reset`` in ``detail``
@@ -74,8 +139,9 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from email.utils import parseaddr
 from http.client import HTTPException
 from typing import Any
@@ -110,6 +176,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONCURRENCY = 8
+#: SendGrid's limit: at most 1,000 personalizations (and 1,000 recipients, to + cc + bcc)
+#: in one Mail Send request. Each of ours has one recipient.
+MAX_PERSONALIZATIONS = 1000
 #: SendGrid's limits on categories: at most 10 per message, each up to 255 characters.
 MAX_CATEGORIES = 10
 MAX_CATEGORY_LENGTH = 255
@@ -117,6 +186,9 @@ MAX_CATEGORY_LENGTH = 255
 #: 401 and 403 (a revoked key, an unverified sender) are the account's problem, not the
 #: message's: messages wait with backoff for the fix instead of all failing for good.
 TRANSIENT_STATUSES = frozenset({401, 403, 408, 429})
+#: Statuses for which SendGrid refused a request's contents and queued none of it: a
+#: refused group is sent again one message at a time (see the module docstring).
+_ISOLATE_STATUSES = frozenset({400, 413})
 
 #: urllib3 errors raised before a request is written: SendGrid never saw it.
 #: (``NewConnectionError`` - refused, DNS - is a ``ConnectTimeoutError``; a pool closed
@@ -263,6 +335,11 @@ class SendGridAdapter(ChannelAdapter):
 
         self.timeout = option_seconds(options, "timeout", DEFAULT_TIMEOUT, where=where)
         self.concurrency = option_count(options, "concurrency", DEFAULT_CONCURRENCY, where=where)
+        # More than SendGrid takes is clamped to its limit; 1 sends every message alone.
+        self.max_personalizations = min(
+            option_count(options, "max_personalizations", MAX_PERSONALIZATIONS, where=where),
+            MAX_PERSONALIZATIONS,
+        )
 
         categories = list(options.get("categories") or ())
         if len(categories) > MAX_CATEGORIES or not all(
@@ -291,59 +368,161 @@ class SendGridAdapter(ChannelAdapter):
     # --- sending -------------------------------------------------------------------
 
     def send_batch(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
-        if len(batch) == 1 or self.concurrency == 1:
-            return [self.send_one(message) for message in batch]
-        workers = min(self.concurrency, len(batch))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sendgrid") as pool:
-            return list(pool.map(self.send_one, batch))
+        results: list[SendResult | None] = [None] * len(batch)
+        requests: list[list[tuple[int, _Prepared]]] = []
+        for index, prepared in self._prepared(batch, results):
+            requests.append([(index, prepared)])
+        requests = self._grouped(requests)
+
+        # Phase one: every request, a group or a single message.
+        outcomes = self._run(requests)
+        isolate: list[list[tuple[int, _Prepared]]] = []
+        for request, (answers, rejected) in zip(requests, outcomes, strict=True):
+            if rejected:
+                # SendGrid refused the group as a whole and queued none of it: each
+                # message goes again alone, so one bad personalization fails alone.
+                isolate.extend([member] for member in request)
+            else:
+                for (index, _prepared), result in zip(request, answers, strict=True):
+                    results[index] = result
+        # Phase two: the members of refused groups, one request each.
+        if isolate:
+            logger.info(
+                "SendGrid refused a multi-personalization request: sending its %d "
+                "messages one by one",
+                len(isolate),
+            )
+            for request, (answers, _rejected) in zip(isolate, self._run(isolate), strict=True):
+                results[request[0][0]] = answers[0]
+        assert all(result is not None for result in results)
+        return results  # type: ignore[return-value]
 
     def send_one(self, message: OutboundMessage) -> SendResult:
-        """One ``POST /v3/mail/send``: never raises, whatever happens to the request."""
-        try:
-            payload = self.build_payload(message)
-        except _Refused as exc:
-            return SendResult(
-                message_id=message.message_id,
-                accepted=False,
-                permanent=True,
-                error=str(exc),
-                error_code=exc.code,
-            )
-        self.throttle()
-        try:
-            # Serialized as python_http_client serializes a request body.
-            body = json.dumps(payload).encode("utf-8")
-            response = self._transport.post(body, self._headers, self._timeout)
-        except HTTPError as exc:
-            return self._http_error(message, exc)
-        except _CONNECT_PHASE_ERRORS as exc:
-            # Raised while connecting: SendGrid has nothing to act on.
-            return self._unreachable(message, exc)
-        except MaxRetryError as exc:  # not raised with retries off; classified all the same
-            if isinstance(exc.reason, _CONNECT_PHASE_ERRORS):
-                return self._unreachable(message, exc.reason)
-            return self._lost(message, exc, "sendgrid:disconnected")
-        except ReadTimeoutError as exc:
-            # The request went out; the response did not come in time.
-            return self._lost(message, exc, "sendgrid:timeout")
-        except (ProtocolError, HTTPException, OSError) as exc:
-            # The request went out; the connection broke before the response.
-            return self._lost(message, exc, "sendgrid:disconnected")
-        except Exception as exc:
-            logger.exception("SendGrid send failed unexpectedly for message %s", message.message_id)
-            return self._unknown(
-                message, f"unexpected error while sending: {exc!r}", "sendgrid:error"
-            )
-
-        return SendResult(
-            message_id=message.message_id,
-            accepted=True,
-            provider_message_id=response.headers.get("X-Message-Id") or "",
-            detail={"status": response.status_code, **({"sandbox": True} if self.sandbox else {})},
-        )
+        """One ``POST /v3/mail/send`` for one message: never raises."""
+        return self.send_batch([message])[0]
 
     def build_payload(self, message: OutboundMessage) -> dict[str, Any]:
-        """The v3 Mail Send request body for one message."""
+        """The v3 Mail Send request body for one message alone."""
+        return self._payload([self._prepare(message)])
+
+    # --- grouping --------------------------------------------------------------------
+
+    def _prepared(
+        self, batch: Sequence[OutboundMessage], results: list[SendResult | None]
+    ) -> Iterator[tuple[int, _Prepared]]:
+        """The batch's sendable messages; the refused ones get their result here."""
+        for index, message in enumerate(batch):
+            try:
+                yield index, self._prepare(message)
+            except _Refused as exc:
+                results[index] = SendResult(
+                    message_id=message.message_id,
+                    accepted=False,
+                    permanent=True,
+                    error=str(exc),
+                    error_code=exc.code,
+                )
+
+    def _grouped(
+        self, singles: list[list[tuple[int, _Prepared]]]
+    ) -> list[list[tuple[int, _Prepared]]]:
+        """Messages whose requests would differ only in their personalization, in
+        requests of up to ``max_personalizations``; the rest one request each.
+
+        A recipient address appears at most once in a request (SendGrid refuses a
+        repeated one), and a message SendGrid would refuse anyway (no subject, no
+        content) is never grouped, so that it fails alone.
+        """
+        if self.max_personalizations == 1 or len(singles) <= 1:
+            return singles
+        requests: list[list[tuple[int, _Prepared]]] = []
+        open_groups: dict[tuple[Any, ...], list[tuple[list[tuple[int, _Prepared]], set[str]]]] = {}
+        for request in singles:
+            index, prepared = request[0]
+            if prepared.shared is None:
+                requests.append(request)
+                continue
+            address = prepared.to["email"].lower()
+            candidates = open_groups.setdefault(prepared.shared, [])
+            for members, addresses in candidates:
+                if len(members) < self.max_personalizations and address not in addresses:
+                    members.append((index, prepared))
+                    addresses.add(address)
+                    break
+            else:
+                members = [(index, prepared)]
+                candidates.append((members, {address}))
+                requests.append(members)
+        return requests
+
+    def _run(
+        self, requests: list[list[tuple[int, _Prepared]]]
+    ) -> list[tuple[list[SendResult], bool]]:
+        """Make the requests, concurrently, in order: (results, refused as a group)."""
+        if len(requests) <= 1 or self.concurrency == 1:
+            return [self._send(request) for request in requests]
+        workers = min(self.concurrency, len(requests))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sendgrid") as pool:
+            return list(pool.map(self._send, requests))
+
+    def _send(self, request: list[tuple[int, _Prepared]]) -> tuple[list[SendResult], bool]:
+        """One ``POST /v3/mail/send`` for one or more messages: never raises.
+
+        The second value is True when SendGrid refused a request of several messages
+        for its contents (400, 413) in a way a message alone might not be: the caller
+        then sends them one by one.
+        """
+        messages = [prepared.message for _index, prepared in request]
+        group = len(messages) > 1
+        self.throttle(len(messages))
+        try:
+            # Serialized as python_http_client serializes a request body.
+            body = json.dumps(self._payload([prepared for _index, prepared in request]))
+            response = self._transport.post(body.encode("utf-8"), self._headers, self._timeout)
+        except HTTPError as exc:
+            results = self._http_error(messages, exc)
+            if group and int(exc.status_code) in _ISOLATE_STATUSES:
+                return results, _isolable(results[0].detail.get("errors") or [])
+            return results, False
+        except _CONNECT_PHASE_ERRORS as exc:
+            # Raised while connecting: SendGrid has nothing to act on.
+            return self._unreachable(messages, exc), False
+        except MaxRetryError as exc:  # not raised with retries off; classified all the same
+            if isinstance(exc.reason, _CONNECT_PHASE_ERRORS):
+                return self._unreachable(messages, exc.reason), False
+            return self._lost(messages, exc, "sendgrid:disconnected"), False
+        except ReadTimeoutError as exc:
+            # The request went out; the response did not come in time.
+            return self._lost(messages, exc, "sendgrid:timeout"), False
+        except (ProtocolError, HTTPException, OSError) as exc:
+            # The request went out; the connection broke before the response.
+            return self._lost(messages, exc, "sendgrid:disconnected"), False
+        except Exception as exc:
+            logger.exception(
+                "SendGrid send failed unexpectedly for message(s) %s",
+                ", ".join(str(m.message_id) for m in messages),
+            )
+            error = f"unexpected error while sending: {exc!r}"
+            return [self._unknown(m, error, "sendgrid:error") for m in messages], False
+
+        provider_message_id = response.headers.get("X-Message-Id") or ""
+        detail: dict[str, Any] = {"status": response.status_code}
+        if self.sandbox:
+            detail["sandbox"] = True
+        if group:
+            detail["personalizations"] = len(messages)
+        return [
+            SendResult(
+                message_id=message.message_id,
+                accepted=True,
+                provider_message_id=provider_message_id,
+                detail=dict(detail),
+            )
+            for message in messages
+        ], False
+
+    def _prepare(self, message: OutboundMessage) -> _Prepared:
+        """Check a message and split it into what a request shares and what is its own."""
         to = _parse_address(message.to)
         if to is None:
             raise _Refused(f"not an email address: {message.to!r}", "sendgrid:invalid_to")
@@ -364,23 +543,61 @@ class SendGridAdapter(ChannelAdapter):
         for name, value in message.headers.items():
             if any(ch in f"{name}{value}" for ch in "\r\n") or not name.strip():
                 raise _Refused(f"invalid header {name!r}", "sendgrid:invalid_header")
+        groupable = bool(message.subject and (message.body or message.html))
+        return _Prepared(
+            message=message,
+            to=to,
+            sender=sender,
+            shared=(
+                (sender["email"], sender.get("name"), message.body, message.html)
+                if groupable
+                else None
+            ),
+        )
 
+    def _payload(self, members: Sequence[_Prepared]) -> dict[str, Any]:
+        """The request body for one message, or for several as personalizations.
+
+        Alone, a message's subject, ``custom_args`` and headers are at the top level.
+        Together, each personalization holds its recipient, its ``custom_args`` and its
+        headers, and its subject unless all the subjects are the same.
+        """
+        first = members[0].message
         # SendGrid requires text/plain before text/html; an empty value is rejected.
         content = []
-        if message.body:
-            content.append({"type": "text/plain", "value": message.body})
-        if message.html:
-            content.append({"type": "text/html", "value": message.html})
+        if first.body:
+            content.append({"type": "text/plain", "value": first.body})
+        if first.html:
+            content.append({"type": "text/html", "value": first.html})
 
-        payload: dict[str, Any] = {
-            "personalizations": [{"to": [to]}],
-            "from": sender,
-            "subject": message.subject,
-            "content": content,
-            "custom_args": {"message_id": str(message.message_id)},
-        }
-        if message.headers:
-            payload["headers"] = dict(message.headers)
+        if len(members) == 1:
+            payload: dict[str, Any] = {
+                "personalizations": [{"to": [members[0].to]}],
+                "from": members[0].sender,
+                "subject": first.subject,
+                "content": content,
+                "custom_args": {"message_id": str(first.message_id)},
+            }
+            if first.headers:
+                payload["headers"] = dict(first.headers)
+        else:
+            same_subject = all(m.message.subject == first.subject for m in members)
+            personalizations = []
+            for member in members:
+                message = member.message
+                personalization: dict[str, Any] = {
+                    "to": [member.to],
+                    "custom_args": {"message_id": str(message.message_id)},
+                }
+                if not same_subject:
+                    personalization["subject"] = message.subject
+                if message.headers:
+                    personalization["headers"] = dict(message.headers)
+                personalizations.append(personalization)
+            payload = {"personalizations": personalizations, "from": members[0].sender}
+            if same_subject:
+                payload["subject"] = first.subject
+            payload["content"] = content
         if self.categories:
             payload["categories"] = list(self.categories)
         if self.sandbox:
@@ -389,25 +606,30 @@ class SendGridAdapter(ChannelAdapter):
 
     # --- helpers -------------------------------------------------------------------
 
-    def _unreachable(self, message: OutboundMessage, exc: Exception) -> SendResult:
-        return SendResult(
-            message_id=message.message_id,
-            accepted=False,
-            permanent=False,
-            error=f"SendGrid unreachable, request not sent: {exc}",
-            error_code="sendgrid:unreachable",
-        )
+    def _unreachable(self, messages: Sequence[OutboundMessage], exc: Exception) -> list[SendResult]:
+        return [
+            SendResult(
+                message_id=message.message_id,
+                accepted=False,
+                permanent=False,
+                error=f"SendGrid unreachable, request not sent: {exc}",
+                error_code="sendgrid:unreachable",
+            )
+            for message in messages
+        ]
 
-    def _lost(self, message: OutboundMessage, exc: Exception, code: str) -> SendResult:
-        logger.warning("SendGrid outcome unknown for message %s: %s", message.message_id, exc)
-        return self._unknown(
-            message,
+    def _lost(
+        self, messages: Sequence[OutboundMessage], exc: Exception, code: str
+    ) -> list[SendResult]:
+        ids = ", ".join(str(m.message_id) for m in messages)
+        logger.warning("SendGrid outcome unknown for message(s) %s: %s", ids, exc)
+        error = (
             f"no response from SendGrid after the request was sent ({exc!r}); "
-            "it may have been queued: reconcile, do not resend",
-            code,
+            "it may have been queued: reconcile, do not resend"
         )
+        return [self._unknown(message, error, code) for message in messages]
 
-    def _http_error(self, message: OutboundMessage, exc: HTTPError) -> SendResult:
+    def _http_error(self, messages: Sequence[OutboundMessage], exc: HTTPError) -> list[SendResult]:
         status = int(exc.status_code)
         errors = _error_list(exc.body)
         detail: dict[str, Any] = {"status": status}
@@ -417,6 +639,8 @@ class SendGridAdapter(ChannelAdapter):
         reset = headers.get("X-RateLimit-Reset") if headers is not None else None
         if reset:
             detail["rate_limit_reset"] = reset
+        if len(messages) > 1:
+            detail["personalizations"] = len(messages)
         text = (
             "; ".join(
                 f"{e['message']} (field: {e['field']})" if e.get("field") else str(e["message"])
@@ -424,14 +648,17 @@ class SendGridAdapter(ChannelAdapter):
             )
             or f"HTTP {status} {getattr(exc, 'reason', '')}".rstrip()
         )
-        return SendResult(
-            message_id=message.message_id,
-            accepted=False,
-            permanent=400 <= status < 500 and status not in TRANSIENT_STATUSES,
-            error=f"SendGrid {status}: {text}",
-            error_code=f"sendgrid:{status}",
-            detail=detail,
-        )
+        return [
+            SendResult(
+                message_id=message.message_id,
+                accepted=False,
+                permanent=400 <= status < 500 and status not in TRANSIENT_STATUSES,
+                error=f"SendGrid {status}: {text}",
+                error_code=f"sendgrid:{status}",
+                detail=dict(detail),
+            )
+            for message in messages
+        ]
 
     @staticmethod
     def _unknown(message: OutboundMessage, error: str, code: str) -> SendResult:
@@ -443,6 +670,27 @@ class SendGridAdapter(ChannelAdapter):
             error=error,
             error_code=code,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A message checked for sending: its recipient and sender as SendGrid takes them,
+    and ``shared``, what its request has in common with another message's that may
+    share it (None: it goes alone)."""
+
+    message: OutboundMessage
+    to: dict[str, str]
+    sender: dict[str, str]
+    shared: tuple[Any, ...] | None
+
+
+def _isolable(errors: list[dict[str, Any]]) -> bool:
+    """Whether a group's 400 may be one message's fault: it names no field, or names a
+    personalization. An error in a shared part (``from``, ``content``, ``subject``)
+    would come back for every message alone, so they are not sent again."""
+    if not errors:
+        return True
+    return any(not e.get("field") or str(e["field"]).startswith("personalizations") for e in errors)
 
 
 def _error_list(body: bytes | str | None) -> list[dict[str, Any]]:

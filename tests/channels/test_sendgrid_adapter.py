@@ -147,12 +147,17 @@ def test_batch_runs_concurrently_and_keeps_batch_order(emulator):
     # Every request is held for `delay` before SendGrid accepts it.
     emulator.fail_next(PATH, times=size, timeout=True, delay=delay)
     adapter = make_adapter(emulator, timeout=3, concurrency=8)
-    batch = [email(message_id=100 + i, to=f"runner{i}@example.org") for i in range(size)]
+    # Personalized content: one request per message (identical content would be grouped).
+    batch = [
+        email(message_id=100 + i, to=f"runner{i}@example.org", body=f"Week 1, runner {i}.")
+        for i in range(size)
+    ]
 
     started = time.monotonic()
     results = adapter.send(batch)
     elapsed = time.monotonic() - started
 
+    assert len(emulator.requests_to(PATH)) == size
     assert elapsed < size * delay / 2
     assert [r.message_id for r in results] == [m.message_id for m in batch]
     assert all(r.accepted for r in results)
@@ -260,6 +265,8 @@ def test_missing_api_key_is_improperly_configured():
         {"concurrency": 0},
         {"from_email": "not an address"},
         {"categories": [f"c{i}" for i in range(11)]},
+        {"max_personalizations": 0},
+        {"max_personalizations": "1000"},
     ],
 )
 def test_invalid_options_are_improperly_configured(options):

@@ -4,18 +4,28 @@ It checks what SendGrid checks before queueing a message and answers the way
 SendGrid does:
 
 - ``Authorization: Bearer SG.…`` or 401 with SendGrid's error body;
-- a JSON body with 1..1000 personalizations, each with a non-empty ``to`` list of
-  ``{"email": ...}`` objects holding a plausible address; ``from.email``; a
-  subject (top level or in every personalization); non-empty ``content`` with
-  text/plain before text/html; string-valued ``custom_args`` of at most 10,000
-  bytes; string-valued ``headers``; at most 10 categories. Any violation is a 400
-  with ``{"errors": [{"message", "field", "help"}]}``;
+- a JSON body with 1..1000 personalizations and at most 1000 recipients in all
+  (to + cc + bcc), each personalization with a non-empty ``to`` list of
+  ``{"email": ...}`` objects holding a plausible address, no address twice in the
+  whole request (case-insensitive), string-valued ``custom_args`` and ``headers``
+  of its own and a string ``subject`` if any; ``from.email``; a subject (top
+  level or in every personalization); non-empty ``content`` with text/plain
+  before text/html; string-valued ``custom_args`` of at most 10,000 bytes
+  (checked per personalization, the top-level args merged in); string-valued
+  ``headers``; at most 10 categories. Any violation is a 400 with
+  ``{"errors": [{"message", "field", "help"}]}``, fields of a personalization
+  named ``personalizations.<i>...`` as SendGrid names them, and nothing is queued;
 - success is 202 with an empty body and an ``X-Message-Id`` header (22
-  base64url characters, like SendGrid's); with ``mail_settings.sandbox_mode``
-  enabled it is 200 and nothing is queued.
+  base64url characters, like SendGrid's), one for the whole request; with
+  ``mail_settings.sandbox_mode`` enabled it is 200 and nothing is queued.
 
-Every request is in ``emulator.received``; the mails queued are also kept per
-emulator, with their ``X-Message-Id``, in ``accepted(emulator)``.
+Every request is in ``emulator.received``. Each personalization of an accepted
+request is a mail of its own, as SendGrid delivers it: ``accepted(emulator)``
+holds one ``AcceptedMail`` per personalization, with the request's
+``X-Message-Id`` and the mail as if it had been sent alone (``payload``: that one
+personalization, its subject, its ``custom_args`` and ``headers`` merged over the
+request's). The Event Webhook posts one batch of events per such mail, each with
+``sg_message_id = "<X-Message-Id>.<per recipient suffix>"``.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from tests.emulator.server import ProviderEmulator, Received, Response
 PATH = "/v3/mail/send"
 HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
 MAX_PERSONALIZATIONS = 1000
+MAX_RECIPIENTS = 1000
 MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_CATEGORIES = 10
 UNAUTHORIZED = {
@@ -51,11 +62,30 @@ _ADDRESS = re.compile(r"[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;.]+")
 
 @dataclass(frozen=True)
 class AcceptedMail:
-    """One mail the emulator queued: SendGrid's id for it and the request body."""
+    """One mail the emulator queued - one personalization of an accepted request:
+    SendGrid's id for the request, the mail as if sent alone, the HTTP headers."""
 
     x_message_id: str
     payload: dict[str, Any]
     headers: dict[str, str]
+    #: The personalization's place in the request, and the request body itself.
+    index: int = 0
+    request: dict[str, Any] = field(default_factory=dict)
+
+
+def effective_mail(mail: dict[str, Any], index: int) -> dict[str, Any]:
+    """Personalization ``index`` of a request as a mail of its own: the request with only
+    that personalization, whose subject replaces the request's and whose
+    ``custom_args`` and ``headers`` are merged over the request's (SendGrid's rules)."""
+    personalization = mail["personalizations"][index]
+    payload = {**mail, "personalizations": [personalization]}
+    if personalization.get("subject"):
+        payload["subject"] = personalization["subject"]
+    for key in ("custom_args", "headers"):
+        merged = {**(mail.get(key) or {}), **(personalization.get(key) or {})}
+        if merged:
+            payload[key] = merged
+    return payload
 
 
 _accepted: weakref.WeakKeyDictionary[ProviderEmulator, list[AcceptedMail]] = (
@@ -118,7 +148,7 @@ def post_events_to(emulator: ProviderEmulator, url: str, signer: EventSigner, **
 
 
 def accepted(emulator: ProviderEmulator) -> list[AcceptedMail]:
-    """The mails this emulator queued (202), in arrival order."""
+    """The mails this emulator queued (202), one per personalization, in arrival order."""
     with _lock:
         return list(_accepted.get(emulator, ()))
 
@@ -152,6 +182,37 @@ def _check_address(value: Any, field: str, anchor: str, message: str) -> None:
         raise _Invalid("The name must be a string.", f"{field}.name", anchor)
 
 
+def _size(custom_args: dict[str, Any]) -> int:
+    return len(json.dumps(custom_args, ensure_ascii=False).encode())
+
+
+def _check_custom_args(custom_args: Any, field: str) -> None:
+    if not isinstance(custom_args, dict):
+        raise _Invalid("The custom_args parameter must be an object.", field, "custom_args")
+    for key, value in custom_args.items():
+        if not isinstance(value, str):
+            raise _Invalid(
+                "Bad Request: custom_args values must be strings.",
+                f"{field}.{key}",
+                "custom_args",
+            )
+    if _size(custom_args) > MAX_CUSTOM_ARGS_BYTES:
+        raise _Invalid(
+            f"The custom_args parameter may not exceed {MAX_CUSTOM_ARGS_BYTES} bytes.",
+            field,
+            "custom_args",
+        )
+
+
+def _check_headers(headers: Any, field: str) -> None:
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise _Invalid(
+            "The headers parameter must be a collection of key/value pairs with string values.",
+            field,
+            "headers",
+        )
+
+
 def _validate(mail: Any) -> None:
     """Raise ``_Invalid`` on the first problem SendGrid would report."""
     if not isinstance(mail, dict):
@@ -167,6 +228,17 @@ def _validate(mail: Any) -> None:
             "splitting this into multiple requests and resending your request.",
             "personalizations",
         )
+    recipients = sum(
+        len(p.get(kind) or []) if isinstance(p, dict) and isinstance(p.get(kind), list) else 0
+        for p in personalizations
+        for kind in ("to", "cc", "bcc")
+    )
+    if recipients > MAX_RECIPIENTS:
+        raise _Invalid(
+            "There is a limit of 1000 total recipients (to + cc + bcc) per request.",
+            "personalizations",
+        )
+    seen: set[str] = set()
     for i, personalization in enumerate(personalizations):
         field = f"personalizations.{i}"
         if not isinstance(personalization, dict):
@@ -179,16 +251,40 @@ def _validate(mail: Any) -> None:
                 f"{field}.to",
                 "personalizations.to",
             )
-        for j, recipient in enumerate(to):
-            _check_address(
-                recipient,
-                f"{field}.to.{j}.email",
-                "personalizations.to",
-                "Does not contain a valid address.",
-            )
+        for kind in ("to", "cc", "bcc"):
+            addresses = personalization.get(kind)
+            if kind != "to" and addresses is None:
+                continue
+            if not isinstance(addresses, list):
+                raise _Invalid(
+                    f"The {kind} parameter must be an array.",
+                    f"{field}.{kind}",
+                    f"personalizations.{kind}",
+                )
+            for j, recipient in enumerate(addresses):
+                _check_address(
+                    recipient,
+                    f"{field}.{kind}.{j}.email",
+                    f"personalizations.{kind}",
+                    "Does not contain a valid address.",
+                )
+                address = recipient["email"].lower()
+                if address in seen:
+                    raise _Invalid(
+                        "Each unique email address in the personalizations array should only "
+                        f"be included once. You have included {recipient['email']} more than "
+                        "once.",
+                        f"{field}.{kind}.{j}.email",
+                        f"personalizations.{kind}",
+                    )
+                seen.add(address)
         subject = personalization.get("subject")
         if subject is not None and not isinstance(subject, str):
             raise _Invalid("The subject must be a string.", f"{field}.subject", "subject")
+        _check_headers(personalization.get("headers", {}), f"{field}.headers")
+        custom_args = personalization.get("custom_args")
+        if custom_args is not None:
+            _check_custom_args(custom_args, f"{field}.custom_args")
 
     sender = mail.get("from")
     _check_address(
@@ -241,28 +337,18 @@ def _validate(mail: Any) -> None:
 
     custom_args = mail.get("custom_args")
     if custom_args is not None:
-        if not isinstance(custom_args, dict):
-            raise _Invalid("The custom_args parameter must be an object.", "custom_args")
-        for key, value in custom_args.items():
-            if not isinstance(value, str):
-                raise _Invalid(
-                    "Bad Request: custom_args values must be strings.",
-                    f"custom_args.{key}",
-                    "custom_args",
-                )
-        size = len(json.dumps(custom_args, ensure_ascii=False).encode())
-        if size > MAX_CUSTOM_ARGS_BYTES:
+        _check_custom_args(custom_args, "custom_args")
+    # The limit is on the args each mail carries: the request's merged with its own.
+    for i, personalization in enumerate(personalizations):
+        own = personalization.get("custom_args") or {}
+        if own and _size({**(custom_args or {}), **own}) > MAX_CUSTOM_ARGS_BYTES:
             raise _Invalid(
                 f"The custom_args parameter may not exceed {MAX_CUSTOM_ARGS_BYTES} bytes.",
+                f"personalizations.{i}.custom_args",
                 "custom_args",
             )
 
-    headers = mail.get("headers", {})
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise _Invalid(
-            "The headers parameter must be a collection of key/value pairs with string values.",
-            "headers",
-        )
+    _check_headers(mail.get("headers", {}), "headers")
 
     categories = mail.get("categories")
     if categories is not None:
@@ -311,14 +397,23 @@ def install(emulator: ProviderEmulator) -> None:
         if sandbox:
             return 200, {}, None
         message_id = new_message_id()
-        accepted_mail = AcceptedMail(
-            x_message_id=message_id, payload=mail, headers=dict(request.headers)
-        )
+        headers = dict(request.headers)
+        mails = [
+            AcceptedMail(
+                x_message_id=message_id,
+                payload=effective_mail(mail, i),
+                headers=headers,
+                index=i,
+                request=mail,
+            )
+            for i in range(len(mail["personalizations"]))
+        ]
         with _lock:
-            _accepted.setdefault(emulator, []).append(accepted_mail)
+            _accepted.setdefault(emulator, []).extend(mails)
             hook = _event_hooks.get(emulator)
         if hook is not None:
-            hook.schedule(accepted_mail)
+            for accepted_mail in mails:
+                hook.schedule(accepted_mail)
         return 202, {"X-Message-Id": message_id}, None
 
     emulator.route("POST", re.escape(PATH), mail_send)
@@ -363,7 +458,8 @@ def event(mail: AcceptedMail, kind: str, **fields: Any) -> dict[str, Any]:
         "timestamp": int(time.time()),
         "event": kind,
         "sg_event_id": base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("="),
-        "sg_message_id": f"{mail.x_message_id}.recvd-{secrets.token_hex(4)}-1-0",
+        # SendGrid's id of the request, then one of its own per recipient mail.
+        "sg_message_id": f"{mail.x_message_id}.recvd-{secrets.token_hex(4)}-1-{mail.index}-0",
         "smtp-id": f"<{mail.x_message_id}@ismtpd0001p1mdw1.sendgrid.net>",
         **(payload.get("custom_args") or {}),
     }
