@@ -7,6 +7,9 @@ class JourneysConfig(AppConfig):
 
     def ready(self) -> None:
         from journeys import events
-        from orchestrator.audience import services
+        from journeys import privacy as journeys_privacy
+        from orchestrator.audience import privacy, services
 
         services.event_listener_add(events.events_recorded)
+        privacy.privacy_exporter_add("journeys", journeys_privacy.journeys_export)
+        privacy.privacy_eraser_add(journeys_privacy.journeys_erase)

@@ -5,12 +5,27 @@ An unknown path under /api/ gets the JSON error body from ApiEdgeMiddleware.
 
 from django.urls import path
 
-from orchestrator.api import journeys, views
+from orchestrator.api import journeys, privacy, views
 
 urlpatterns = [
     path("customers", views.CustomerUpsertView.as_view(), name="customers"),
     # Before the detail route: "bulk" is a path here, not an external_id.
     path("customers/bulk", views.CustomerBulkView.as_view(), name="customers-bulk"),
+    path(
+        "customers/<str:external_id>/export",
+        privacy.CustomerExportView.as_view(),
+        name="customer-export",
+    ),
+    path(
+        "customers/<str:external_id>/erase",
+        privacy.CustomerEraseView.as_view(),
+        name="customer-erase",
+    ),
+    path(
+        "customers/<str:external_id>/preferences",
+        privacy.CustomerPreferencesView.as_view(),
+        name="customer-preferences",
+    ),
     path("customers/<str:external_id>", views.CustomerDetailView.as_view(), name="customer-detail"),
     path("events", views.EventView.as_view(), name="events"),
     path("events/bulk", views.EventBulkView.as_view(), name="events-bulk"),

@@ -1,13 +1,30 @@
-"""Admin for customers and their events: find a person fast, see what they agreed to and got."""
+"""Admin for customers and their events: find a person fast, see what they agreed to and got.
+
+A customer page also exports everything held about the person (a JSON download) and
+erases them (a confirmation page, then ``customer_erase``). Plain deletion is not
+offered: it would forget the addresses without suppressing them, and the person could
+be messaged again when the shop next reports them.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+import json
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.text import slugify
 
 from orchestrator.audience.models import Customer, Event
+from orchestrator.audience.privacy import customer_erase, customer_export
 from orchestrator.consent.models import ChannelPreference, Subscription
 from orchestrator.core.adminkit import ReadOnlyAdminMixin, ReadOnlyInline, admin_link, html_table
+from orchestrator.delivery.models import WAITING_STATUSES
 
 RECENT_MESSAGES = 15
 
@@ -51,6 +68,7 @@ class CustomerAdmin(admin.ModelAdmin):
     )
     inlines = (ChannelPreferenceInline, SubscriptionInline)
     list_per_page = 50
+    change_form_template = "admin/audience/customer/change_form.html"
 
     @admin.display(description="name")
     def name(self, obj: Customer) -> str:
@@ -102,6 +120,73 @@ class CustomerAdmin(admin.ModelAdmin):
                 for e in events
             ),
         )
+
+    # --- data rights: export and erase ------------------------------------------------
+
+    def get_urls(self):
+        def view(func):
+            return self.admin_site.admin_view(func)
+
+        return [
+            path("<int:pk>/export/", view(self.export_view), name="audience_customer_export"),
+            path("<int:pk>/erase/", view(self.erase_view), name="audience_customer_erase"),
+            *super().get_urls(),
+        ]
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # erase one by one, with suppression
+        return actions
+
+    def delete_view(self, request, object_id, extra_context=None):
+        """The Delete link leads to the erasure page, which also suppresses the addresses."""
+        if not str(object_id).isdigit():
+            return super().delete_view(request, object_id, extra_context)
+        return HttpResponseRedirect(reverse("admin:audience_customer_erase", args=[object_id]))
+
+    def export_view(self, request, pk: int) -> HttpResponse:
+        customer = get_object_or_404(Customer, pk=pk)
+        if not self.has_view_permission(request, customer):
+            raise PermissionDenied
+        data = customer_export(customer=customer)
+        name = slugify(customer.external_id)[:60] or str(customer.pk)
+        return HttpResponse(
+            json.dumps(data, cls=DjangoJSONEncoder, ensure_ascii=False, indent=2),
+            content_type="application/json; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="customer-{name}.json"'},
+        )
+
+    def erase_view(self, request, pk: int):
+        customer = get_object_or_404(Customer, pk=pk)
+        if not self.has_delete_permission(request, customer):
+            raise PermissionDenied
+        if request.method == "POST":
+            try:
+                summary = customer_erase(customer=customer, source="admin")
+            except Customer.DoesNotExist:
+                self.message_user(request, "The customer was erased already.", messages.INFO)
+            else:
+                channels = ", ".join(summary.suppressed_channels) or "none"
+                self.message_user(
+                    request,
+                    f"Erased customer #{pk}: {summary.canceled_messages} waiting message(s) "
+                    f"canceled, their data deleted; suppressed on: {channels}.",
+                    messages.SUCCESS,
+                )
+            return HttpResponseRedirect(reverse("admin:audience_customer_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Erase this customer?",
+            "customer": customer,
+            "counts": {
+                "messages": customer.messages.count(),
+                "waiting": customer.messages.filter(status__in=WAITING_STATUSES).count(),
+                "events": customer.events.count(),
+                "consent_records": customer.consent_records.count(),
+            },
+        }
+        return TemplateResponse(request, "admin/audience/customer/erase.html", context)
 
 
 @admin.register(Event)

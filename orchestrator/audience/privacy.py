@@ -1,0 +1,301 @@
+"""A person's rights over their data: export (GDPR Art. 15/20) and erasure (Art. 17).
+
+The core knows customers, events, consent and messages. Other apps hold personal data
+too (journeys: enrollments; channels: inbound messages and raw webhook payloads), but
+the core must not import them, so they register here from their ``AppConfig.ready``:
+
+- ``privacy_exporter_add(name, fn)``: ``fn(customer)`` returns JSON-ready data that the
+  export carries under ``name``;
+- ``privacy_eraser_add(fn)``: ``fn(customer)`` runs inside the erasure transaction,
+  before the customer row is deleted, and returns ``{what: count}`` for the summary.
+
+The entry points (API, admin, the preference center) call ``customer_export`` and
+``customer_erase`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.apps import apps
+from django.db import transaction
+from django.utils import timezone
+
+from orchestrator.audience.models import Customer
+from orchestrator.consent.models import CHANNELS, Suppression, address_hash
+from orchestrator.consent.suppressions import suppressions_add
+from orchestrator.delivery.models import WAITING_STATUSES, Message
+from orchestrator.delivery.services import messages_cancel
+
+#: Bumped when a section changes shape, so a client reading old exports can tell.
+EXPORT_FORMAT = 1
+
+Exporter = Callable[[Customer], Any]
+Eraser = Callable[[Customer], dict[str, int] | None]
+
+_CORE_SECTIONS = frozenset(
+    {
+        "format",
+        "exported_at",
+        "customer",
+        "events",
+        "subscriptions",
+        "consent_records",
+        "channel_preference",
+        "channel_opt_outs",
+        "suppressions",
+        "messages",
+    }
+)
+_exporters: dict[str, Exporter] = {}
+_erasers: list[Eraser] = []
+
+
+def privacy_exporter_add(name: str, fn: Exporter) -> None:
+    """Add a section ``name`` to every export. Registering the same name again replaces it."""
+    if name in _CORE_SECTIONS:
+        raise ValueError(f"{name!r} is a section of the core export")
+    _exporters[name] = fn
+
+
+def privacy_eraser_add(fn: Eraser) -> None:
+    """Run ``fn(customer)`` in every erasure, inside its transaction, before the delete."""
+    if fn not in _erasers:
+        _erasers.append(fn)
+
+
+# --- export ----------------------------------------------------------------------------
+
+
+def iso(value: dt.datetime | dt.date | dt.time | None) -> str | None:
+    """ISO 8601 (with offset for datetimes), or None: the export is plain JSON types only."""
+    return value.isoformat() if value is not None else None
+
+
+def _message(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "created_at": iso(message.created_at),
+        "topic": message.topic.key,
+        "template": message.template.key,
+        "channel": message.channel,
+        "requested_channel": message.requested_channel,
+        "to_address": message.to_address,
+        "locale": message.locale,
+        "status": message.status,
+        "source": message.source,
+        "journey": message.journey,
+        "send_after": iso(message.send_after),
+        "expires_at": iso(message.expires_at),
+        "sent_at": iso(message.sent_at),
+        "provider": message.provider,
+        "provider_message_id": message.provider_message_id,
+        "data": message.data,
+        "rendered": message.rendered,
+        "explanation": message.explanation,
+        "last_error": message.last_error,
+        "history": [
+            {
+                "status": event.status,
+                "occurred_at": iso(event.occurred_at),
+                "reason": event.reason,
+                "code": event.code,
+                "provider_payload": event.raw,
+            }
+            for event in message.history.all()
+        ],
+    }
+
+
+def customer_addresses(customer: Customer) -> set[tuple[str, str]]:
+    """Every (channel, address) we hold for the customer: the current ones, and those
+    their messages went to (an address changed since is still one they had)."""
+    held = {(c, customer.address_for(c)) for c in CHANNELS}
+    held |= set(
+        Message.objects.filter(customer=customer)
+        .exclude(to_address="")
+        .values_list("channel", "to_address")
+        .distinct()
+    )
+    return {(channel, address.strip()) for channel, address in held if address.strip()}
+
+
+def customer_export(*, customer: Customer) -> dict[str, Any]:
+    """Everything held about the customer, as JSON-ready data (Art. 15 access, Art. 20
+    portability): the row, events, consent (current state and the full ledger),
+    preferences, suppressions of their addresses, every message with its rendered
+    content, decision trail and status history, and the registered apps' sections."""
+    preference = getattr(customer, "preference", None)
+    hashes = {(c, address_hash(c, a)) for c, a in customer_addresses(customer)}
+    suppressions = Suppression.objects.filter(address_hash__in={h for _c, h in hashes})
+    messages = (
+        Message.objects.filter(customer=customer)
+        .select_related("topic", "template")
+        .prefetch_related("history")
+        .order_by("created_at", "id")
+    )
+    export: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "exported_at": iso(timezone.now()),
+        "customer": {
+            "external_id": customer.external_id,
+            "email": customer.email,
+            "phone": customer.phone,
+            "whatsapp": customer.whatsapp,
+            "line_user_id": customer.line_user_id,
+            "locale": customer.locale,
+            "timezone": customer.timezone,
+            "attributes": customer.attributes,
+            "created_at": iso(customer.created_at),
+            "updated_at": iso(customer.updated_at),
+        },
+        "events": [
+            {
+                "name": e.name,
+                "properties": e.properties,
+                "occurred_at": iso(e.occurred_at),
+                "received_at": iso(e.received_at),
+                "event_id": e.event_id,
+                "source": e.source,
+            }
+            for e in customer.events.order_by("occurred_at", "id")
+        ],
+        "subscriptions": [
+            {
+                "topic": s.topic.key,
+                "channel": s.channel,
+                "status": s.status,
+                "updated_at": iso(s.updated_at),
+            }
+            for s in customer.subscriptions.select_related("topic").order_by("topic", "channel")
+        ],
+        "consent_records": [
+            {
+                "topic": r.topic.key if r.topic else None,
+                "channel": r.channel or None,
+                "action": r.action,
+                "source": r.source,
+                "evidence": r.evidence,
+                "created_at": iso(r.created_at),
+            }
+            for r in customer.consent_records.select_related("topic").order_by("created_at", "id")
+        ],
+        "channel_preference": None
+        if preference is None
+        else {
+            "channel_order": list(preference.channel_order),
+            "quiet_hours_start": iso(preference.quiet_hours_start),
+            "quiet_hours_end": iso(preference.quiet_hours_end),
+            "paused_until": iso(preference.paused_until),
+            "max_per_week": preference.max_per_week,
+            "updated_at": iso(preference.updated_at),
+        },
+        "channel_opt_outs": [
+            {"channel": o.channel, "source": o.source, "created_at": iso(o.created_at)}
+            for o in customer.channel_opt_outs.order_by("channel")
+        ],
+        "suppressions": [
+            {"channel": s.channel, "reason": s.reason, "created_at": iso(s.created_at)}
+            for s in suppressions
+            if (s.channel, s.address_hash) in hashes
+        ],
+        "messages": [_message(m) for m in messages],
+    }
+    for name, exporter in _exporters.items():
+        export[name] = exporter(customer)
+    return export
+
+
+# --- erasure ---------------------------------------------------------------------------
+
+
+def _forget_in_admin_log(customer: Customer) -> None:
+    """Keep the admin's audit trail (who changed customer #id, when) but not what names
+    the person: the entry's label is the external id, its message the fields changed."""
+    if not apps.is_installed("django.contrib.admin"):
+        return
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(Customer), object_id=str(customer.pk)
+    ).update(object_repr=f"erased customer #{customer.pk}", change_message="")
+
+
+@dataclass(frozen=True)
+class ErasureSummary:
+    """What an erasure did; it names no personal data, so it may be logged and returned."""
+
+    suppressed_channels: list[str]
+    canceled_messages: int
+    deleted: dict[str, int] = field(default_factory=dict)
+
+
+def customer_erase(*, customer: Customer, source: str) -> ErasureSummary:
+    """Erase the customer (Art. 17), in one transaction; raise Customer.DoesNotExist if
+    they are gone already.
+
+    1. Lock the customer row. A journey step or an API send for them that is writing
+       right now finishes first; one that starts later waits on the lock and then fails
+       its foreign key, instead of re-creating data we are deleting.
+    2. Suppress every address they had (current ones and those messages went to) with
+       reason ``erased``: only ``sha256(channel:address)`` is kept, so a person created
+       again later with the same address is refused at dispatch. An existing suppression
+       (a bounce, say) is kept as it is: the address is blocked either way.
+    3. Cancel their messages still waiting, so none is claimed between now and commit.
+    4. Run the registered erasers (journeys exit active enrollments; channels delete
+       inbound messages and scrub raw webhook payloads holding the addresses).
+    5. Delete the customer row and everything that cascades from it: events,
+       subscriptions, the consent ledger, preferences, opt-outs, messages with their
+       rendered content and history, enrollments and their step log, inbound messages.
+
+    Kept on purpose, because integrity needs it and none of it identifies the person:
+
+    - the ``Suppression`` hashes (the point of step 2; their ``detail`` names only the
+      source of the request, never the person). A hash is pseudonymous, not anonymous
+      (a phone number's can be found by trying numbers), so it is kept only as the
+      means of honouring the erasure;
+    - topics, templates, journeys and frequency rules (configuration, not personal);
+    - the admin log's entries for the customer, relabelled ``erased customer #id``;
+    - webhook event rows, scrubbed to ``{"erased": true}`` but not deleted: their
+      unique (provider, event id) is what stops a provider's retry or a replay from
+      being processed again and re-creating an inbound message with the address.
+
+    Not touched here, and why: API idempotency records may hold a response naming the
+    customer; they are purged after IDEMPOTENCY_KEY_TTL_HOURS. A message a dispatcher
+    has already handed to the provider (``sending``) cannot be recalled; its row is
+    deleted all the same, and the dispatcher's record of the outcome, guarded by the
+    row it updates, then writes nothing.
+    """
+    with transaction.atomic():
+        locked = Customer.objects.select_for_update().filter(pk=customer.pk).first()
+        if locked is None:
+            raise Customer.DoesNotExist(f"customer {customer.pk} does not exist")
+        addresses = customer_addresses(locked)
+        suppressions_add(
+            (channel, address, Suppression.Reason.ERASED, f"erasure requested via {source}")
+            for channel, address in sorted(addresses)
+        )
+        waiting = list(
+            Message.objects.filter(customer=locked, status__in=WAITING_STATUSES).values_list(
+                "id", flat=True
+            )
+        )
+        canceled = messages_cancel(message_ids=waiting, reason="the customer's data was erased")
+        counts: dict[str, int] = {}
+        for eraser in _erasers:
+            for what, count in (eraser(locked) or {}).items():
+                counts[what] = counts.get(what, 0) + count
+        _forget_in_admin_log(locked)
+        _total, by_model = locked.delete()
+        for label, count in by_model.items():
+            if count:
+                counts[label] = counts.get(label, 0) + count
+    return ErasureSummary(
+        suppressed_channels=sorted({channel for channel, _address in addresses}),
+        canceled_messages=len(canceled),
+        deleted=counts,
+    )
