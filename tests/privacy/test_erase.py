@@ -168,3 +168,17 @@ def test_erasing_someone_already_erased_says_so(db):
 
     with pytest.raises(Customer.DoesNotExist):
         customer_erase(customer=customer, source="api")
+
+
+def test_erasure_removes_the_dev_inbox_copies_of_what_was_sent_to_them(person):
+    from channels.adapters.base import OutboundMessage
+    from channels.adapters.devinbox import DevInboxAdapter
+    from channels.devinbox.models import InboxMessage
+
+    theirs = OutboundMessage(message_id=1, channel="email", to=EMAIL.upper(), body="hi")
+    someone_else = OutboundMessage(message_id=2, channel="email", to="x@example.com", body="hi")
+    DevInboxAdapter(alias="email").send([theirs, someone_else])
+
+    customer_erase(customer=person.customer, source="api")
+
+    assert list(InboxMessage.objects.values_list("to_address", flat=True)) == ["x@example.com"]
