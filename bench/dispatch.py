@@ -67,12 +67,14 @@ EN = {
         "{% if customer.tier == 'gold' %}As a Gold member you get free shipping.{% else %}"
         "Free shipping over {{ data.threshold }}.{% endif %}\n"
         "{% for item in data.items %}- {{ item.name }}: {{ item.price | times: 1.1 | round: 2 }}\n"
-        "{% endfor %}Total {{ data.total }} · {{ brand.name }}"
+        "{% endfor %}Total {{ data.total }} · {{ brand.name }}\n"
+        "Unsubscribe: {{ unsubscribe_url }}"
     ),
     "html": (
         "<h1>Hi {{ customer.first_name }}</h1><p>{{ data.headline }}</p><ul>"
         "{% for item in data.items %}<li>{{ item.name }} - {{ item.price }}</li>{% endfor %}</ul>"
         "<p>{{ customer.points }} points in {{ customer.city }}</p>"
+        '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
     ),
 }
 JA = {
@@ -80,14 +82,16 @@ JA = {
     "body": (
         "{{ customer.first_name }}様\n{% if customer.tier == 'gold' %}ゴールド会員は送料無料です。"
         "{% endif %}{% for item in data.items %}・{{ item.name }} {{ item.price }}円\n{% endfor %}"
-        "合計 {{ data.total }}円 {{ brand.name }}"
+        "合計 {{ data.total }}円 {{ brand.name }}\n配信停止:{{ unsubscribe_url }}"
     ),
-    "html": "<h1>{{ customer.first_name }}様</h1><p>{{ data.headline }}</p>",
+    "html": "<h1>{{ customer.first_name }}様</h1><p>{{ data.headline }}</p>"
+    '<p><a href="{{ unsubscribe_url }}">配信停止</a></p>',
 }
 SHORT = {
     "en": "Hi {{ customer.first_name }}: {{ data.headline }} ({{ data.items | size }} items, "
-    "{{ data.total }}). Reply STOP to opt out.",
-    "ja": "{{ customer.first_name }}様: {{ data.headline }} 合計{{ data.total }}円",
+    "{{ data.total }}). Reply STOP to opt out or see {{ preferences_url }}",
+    "ja": "{{ customer.first_name }}様: {{ data.headline }} 合計{{ data.total }}円 "
+    "配信設定 {{ preferences_url }}",
 }
 
 

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from orchestrator.consent.message_links import short_preference_redirect
 from orchestrator.consent.unsubscribe import one_click
 
 urlpatterns = [
@@ -13,6 +14,10 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("dev/inbox/", include("channels.devinbox.urls")),
     path("webhooks/", include("channels.webhooks.urls")),
-    path("u/<str:token>/", one_click, name="one-click-unsubscribe"),
+    path("unsubscribe/<str:token>/", one_click, name="one-click-unsubscribe"),
+    # The first path, still in inboxes: it stays as long as links already sent live.
+    path("u/<str:token>/", one_click, name="one-click-unsubscribe-legacy"),
+    path("p/<str:token>/", short_preference_redirect, name="preference-center-short"),
+    path("preferences/<str:token>/", include("orchestrator.preferences.urls")),
     path("", include("orchestrator.core.urls")),
 ]

@@ -99,6 +99,9 @@ class ConsentRecord(models.Model):
     class Action(models.TextChoices):
         OPT_IN = "opt_in", "Opted in"
         OPT_OUT = "opt_out", "Opted out"
+        #: Quiet hours, a personal cap, a pause or the channel order changed: how, not
+        #: whether, the customer hears from us (the evidence holds before and after).
+        PREFERENCES = "preferences", "Changed delivery preferences"
 
     class Source(models.TextChoices):
         API = "api", "API"

@@ -1,4 +1,5 @@
-"""One-click unsubscribe (RFC 8058) from a marketing email's List-Unsubscribe header.
+"""One-click unsubscribe (RFC 8058): a marketing email's List-Unsubscribe header and
+``{{ unsubscribe_url }}`` in a message, served at ``/unsubscribe/<token>/``.
 
 The link carries a signed token naming the customer, topic and channel; nothing
 else identifies the person. A POST with ``List-Unsubscribe=One-Click`` (what mail
@@ -37,7 +38,8 @@ def make_token(*, customer_id: int, topic_id: int, channel: str, message_id: int
 
 @functools.lru_cache(maxsize=1)
 def _path_prefix() -> str:
-    # Resolved once: reverse() costs about 100 us, too much to pay per message.
+    # Resolved once: reverse() costs about 100 us, too much to pay per message. New links
+    # use /unsubscribe/ (the public contract); /u/ still answers for links already sent.
     return reverse("one-click-unsubscribe", args=["TOKEN"]).removesuffix("TOKEN/")
 
 
@@ -48,16 +50,22 @@ def unsubscribe_url(*, customer_id: int, topic_id: int, channel: str, message_id
     return f"{settings.PUBLIC_BASE_URL.rstrip('/')}{_path_prefix()}{token}/"
 
 
-def list_unsubscribe_headers(
-    *, customer_id: int, topic_id: int, channel: str, message_id: int
-) -> dict[str, str]:
-    url = unsubscribe_url(
-        customer_id=customer_id, topic_id=topic_id, channel=channel, message_id=message_id
-    )
+def one_click_headers(url: str) -> dict[str, str]:
+    """The RFC 8058 headers for a link made by ``unsubscribe_url``."""
     return {
         "List-Unsubscribe": f"<{url}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
+
+
+def list_unsubscribe_headers(
+    *, customer_id: int, topic_id: int, channel: str, message_id: int
+) -> dict[str, str]:
+    return one_click_headers(
+        unsubscribe_url(
+            customer_id=customer_id, topic_id=topic_id, channel=channel, message_id=message_id
+        )
+    )
 
 
 def _read(token: str) -> dict | None:

@@ -148,14 +148,31 @@ _REPLENISH_HTML_EN = """<p>Hi {{ customer.first_name | default: "there" }},</p>
 when cushioning starts to fade.</p>
 <p><a href="{{ data.reorder_url | default: "https://stride.example.com/reorder" }}">Reorder
 in size {{ customer.shoe_size | default: "your size" }}</a></p>
-<p>{{ brand.name }}</p>"""
+<p>{{ brand.name }}</p>
+<p><small><a href="{{ unsubscribe_url }}">Unsubscribe</a> ·
+<a href="{{ preferences_url }}">Choose what we send you</a></small></p>"""
 _REPLENISH_HTML_JA = """<p>{{ customer.first_name | default: "お客" }}様</p>
 <p>{{ data.last_order_date | default: "前回" }}にご購入の
 {{ customer.favourite_shoe | default: "シューズ" }}は、
 そろそろ約600kmに達する頃です。クッション性が落ちる前に買い替えはいかがですか。</p>
 <p><a href="{{ data.reorder_url | default: "https://stride.example.com/reorder" }}">
 {{ customer.shoe_size | default: "" }} サイズで再注文する</a></p>
-<p>{{ brand.name }}</p>"""
+<p>{{ brand.name }}</p>
+<p><small><a href="{{ unsubscribe_url }}">配信停止</a> ·
+<a href="{{ preferences_url }}">配信設定</a></small></p>"""
+
+# Every marketing variant carries a visible opt-out link (refused at save without one):
+# email the one-click unsubscribe and the preference center, SMS and chat a short link.
+OPT_OUT_EN = (
+    "\n\nUnsubscribe: {{ unsubscribe_url }}\nChoose what we send you: {{ preferences_url }}"
+)
+OPT_OUT_JA = "\n\n配信停止:{{ unsubscribe_url }}\n配信設定:{{ preferences_url }}"
+OPT_OUT_HTML_EN = (
+    '<p><small><a href="{{ unsubscribe_url }}">Unsubscribe</a> · '
+    '<a href="{{ preferences_url }}">Choose what we send you</a></small></p>'
+)
+PREFS_EN = "\nOpt out: {{ preferences_url }}"
+PREFS_JA = "\n配信設定:{{ preferences_url }}"
 
 #: template key -> (name, topic key, {(channel, locale): (subject, body, html)})
 TIME = "{{ customer.fitting_time | default: '--:--' }}"
@@ -232,7 +249,7 @@ TEMPLATES: dict[str, tuple[str, str, dict[tuple[str, str], tuple[str, str, str]]
                 "around 600 km by now, when cushioning starts to fade.\n"
                 "Reorder in size {{ customer.shoe_size | default: 'your size' }}: "
                 "{{ data.reorder_url | default: 'https://stride.example.com/reorder' }}\n\n"
-                "{{ brand.name }}",
+                "{{ brand.name }}" + OPT_OUT_EN,
                 _REPLENISH_HTML_EN,
             ),
             ("email", "ja"): (
@@ -242,7 +259,7 @@ TEMPLATES: dict[str, tuple[str, str, dict[tuple[str, str], tuple[str, str, str]]
                 "約600kmに達する頃です。\n"
                 "再注文はこちら:"
                 "{{ data.reorder_url | default: 'https://stride.example.com/reorder' }}\n\n"
-                "{{ brand.name }}",
+                "{{ brand.name }}" + OPT_OUT_JA,
                 _REPLENISH_HTML_JA,
             ),
             ("line", "ja"): (
@@ -250,14 +267,15 @@ TEMPLATES: dict[str, tuple[str, str, dict[tuple[str, str], tuple[str, str, str]]
                 "{{ customer.first_name | default: 'お客' }}様、"
                 "{{ customer.favourite_shoe | default: 'シューズ' }}の替えどきが近づいています👟\n"
                 "同じサイズ({{ customer.shoe_size | default: '-' }})で再注文:"
-                "{{ data.reorder_url | default: 'https://stride.example.com/reorder' }}",
+                "{{ data.reorder_url | default: 'https://stride.example.com/reorder' }}" + PREFS_JA,
                 "",
             ),
             ("line", "en"): (
                 "",
                 "{{ customer.first_name | default: 'Runner' }}, your "
                 "{{ customer.favourite_shoe | default: 'shoes' }} are due for replacement. "
-                "Reorder: {{ data.reorder_url | default: 'https://stride.example.com/reorder' }}",
+                "Reorder: {{ data.reorder_url | default: 'https://stride.example.com/reorder' }}"
+                + PREFS_EN,
                 "",
             ),
             ("whatsapp", "en"): (
@@ -265,14 +283,14 @@ TEMPLATES: dict[str, tuple[str, str, dict[tuple[str, str], tuple[str, str, str]]
                 "Hi {{ customer.first_name | default: 'there' }}! Your "
                 "{{ customer.favourite_shoe | default: 'running shoes' }} are near 600 km. "
                 "Reorder in size {{ customer.shoe_size | default: 'your size' }}: "
-                "{{ data.reorder_url | default: 'https://stride.example.com/reorder' }}",
+                "{{ data.reorder_url | default: 'https://stride.example.com/reorder' }}" + PREFS_EN,
                 "",
             ),
             ("sms", "en"): (
                 "",
                 "{{ brand.name }}: your {{ customer.favourite_shoe | default: 'shoes' }} are due "
                 "for replacement. Reorder: "
-                "{{ data.reorder_url | default: 'https://stride.example.com/reorder' }}",
+                "{{ data.reorder_url | default: 'https://stride.example.com/reorder' }}" + PREFS_EN,
                 "",
             ),
         },
@@ -363,23 +381,25 @@ TEMPLATES: dict[str, tuple[str, str, dict[tuple[str, str], tuple[str, str, str]]
                 "Hi {{ customer.first_name | default: 'there' }},\n\n"
                 "Spring races are coming. Take 20% off "
                 "{{ data.collection | default: 'trail shoes' }} until "
-                "{{ data.ends_on | default: 'Sunday' }}.\n\n{{ brand.name }}",
+                "{{ data.ends_on | default: 'Sunday' }}.\n\n{{ brand.name }}" + OPT_OUT_EN,
                 "<p>Hi {{ customer.first_name | default: 'there' }},</p>"
                 "<p>Take <strong>20% off</strong> {{ data.collection | default: 'trail shoes' }} "
-                "until {{ data.ends_on | default: 'Sunday' }}.</p><p>{{ brand.name }}</p>",
+                "until {{ data.ends_on | default: 'Sunday' }}.</p><p>{{ brand.name }}</p>"
+                + OPT_OUT_HTML_EN,
             ),
             ("email", "ja"): (
                 "【{{ brand.name }}】レースシーズン応援セール 20%オフ",
                 "{{ customer.first_name | default: 'お客' }}様\n\n"
                 "春のレースに向けて、{{ data.collection | default: 'トレイルシューズ' }}が"
-                "{{ data.ends_on | default: '日曜日' }}まで20%オフです。\n\n{{ brand.name }}",
+                "{{ data.ends_on | default: '日曜日' }}まで20%オフです。\n\n{{ brand.name }}"
+                + OPT_OUT_JA,
                 "",
             ),
             ("line", "ja"): (
                 "",
                 "{{ customer.first_name | default: 'お客' }}様、🏃 春のレース応援セール!"
                 "{{ data.collection | default: 'トレイルシューズ' }}が"
-                "20%オフ({{ data.ends_on | default: '日曜日' }}まで)",
+                "20%オフ({{ data.ends_on | default: '日曜日' }}まで)" + PREFS_JA,
                 "",
             ),
             ("whatsapp", "en"): (
@@ -387,7 +407,7 @@ TEMPLATES: dict[str, tuple[str, str, dict[tuple[str, str], tuple[str, str, str]]
                 "Hi {{ customer.first_name | default: 'there' }}! "
                 "Race season sale at {{ brand.name }}: 20% off "
                 "{{ data.collection | default: 'trail shoes' }} until "
-                "{{ data.ends_on | default: 'Sunday' }}.",
+                "{{ data.ends_on | default: 'Sunday' }}." + PREFS_EN,
                 "",
             ),
         },

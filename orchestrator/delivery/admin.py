@@ -1,4 +1,4 @@
-"""Admin for templates (Liquid checked on save) and the message ledger.
+"""Admin for templates (Liquid and opt-out links checked on save) and the message ledger.
 
 Messages are read-only here: they are created by the API, journeys and the demo,
 and changed only by the dispatcher and provider webhooks. Each message page shows
@@ -38,6 +38,7 @@ from orchestrator.delivery.models import (
 from orchestrator.delivery.rendering import TemplateProblem, check_syntax
 from orchestrator.delivery.rule_services import clean_rule
 from orchestrator.delivery.services import messages_cancel
+from orchestrator.delivery.template_services import opt_out_link_problem
 
 
 class TemplateVariantForm(forms.ModelForm):
@@ -113,9 +114,40 @@ def provider_options_problem(channel: str | None, options) -> str:
     return ""
 
 
+class TemplateVariantFormSet(forms.BaseInlineFormSet):
+    """On a marketing template, refuses a variant without an opt-out link.
+
+    Checked here rather than in the variant form: the topic is the template's, and
+    the template form's topic (possibly just changed) is on ``self.instance``.
+    """
+
+    def clean(self):
+        super().clean()
+        topic = self.instance.topic if self.instance.topic_id else None
+        if topic is None or topic.kind != topic.Kind.MARKETING:
+            return
+        for form in self.forms:
+            cleaned = getattr(form, "cleaned_data", None)
+            if not cleaned or self._should_delete_form(form):
+                continue
+            channel = cleaned.get("channel") or ""
+            for name in ("body", "html") if channel == "email" else ("body",):
+                if name in form.errors:
+                    continue  # a syntax error is the first thing to fix
+                problem = opt_out_link_problem(
+                    channel=channel,
+                    locale=cleaned.get("locale") or "",
+                    field=name,
+                    source=cleaned.get(name) or "",
+                )
+                if problem:
+                    form.add_error(name, problem)
+
+
 class TemplateVariantInline(admin.StackedInline):
     model = TemplateVariant
     form = TemplateVariantForm
+    formset = TemplateVariantFormSet
     extra = 0
     fields = (("channel", "locale"), "subject", "body", "html", "provider_options")
 

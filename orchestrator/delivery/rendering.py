@@ -15,6 +15,8 @@ from typing import Any
 from liquid import Environment, StrictDefaultUndefined
 from liquid.exceptions import LiquidError, TemplateNotFoundError
 
+from orchestrator.consent.message_links import preference_link
+
 
 class _BoundedEnvironment(Environment):
     loop_iteration_limit = 10_000
@@ -65,6 +67,18 @@ def _first_line(exc: Exception) -> str:
 @lru_cache(maxsize=2048)
 def _parse(source: str, html: bool):
     return (HTML_ENV if html else ENV).from_string(source)
+
+
+@lru_cache(maxsize=2048)
+def variables_used(source: str, html: bool = False) -> frozenset[str]:
+    """The top-level variables ``source`` reads, found by Liquid's static analysis (so
+    a name in a comment or a raw block does not count); empty if it does not parse."""
+    if not source:
+        return frozenset()
+    try:
+        return frozenset(_parse(source, html).global_variables())
+    except LiquidError:
+        return frozenset()
 
 
 def check_syntax(source: str, *, field: str = "body", html: bool = False) -> None:
@@ -136,6 +150,14 @@ def customer_context(customer) -> dict[str, Any]:
     }
 
 
+def preview_links(customer, *, channel: str = "email") -> dict[str, str]:
+    """``preferences_url`` and ``unsubscribe_url`` outside a real message (previews,
+    checks): both open the customer's preference center, as there is no message to
+    tie a one-click link to."""
+    url = preference_link(customer_id=customer.pk, channel=channel)
+    return {"preferences_url": url, "unsubscribe_url": url}
+
+
 def build_context(
     *,
     customer,
@@ -143,11 +165,15 @@ def build_context(
     extra: dict[str, Any] | None = None,
     customer_vars: dict[str, Any] | None = None,
     brand: dict[str, Any] | None = None,
+    links: dict[str, str] | None = None,
 ):
-    """The variables every template sees: customer, data (request/trigger), event, brand.
+    """The variables every template sees: customer, data (request/trigger), event, brand,
+    and the links ``preferences_url`` and ``unsubscribe_url``.
 
     ``customer_vars`` and ``brand`` may be passed in already built, so a batch builds
-    them once per customer rather than once per message.
+    them once per customer rather than once per message. ``links`` are signed per
+    message, so the dispatcher passes only those the template reads; left out, they
+    are made by ``preview_links``.
     """
     data = message_data or {}
     if brand is None:
@@ -159,6 +185,7 @@ def build_context(
         "data": data,
         "event": data.get("event", {}) if isinstance(data.get("event"), dict) else {},
         "brand": brand,
+        **(links if links is not None else preview_links(customer)),
     }
     if extra:
         context.update(extra)

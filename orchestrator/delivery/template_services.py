@@ -3,6 +3,11 @@
 Every Liquid source is syntax-checked before anything is written, and all problems
 come back at once as field errors naming the variant, the field and the line, e.g.
 ``{"variants.0.body": ["line 2: missing expression"]}``.
+
+A template whose topic is marketing must carry an opt-out link in what the customer
+reads (``opt_out_link_problem``): the law asks for a visible one (CAN-SPAM, Japan's
+Act on Specified Electronic Mail), so for email the List-Unsubscribe header alone
+is not enough.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from django.db import IntegrityError, transaction
 from orchestrator.audience.validators import validate_locale
 from orchestrator.consent.models import CHANNELS, Topic
 from orchestrator.delivery.models import MessageTemplate, TemplateVariant
-from orchestrator.delivery.rendering import TemplateProblem, check_syntax
+from orchestrator.delivery.rendering import TemplateProblem, check_syntax, variables_used
 
 VARIANT_FIELDS = ("subject", "body", "html")
 
@@ -36,6 +41,51 @@ class TemplateInUse(Exception):
             f"Template {key!r} is referred to by {messages} message(s); it cannot be deleted. "
             "Keep it, or change its variants instead."
         )
+
+
+def opt_out_link_problem(*, channel: str, locale: str, field: str, source: str) -> str:
+    """Why one part of a marketing variant lacks the opt-out link it needs, or "".
+
+    Every part a customer may be shown needs one: an email's text body and its html
+    (a client shows one or the other), an SMS or chat body. SMS and chat need
+    ``{{ preferences_url }}``, rendered there as a short ``/p/...`` link; email may
+    use either link.
+    """
+    if not source.strip():
+        return ""
+    used = variables_used(source, field == "html")
+    if channel == "email":
+        if used & {"unsubscribe_url", "preferences_url"}:
+            return ""
+        return (
+            f"The {channel}/{locale} variant is marketing and its {field} has no opt-out "
+            "link: add {{ unsubscribe_url }} (one-click unsubscribe from this topic) or "
+            "{{ preferences_url }} (the preference center)."
+        )
+    if "preferences_url" in used:
+        return ""
+    return (
+        f"The {channel}/{locale} variant is marketing and its {field} has no opt-out "
+        "link: add {{ preferences_url }} (a short link to the preference center)."
+    )
+
+
+def marketing_link_errors(variants: Sequence[Mapping[str, str]]) -> dict[str, list[str]]:
+    """Field errors, keyed ``variants.<i>.<field>``, for variants of a marketing template
+    missing their opt-out link."""
+    errors: dict[str, list[str]] = {}
+    for index, variant in enumerate(variants):
+        fields = ("body", "html") if variant.get("channel") == "email" else ("body",)
+        for name in fields:
+            problem = opt_out_link_problem(
+                channel=variant.get("channel", ""),
+                locale=variant.get("locale", ""),
+                field=name,
+                source=variant.get(name) or "",
+            )
+            if problem:
+                errors[f"variants.{index}.{name}"] = [problem]
+    return errors
 
 
 def _problem_text(problem: TemplateProblem) -> str:
@@ -98,6 +148,10 @@ def _clean(
         topic_row = Topic.objects.filter(key=topic).first()
         if topic_row is None:
             errors["topic"] = [f"Unknown topic {topic!r}."]
+    if topic_row is not None and topic_row.kind == Topic.Kind.MARKETING:
+        for name, problems in marketing_link_errors(cleaned).items():
+            if name not in errors:  # a syntax error is the first thing to fix
+                errors[name] = problems
     if errors:
         raise ValidationError(errors)
     return topic_row, cleaned

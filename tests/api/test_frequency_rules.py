@@ -76,7 +76,7 @@ def test_message_detail_explains_the_hold_in_plain_words(api, send_body, setting
         key="promo",
         name="Promo",
         topic="promos",
-        variants=[{"channel": "email", "subject": "Sale", "body": "Sale!"}],
+        variants=[{"channel": "email", "subject": "Sale", "body": "Sale! {{ unsubscribe_url }}"}],
     )
     api.post("/api/v1/frequency-rules", {**DAILY, "limit": 1}, format="json")
     body = {"to": {"external_id": "alex"}, "template": "promo", "channel": "email"}
@@ -107,7 +107,7 @@ def test_cap_holds_for_50_concurrent_api_sends_and_two_dispatcher_processes(
         key="promo",
         name="Promo",
         topic="promos",
-        variants=[{"channel": "email", "subject": "Sale", "body": "Sale!"}],
+        variants=[{"channel": "email", "subject": "Sale", "body": "Sale! {{ unsubscribe_url }}"}],
     )
     FrequencyRule.objects.create(key="daily-3", name="3 a day", limit=3, calendar="day")
     key = api_key_factory()

@@ -35,7 +35,7 @@ def test_marketing_email_carries_one_click_headers_and_the_post_unsubscribes(
     headers = _sent_headers(outbox, customer, promos)
 
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert headers["List-Unsubscribe"].startswith("<https://messaging.example.com/u/")
+    assert headers["List-Unsubscribe"].startswith("<https://messaging.example.com/unsubscribe/")
     assert customer.email not in headers["List-Unsubscribe"]
 
     # What Gmail or Apple Mail sends: a POST with this body, no cookies, no CSRF token.
@@ -71,8 +71,22 @@ def test_transactional_email_has_no_unsubscribe_header(outbox):
 
 
 @pytest.mark.parametrize("token", ["garbage", "eyJjIjoxfQ:1abc:def", "a" * 300])
-def test_a_tampered_token_gets_a_neutral_400_and_changes_nothing(client, token):
-    for response in (client.get(f"/u/{token}/"), client.post(f"/u/{token}/")):
+@pytest.mark.parametrize("prefix", ["/unsubscribe/", "/u/"])
+def test_a_tampered_token_gets_a_neutral_400_and_changes_nothing(client, token, prefix):
+    for response in (client.get(f"{prefix}{token}/"), client.post(f"{prefix}{token}/")):
         assert response.status_code == 400
         assert b"not valid" in response.content
     assert not ConsentRecord.objects.exists()
+
+
+def test_a_link_sent_under_the_first_path_u_still_unsubscribes(client):
+    from orchestrator.consent.unsubscribe import make_token
+
+    customer = make_customer()
+    promos = make_topic("promos")
+    token = make_token(customer_id=customer.id, topic_id=promos.id, channel="email", message_id=1)
+
+    response = client.post(f"/u/{token}/", {"List-Unsubscribe": "One-Click"})
+
+    assert response.status_code == 200
+    assert Subscription.objects.get(customer=customer, topic=promos).status == "unsubscribed"
