@@ -364,6 +364,12 @@ BRAND_NAME = env.get_str("BRAND_NAME", "Stride Running")
 # --- Preference center --------------------------------------------------------------
 #: How long a preference link in a message keeps working.
 PREFERENCE_LINK_MAX_AGE_DAYS = env.get_int("PREFERENCE_LINK_MAX_AGE_DAYS", 90, minimum=1)
+#: Requests a minute from one IP address to the preference center (counted in the
+#: default cache: per process unless CACHES points at a shared cache).
+PREFERENCE_CENTER_RATE_LIMIT = (
+    env.get_int("PREFERENCE_CENTER_REQUESTS_PER_MINUTE", 60, minimum=1),
+    60,
+)
 #: The page's accent colour (a CSS colour), with the brand's name above.
 BRAND_COLOR = env.get_str("BRAND_COLOR", "#0f766e")
 #: Older signing keys still accepted (key rotation), comma-separated.
