@@ -8,7 +8,10 @@ be messaged again when the shop next reports them.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -22,11 +25,21 @@ from django.utils.text import slugify
 
 from orchestrator.audience.models import Customer, Event
 from orchestrator.audience.privacy import customer_erase, customer_export
+from orchestrator.audience.timeline import customer_timeline
 from orchestrator.consent.models import ChannelPreference, Subscription
 from orchestrator.core.adminkit import ReadOnlyAdminMixin, ReadOnlyInline, admin_link, html_table
 from orchestrator.delivery.models import WAITING_STATUSES
 
 RECENT_MESSAGES = 15
+TIMELINE_PAGE = 50
+#: A symbol and a word per kind of timeline entry (plain text: no icon font, no CDN).
+TIMELINE_KINDS = {
+    "event": ("\u25cf", "event"),
+    "message": ("\u2709", "message"),
+    "status": ("\u21bb", "status"),
+    "consent": ("\u2713", "consent"),
+    "journey": ("\u27a4", "journey"),
+}
 
 
 class SubscriptionInline(ReadOnlyInline):
@@ -121,6 +134,18 @@ class CustomerAdmin(admin.ModelAdmin):
             ),
         )
 
+    # --- timeline ------------------------------------------------------------------
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        if str(object_id).isdigit():
+            customer = Customer.objects.filter(pk=object_id).first()
+            if customer is not None:
+                extra_context["timeline"] = timeline_context(
+                    customer, before=_parse_before(request.GET.get("before"))
+                )
+        return super().change_view(request, object_id, form_url, extra_context)
+
     # --- data rights: export and erase ------------------------------------------------
 
     def get_urls(self):
@@ -187,6 +212,51 @@ class CustomerAdmin(admin.ModelAdmin):
             },
         }
         return TemplateResponse(request, "admin/audience/customer/erase.html", context)
+
+
+def _parse_before(value: str | None) -> dt.datetime | None:
+    """``?before=`` as an aware datetime; anything unreadable means the first page."""
+    if not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def timeline_context(customer: Customer, *, before: dt.datetime | None) -> dict:
+    """The timeline grouped by day in the customer's own timezone, with the next page."""
+    try:
+        zone = ZoneInfo(customer.timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    entries = customer_timeline(customer=customer, limit=TIMELINE_PAGE, before=before)
+    days: list[dict] = []
+    for entry in entries:
+        local = entry.at.astimezone(zone)
+        if not days or days[-1]["date"] != local.date():
+            days.append({"date": local.date(), "rows": []})
+        icon, label = TIMELINE_KINDS.get(entry.kind, ("\u2022", entry.kind))
+        days[-1]["rows"].append(
+            {
+                "entry": entry,
+                "icon": icon,
+                "label": label,
+                # Formatted here: template filters would convert to the admin's timezone.
+                "local": local.strftime("%H:%M"),
+                "utc": entry.at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            }
+        )
+    older = ""
+    if len(entries) == TIMELINE_PAGE:
+        older = "?" + urlencode({"before": entries[-1].at.astimezone(dt.UTC).isoformat()})
+    return {
+        "days": days,
+        "zone": str(zone),
+        "before": before,
+        "older": older,
+    }
 
 
 @admin.register(Event)
