@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from orchestrator.consent.message_links import short_preference_redirect
 from orchestrator.consent.unsubscribe import one_click
+from orchestrator.delivery import clicks
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -18,6 +19,7 @@ urlpatterns = [
     # The first path, still in inboxes: it stays as long as links already sent live.
     path("u/<str:token>/", one_click, name="one-click-unsubscribe-legacy"),
     path("p/<str:token>/", short_preference_redirect, name="preference-center-short"),
+    path("r/<str:token>", clicks.click, name="click"),  # no slash: every SMS character counts
     path("preferences/<str:token>/", include("orchestrator.preferences.urls")),
     path("", include("orchestrator.core.urls")),
 ]

@@ -488,6 +488,11 @@ class TemplateSerializer(serializers.Serializer):
         required=False, allow_null=True, default=None, max_length=100, help_text="Topic key."
     )
     description = StrictCharField(required=False, allow_blank=True, default="")
+    track_clicks = StrictBooleanField(
+        required=False,
+        default=True,
+        help_text="Send links through /r/ to record clicks; false sends them as written.",
+    )
     variants = BoundedListField(child=VariantSerializer(), allow_empty=False, max_length=200)
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
@@ -510,6 +515,7 @@ class TemplateSerializer(serializers.Serializer):
                 "name": template.name,
                 "topic": template.topic.key if template.topic else None,
                 "description": template.description,
+                "track_clicks": template.track_clicks,
                 "variants": variants,
                 "created_at": template.created_at,
                 "updated_at": template.updated_at,

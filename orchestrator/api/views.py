@@ -357,6 +357,7 @@ def _template_fields(data: dict[str, Any]) -> dict[str, Any]:
         "name": data["name"],
         "topic": data.get("topic"),
         "description": data.get("description", ""),
+        "track_clicks": data.get("track_clicks", True),
         "variants": data["variants"],
     }
 

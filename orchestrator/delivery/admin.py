@@ -154,8 +154,8 @@ class TemplateVariantInline(admin.StackedInline):
 
 @admin.register(MessageTemplate)
 class MessageTemplateAdmin(admin.ModelAdmin):
-    list_display = ("name", "key", "topic", "variant_list", "updated_at")
-    list_filter = ("topic", "variants__channel", "variants__locale")
+    list_display = ("name", "key", "topic", "variant_list", "track_clicks", "updated_at")
+    list_filter = ("topic", "track_clicks", "variants__channel", "variants__locale")
     search_fields = ("key", "name", "description")
     prepopulated_fields = {"key": ("name",)}
     readonly_fields = ("created_at", "updated_at")

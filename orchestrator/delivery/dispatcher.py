@@ -46,6 +46,7 @@ from orchestrator.consent.selectors import ConsentRequest, consent_decisions
 from orchestrator.consent.suppressions import suppressions_add
 from orchestrator.consent.unsubscribe import one_click_headers, unsubscribe_url
 from orchestrator.delivery import fatigue, policy
+from orchestrator.delivery.clicks import links_rewrite
 from orchestrator.delivery.explain import explain
 from orchestrator.delivery.models import (
     MessageStatus,
@@ -421,11 +422,13 @@ def _channel_metadata(
 def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> _Prepared:
     """Render what consent and the fatigue policy let through; fail what cannot render."""
     customers, topics, variants = loaded.customers, loaded.topics, loaded.variants
-    template_keys = dict(
+    template_rows = list(
         MessageTemplate.objects.filter(id__in={m.template_id for m in claimed}).values_list(
-            "id", "key"
+            "id", "key", "track_clicks"
         )
     )
+    template_keys = {template_id: key for template_id, key, _track in template_rows}
+    tracks_clicks = {template_id for template_id, _key, track in template_rows if track}
     addresses = [loaded.addresses[m.id] for m in claimed]
     decisions = [loaded.consent[m.id] for m in claimed]
     sender = settings.DEFAULT_FROM_EMAIL
@@ -539,18 +542,33 @@ def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> 
                 )
             )
             continue
+        body, html, tracked = rendered.body, rendered.html, None
+        if message.template_id in tracks_clicks:
+            # Links go out as /r/<token>; the originals stay in the snapshot, where the
+            # redirect reads them (see clicks.py).
+            tracked = links_rewrite(message_id=message.id, body=body, html=html)
+            body, html = tracked.body, tracked.html
         outbound = OutboundMessage(
             message_id=message.id,
             channel=message.channel,
             to=address,
-            body=rendered.body,
+            body=body,
             subject=rendered.subject,
-            html=rendered.html,
+            html=html,
             sender=sender if message.channel == "email" else "",
             headers=headers,
             metadata={"topic": topic.key, "attempt": message.attempts + 1, **extras},
         )
-        snapshot = {**rendered.as_dict(), "to": address, "locale": locale, "consent": consent.code}
+        snapshot = {
+            "subject": rendered.subject,
+            "body": body,
+            "html": html,
+            "to": address,
+            "locale": locale,
+            "consent": consent.code,
+        }
+        if tracked is not None and tracked.links:
+            snapshot["links"] = tracked.links
         prepared.sendable.append((outbound, snapshot))
     return prepared
 

@@ -22,6 +22,10 @@ class MessageTemplate(models.Model):
         help_text="Default topic for sends of this template.",
     )
     description = models.TextField(blank=True, default="")
+    track_clicks = models.BooleanField(
+        default=True,
+        help_text="Send links through /r/ to record clicks. Off: links go out as written.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -181,13 +181,18 @@ def template_create(
     variants: Sequence[Mapping[str, Any]],
     topic: str | None = None,
     description: str = "",
+    track_clicks: bool = True,
 ) -> MessageTemplate:
     """Create a template with its variants; raise ValidationError or TemplateExists."""
     topic_row, cleaned = _clean(key=key, name=name, topic=topic, variants=variants)
     try:
         with transaction.atomic():
             template = MessageTemplate.objects.create(
-                key=key, name=name.strip(), topic=topic_row, description=description
+                key=key,
+                name=name.strip(),
+                topic=topic_row,
+                description=description,
+                track_clicks=track_clicks,
             )
             _write_variants(template, cleaned)
     except IntegrityError:
@@ -202,6 +207,7 @@ def template_put(
     variants: Sequence[Mapping[str, Any]],
     topic: str | None = None,
     description: str = "",
+    track_clicks: bool = True,
 ) -> tuple[MessageTemplate, bool]:
     """Replace template ``key`` and all its variants, creating it if new; (template, created).
 
@@ -216,13 +222,18 @@ def template_put(
                 template.name = name.strip()
                 template.topic = topic_row
                 template.description = description
+                template.track_clicks = track_clicks
                 template.save()
                 _write_variants(template, cleaned)
                 return template, False
         try:
             with transaction.atomic():
                 template = MessageTemplate.objects.create(
-                    key=key, name=name.strip(), topic=topic_row, description=description
+                    key=key,
+                    name=name.strip(),
+                    topic=topic_row,
+                    description=description,
+                    track_clicks=track_clicks,
                 )
                 _write_variants(template, cleaned)
                 return template, True
