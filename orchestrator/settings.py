@@ -390,15 +390,44 @@ KEYWORD_CONFIRMATIONS = env.get_bool("KEYWORD_CONFIRMATIONS", True)
 
 ORCHESTRATOR_DATA_DIR = data_dir()
 
+# LOG_FORMAT=json in production: one JSON object per line. Either way emails and phone
+# numbers are masked (orchestrator.core.logging).
+LOG_FORMAT = env.get_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT: expected plain or json, got {LOG_FORMAT!r}")
+LOG_LEVEL = (env.get_str("LOG_LEVEL", "INFO") or "INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.get_str("LOG_LEVEL", "INFO")},
+    "filters": {"mask_personal_data": {"()": "orchestrator.core.logging.MaskPersonalData"}},
+    "formatters": {
+        "plain": {
+            "()": "orchestrator.core.logging.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        },
+        "json": {"()": "orchestrator.core.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["mask_personal_data"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # The Twilio SDK logs every request and response at INFO.
         "twilio.http_client": {"level": "WARNING"},
     },
 }
+# Celery's worker and beat would otherwise replace these handlers with their own
+# (unmasked, never JSON); ``--loglevel`` still sets the level there.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# /metrics asks for "Authorization: Bearer <METRICS_TOKEN>" when set; open when unset.
+METRICS_TOKEN = env.get_str("METRICS_TOKEN", "") or ""

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 from channels.webhooks import signatures
 from channels.webhooks.models import WebhookEvent
 from channels.webhooks.tasks import kick_processing
+from orchestrator.core.metrics import webhook_rejected
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 def _forbidden(provider: str) -> JsonResponse:
     logger.warning("Refused a %s webhook: missing or invalid signature", provider)
+    webhook_rejected(provider.lower())  # the metric's label: twilio, sendgrid, line
     return JsonResponse({"error": "invalid or missing signature"}, status=403)
 
 

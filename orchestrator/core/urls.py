@@ -1,4 +1,4 @@
-"""Operational routes: the health probe and the landing page."""
+"""Operational routes: the health probe, the metrics and the landing page."""
 
 from django.urls import path
 
@@ -6,5 +6,6 @@ from orchestrator.core import views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics, name="metrics"),
     path("", views.index, name="index"),
 ]

@@ -45,6 +45,7 @@ from orchestrator.consent.models import ChannelPreference, Topic
 from orchestrator.consent.selectors import ConsentRequest, consent_decisions
 from orchestrator.consent.suppressions import suppressions_add
 from orchestrator.consent.unsubscribe import one_click_headers, unsubscribe_url
+from orchestrator.core.metrics import outcome_counts, provider_call_observe
 from orchestrator.delivery import fatigue, policy
 from orchestrator.delivery.clicks import links_rewrite
 from orchestrator.delivery.explain import explain
@@ -827,6 +828,7 @@ def _call_adapters(
     for channel, batch in by_channel.items():
         adapter = get_adapter(channel)
         provider = adapter.provider
+        started = time.monotonic()
         try:
             channel_results = adapter.send(batch)
         except Exception as exc:
@@ -843,6 +845,8 @@ def _call_adapters(
                 )
                 for m in batch
             ]
+        elapsed = time.monotonic() - started
+        provider_call_observe(provider=provider, seconds=elapsed, **outcome_counts(channel_results))
         by_id = {r.message_id: r for r in channel_results}
         for outbound in batch:
             result = by_id.get(outbound.message_id) or SendResult(
