@@ -287,6 +287,9 @@ class JourneyAdmin(admin.ModelAdmin):
             path("<int:pk>/pause/", view(self.pause_view), name="journeys_journey_pause"),
             path("<int:pk>/archive/", view(self.archive_view), name="journeys_journey_archive"),
             path("<int:pk>/simulate/", view(self.simulate_view), name="journeys_journey_simulate"),
+            path(
+                "<int:pk>/analytics/", view(self.analytics_view), name="journeys_journey_analytics"
+            ),
             path("<int:pk>/export/", view(self.export_view), name="journeys_journey_export"),
             path(
                 "<int:pk>/test-send/", view(self.test_send_view), name="journeys_journey_test_send"
@@ -372,6 +375,11 @@ class JourneyAdmin(admin.ModelAdmin):
             request, f"Archived: nobody enters {journey.name!r} any more.{note}", messages.SUCCESS
         )
         return self._back(journey)
+
+    def analytics_view(self, request, pk: int):
+        from orchestrator.analytics.admin import journey_analytics_view
+
+        return journey_analytics_view(self, request, self._journey(request, pk, change=False))
 
     def simulate_view(self, request, pk: int):
         journey = self._journey(request, pk, change=False)

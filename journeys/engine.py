@@ -406,6 +406,7 @@ def _send(e: Enrollment, step: dict, definition: dict, batch: _Batch) -> None:
             source=Message.Source.JOURNEY,
             journey=definition["key"],
             enrollment_id=e.id,
+            journey_step=step["key"],
             idempotency_key=f"journey:{e.id}:{step['key']}:{_visit(e, step)}",
             variants=batch.variants[template.id],
         )

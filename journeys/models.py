@@ -223,6 +223,18 @@ class Enrollment(models.Model):
             models.Index(
                 fields=["journey", "customer", "-entered_at"], name="enrollment_entry_idx"
             ),
+            # Failures are rare: a tiny index counts them per journey.
+            models.Index(
+                fields=["journey"],
+                name="enrollment_failed_idx",
+                condition=Q(status="failed"),
+            ),
+            # Analytics: who is at each step of a journey now, from the index alone.
+            models.Index(
+                fields=["journey", "step"],
+                name="enrollment_active_step_idx",
+                condition=Q(status="active"),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,29 +1,23 @@
-"""Live counts for a journey's diagram and admin page: per step and for the whole journey.
+"""Counts for a journey's diagram and admin page: per step and for the whole journey.
 
 Counts are by step key, so a step keeps its history across versions as long as its
-key stays the same. Each figure is one grouped query; nothing loops over customers.
+key stays the same. History comes from the analytics rollups (a few rows per step and
+day, however large the message history and step log grow); who is where *now* comes
+from partial indexes over active and failed enrollments.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Sum
 
-from journeys.models import Enrollment, Journey, JourneyVersion, StepRun
-from orchestrator.delivery.models import Message, MessageStatus
+from journeys.models import Enrollment, Journey, JourneyVersion
+from orchestrator.analytics.models import JourneyDay
+from orchestrator.analytics.rollups import analytics_rollup
 
-#: A message the provider accepted: later outcomes (delivered, bounced, opened...) are
-#: still messages that went out, so they count as sent.
-SENT_OR_BEYOND = (
-    MessageStatus.SENT,
-    MessageStatus.DELIVERED,
-    MessageStatus.UNDELIVERED,
-    MessageStatus.BOUNCED,
-    MessageStatus.OPENED,
-    MessageStatus.CLICKED,
-    MessageStatus.REPLIED,
-)
+#: What the journey page spends, at most, folding in history newer than the last sweep.
+PAGE_ROLLUP_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -49,66 +43,65 @@ class JourneyTotals:
         return self.converted / self.entered if self.entered else None
 
 
-def _by_step(rows) -> dict[str, int]:
-    return {row["step"]: row["n"] for row in rows}
+def _catch_up() -> None:
+    analytics_rollup(batch=2000, budget_seconds=PAGE_ROLLUP_SECONDS)
+
+
+def _history(journey: Journey) -> dict[tuple[str, str], int]:
+    rows = (
+        JourneyDay.objects.filter(
+            journey=journey, metric__in=("enrolled", "entered", "sent", "converted", "exited")
+        )
+        .values_list("step", "metric")
+        .annotate(n=Sum("count"))
+        .order_by()
+    )
+    return {(step, metric): n for step, metric, n in rows}
+
+
+def _waiting(journey: Journey) -> dict[str, int]:
+    return dict(
+        Enrollment.objects.filter(journey=journey, status=Enrollment.Status.ACTIVE)
+        .values_list("step")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
 
 
 def step_counts(journey: Journey) -> dict[str, StepCounts]:
-    """Per step key: entered, waiting there now, messages sent, and converted."""
-    runs = StepRun.objects.filter(journey=journey)
-    entered = _by_step(
-        runs.values("step").annotate(n=Count("enrollment_id", distinct=True)).order_by()
-    )
-    waiting = _by_step(
-        Enrollment.objects.filter(journey=journey, status=Enrollment.Status.ACTIVE)
-        .values("step")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    # StepRun.message_id is a plain id (the log outlives messages), hence Exists over a join.
-    went_out = Message.objects.filter(pk=OuterRef("message_id"), status__in=SENT_OR_BEYOND)
-    sent = _by_step(
-        runs.filter(message_id__isnull=False)
-        .filter(Exists(went_out))
-        .values("step")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    converted = _by_step(
-        runs.filter(enrollment__converted_at__isnull=False)
-        .values("step")
-        .annotate(n=Count("enrollment_id", distinct=True))
-        .order_by()
-    )
-    keys = set(entered) | set(waiting) | set(sent) | set(converted)
+    """Per step key: entered, waiting there now, messages sent, and converted after it."""
+    _catch_up()
+    history = _history(journey)
+    waiting = _waiting(journey)
+    keys = {step for step, _metric in history if step} | set(waiting)
     return {
         key: StepCounts(
-            entered=entered.get(key, 0),
+            entered=history.get((key, "entered"), 0),
             waiting=waiting.get(key, 0),
-            sent=sent.get(key, 0),
-            converted=converted.get(key, 0),
+            sent=history.get((key, "sent"), 0),
+            converted=history.get((key, "converted"), 0),
         )
         for key in keys
     }
 
 
 def journey_totals(journey: Journey) -> JourneyTotals:
-    status = Enrollment.Status
-    figures = Enrollment.objects.filter(journey=journey).aggregate(
-        entered=Count("id"),
-        active=Count("id", filter=Q(status=status.ACTIVE)),
-        completed=Count("id", filter=Q(status=status.COMPLETED)),
-        exited=Count("id", filter=Q(status=status.EXITED)),
-        failed=Count("id", filter=Q(status=status.FAILED)),
-        converted=Count("id", filter=Q(converted_at__isnull=False)),
+    _catch_up()
+    history = _history(journey)
+    active = sum(_waiting(journey).values())
+    failed = Enrollment.objects.filter(journey=journey, status=Enrollment.Status.FAILED).count()
+    entered = history.get(("", "enrolled"), 0)
+    exited = sum(n for (step, metric), n in history.items() if step and metric == "exited")
+    return JourneyTotals(
+        entered=entered,
+        active=active,
+        # The rollup may be a sweep behind the live counts: never below zero.
+        completed=max(entered - active - exited - failed, 0),
+        exited=exited,
+        failed=failed,
+        converted=history.get(("", "converted"), 0),
+        sent=sum(n for (step, metric), n in history.items() if step and metric == "sent"),
     )
-    went_out = Message.objects.filter(pk=OuterRef("message_id"), status__in=SENT_OR_BEYOND)
-    sent = (
-        StepRun.objects.filter(journey=journey, message_id__isnull=False)
-        .filter(Exists(went_out))
-        .count()
-    )
-    return JourneyTotals(sent=sent, **figures)
 
 
 def active_on_other_versions(journey: Journey, version: JourneyVersion) -> int:

@@ -9,6 +9,7 @@ start with a message naming the variable.
 from __future__ import annotations
 
 import os
+import zoneinfo
 from pathlib import Path
 
 import dj_database_url
@@ -59,6 +60,7 @@ INSTALLED_APPS = [
     "orchestrator.api",
     "orchestrator.core",
     "orchestrator.preferences",
+    "orchestrator.analytics",
     "channels.devinbox",
     "channels.webhooks",
     "journeys",
@@ -130,6 +132,14 @@ LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+#: The zone whose calendar days journey analytics and channel health are counted in.
+ANALYTICS_TIME_ZONE = env.get_str("ANALYTICS_TIME_ZONE", "UTC") or "UTC"
+try:
+    zoneinfo.ZoneInfo(ANALYTICS_TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    raise ImproperlyConfigured(
+        f"ANALYTICS_TIME_ZONE: {ANALYTICS_TIME_ZONE!r} is not a time zone"
+    ) from exc
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -229,6 +239,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "sweeps.replenishment",
         "schedule": 900.0,
         "options": {"expires": 900.0},
+    },
+    # Journey analytics and channel health read daily rollups kept by this sweep.
+    "analytics-rollup": {
+        "task": "sweeps.analytics_rollup",
+        "schedule": 30.0,
+        "options": {"expires": 30.0},
     },
     "purge-idempotency-records": {
         "task": "sweeps.purge_idempotency_records",

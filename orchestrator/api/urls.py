@@ -5,7 +5,7 @@ An unknown path under /api/ gets the JSON error body from ApiEdgeMiddleware.
 
 from django.urls import path
 
-from orchestrator.api import journeys, privacy, views
+from orchestrator.api import analytics, journeys, privacy, views
 
 urlpatterns = [
     path("customers", views.CustomerUpsertView.as_view(), name="customers"),
@@ -54,4 +54,10 @@ urlpatterns = [
         journeys.JourneySimulateView.as_view(),
         name="journey-simulate",
     ),
+    path(
+        "journeys/<slug:key>/analytics",
+        analytics.JourneyAnalyticsView.as_view(),
+        name="journey-analytics",
+    ),
+    path("channels/health", analytics.ChannelHealthView.as_view(), name="channel-health"),
 ]

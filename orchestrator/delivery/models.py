@@ -128,6 +128,8 @@ class Message(models.Model):
     #: The journey enrollment that queued it (journeys.Enrollment id; no foreign key, so
     #: delivery does not depend on journeys). An exit cancels what is still waiting.
     enrollment_id = models.BigIntegerField(null=True, blank=True)
+    #: The key of the journey step that queued it: journey analytics count per step.
+    journey_step = models.CharField(max_length=50, blank=True, default="")
     fallback_channel = models.CharField(
         max_length=16,
         choices=Channel.choices,

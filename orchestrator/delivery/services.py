@@ -122,6 +122,7 @@ def message_build(
     fallback_channel: str = "",
     journey: str = "",
     enrollment_id: int | None = None,
+    journey_step: str = "",
     variants: list[tuple[str, str]] | None = None,
 ) -> Message:
     """Validate and build one message, unsaved; ``messages_queue`` writes a batch of them.
@@ -189,6 +190,7 @@ def message_build(
         fallback_channel=fallback_channel,
         journey=journey,
         enrollment_id=enrollment_id,
+        journey_step=journey_step,
         explanation=trail,
     )
 
