@@ -19,9 +19,11 @@ production; the run then sends ``R * 5`` messages per channel and prints each
 sender's achieved rate, which must not exceed R (plus the one-message burst).
 
 ``--broadcast`` gives every email the same text and HTML (a broadcast rather than a
-personalized send), so the SendGrid adapter groups a batch's emails into requests
-of many personalizations; without it each email's content names its recipient
-and every email is a request of its own.
+personalized send) but for one tracked link of its own (``/r/<signed token>``, in
+both, listed in ``metadata["personal"]`` as the dispatcher lists it), as real
+marketing email has; the SendGrid adapter groups a batch's emails into requests
+of many personalizations, the link a substitution. Without it each email's
+content names its recipient and every email is a request of its own.
 
 The last line printed is the result, e.g. ``sent 20000 messages in 9.8 s: 2040 messages/s``.
 """
@@ -131,6 +133,9 @@ def _messages(channel: str, count: int, offset: int, broadcast: bool = False):
     for i in range(count):
         n = offset + i
         if channel == "email":
+            # A tracked link as the dispatcher makes it: the message id and the link's
+            # index (base 62), then a signature.
+            link = f"https://stride.example.com/r/{n:x}.0.{(n * 2654435761) % 2**64:016x}"
             out.append(
                 OutboundMessage(
                     message_id=n,
@@ -138,16 +143,21 @@ def _messages(channel: str, count: int, offset: int, broadcast: bool = False):
                     to=f"runner{n}@example.com",
                     subject="Your trail shoes are due",
                     body=(
-                        "Hi runner, the spring sale starts today."
+                        f"Hi runner, the spring sale starts today: {link}"
                         if broadcast
                         else f"Hi runner {n}, your shoes have 480 km on them."
                     ),
                     html=(
-                        "<p>Hi runner, the <b>spring sale</b> starts today.</p>"
+                        f'<p>Hi runner, the <a href="{link}"><b>spring sale</b></a> '
+                        "starts today.</p>"
                         if broadcast
                         else f"<p>Hi runner {n}, your shoes have <b>480 km</b> on them.</p>"
                     ),
-                    metadata={"topic": "replenishment"},
+                    metadata=(
+                        {"topic": "spring-sale", "personal": [link]}
+                        if broadcast
+                        else {"topic": "replenishment"}
+                    ),
                 )
             )
         elif channel == "line":
@@ -275,7 +285,10 @@ def main() -> None:
     parser.add_argument(
         "--broadcast",
         action="store_true",
-        help="the same email content for every recipient (SendGrid batches personalizations)",
+        help=(
+            "the same email content for every recipient but for a tracked link "
+            "(SendGrid batches personalizations, the link a substitution)"
+        ),
     )
     args = parser.parse_args()
 

@@ -57,9 +57,36 @@ alone. A group of one is sent exactly as a message alone.
 When it helps: the content is rendered per customer (Liquid), so two messages
 share content only when the template's text and HTML use no customer data -
 broadcasts, announcements, identical notices (a personalized subject alone still
-groups). Most real sends are personalized (``Hi {{ customer.first_name }}``) and
-still make one request per message, as before; grouping then costs a dictionary
-lookup per message and nothing else.
+groups; links unique to the recipient do not prevent it, see Substitutions). Most
+real sends are personalized (``Hi {{ customer.first_name }}``) and still make one
+request per message, as before; grouping then costs a dictionary lookup per
+message (and the search for its personal strings) and nothing else.
+
+Substitutions
+-------------
+
+Marketing email is never quite the same for two recipients: each copy carries
+its own one-click unsubscribe and preference-center links (signed per customer)
+and its own tracked links (``/r/<signed token>`` per message and link). The
+dispatcher lists those strings in ``metadata["personal"]``. Each one that occurs
+in the text, the HTML or the subject is replaced by a substitution tag
+(``[%p0%]``, ``[%p1%]``, ... numbered in order of first appearance: text, HTML,
+subject), longer strings first so that one containing another is matched whole,
+and the HTML-escaped form of a string is matched too (a tag of its own). Messages
+whose templated content is the same group as above, and in a group request the
+content (and the subject, when all are the same) is the templated one while each
+personalization carries ``"substitutions": {tag: its own string}``; SendGrid puts
+the strings back into the text, the HTML, the subject (and reply-to, custom args,
+which hold no tag of ours) of that personalization's mail, so every recipient gets
+exactly the content it was rendered with. Substituting back is the exact inverse
+of templating as long as nothing else looks like a tag: a message whose subject,
+content or headers already hold ``[%p`` is not templated (it still groups, with
+messages of identical content only). Nor is one whose substitutions would pass
+``MAX_SUBSTITUTION_BYTES`` (10,000 bytes, keys and values in UTF-8: SendGrid's
+older documented limit, the current one being 50,000), so its content names its
+recipient and it goes alone in practice. A message alone, by design or when a
+refused group is sent again message by message, is sent exactly as before: its
+own content, no tags, no substitutions.
 
 Every message of a group gets the group's outcome. Accepted: all accepted, with the
 same ``X-Message-Id`` as ``provider_message_id``; SendGrid's events for each
@@ -135,13 +162,14 @@ unknown".
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 from http.client import HTTPException
 from typing import Any
@@ -186,6 +214,13 @@ MAX_CATEGORY_LENGTH = 255
 #: 401 and 403 (a revoked key, an unverified sender) are the account's problem, not the
 #: message's: messages wait with backoff for the fix instead of all failing for good.
 TRANSIENT_STATUSES = frozenset({401, 403, 408, 429})
+#: The most a message's substitutions may take (tags and values, UTF-8 bytes) for it to
+#: be grouped by substitution. SendGrid documents 50,000 bytes per personalization
+#: (10,000 in older documents): the lower figure, to be safe.
+MAX_SUBSTITUTION_BYTES = 10_000
+#: How each substitution tag starts (``[%p0%]``, ``[%p1%]``, ...). Content that holds it
+#: already is never templated, so every tag in a templated text is one of ours.
+_TAG_START = "[%p"
 #: Statuses for which SendGrid refused a request's contents and queued none of it: a
 #: refused group is sent again one message at a time (see the module docstring).
 _ISOLATE_STATUSES = frozenset({400, 413})
@@ -370,7 +405,9 @@ class SendGridAdapter(ChannelAdapter):
     def send_batch(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
         results: list[SendResult | None] = [None] * len(batch)
         requests: list[list[tuple[int, _Prepared]]] = []
-        for index, prepared in self._prepared(batch, results):
+        # Templating for substitutions is worth it only where messages may be grouped.
+        groupable = self.max_personalizations > 1 and len(batch) > 1
+        for index, prepared in self._prepared(batch, results, template=groupable):
             requests.append([(index, prepared)])
         requests = self._grouped(requests)
 
@@ -403,17 +440,21 @@ class SendGridAdapter(ChannelAdapter):
 
     def build_payload(self, message: OutboundMessage) -> dict[str, Any]:
         """The v3 Mail Send request body for one message alone."""
-        return self._payload([self._prepare(message)])
+        return self._payload([self._prepare(message, template=False)])
 
     # --- grouping --------------------------------------------------------------------
 
     def _prepared(
-        self, batch: Sequence[OutboundMessage], results: list[SendResult | None]
+        self,
+        batch: Sequence[OutboundMessage],
+        results: list[SendResult | None],
+        *,
+        template: bool,
     ) -> Iterator[tuple[int, _Prepared]]:
         """The batch's sendable messages; the refused ones get their result here."""
         for index, message in enumerate(batch):
             try:
-                yield index, self._prepare(message)
+                yield index, self._prepare(message, template=template)
             except _Refused as exc:
                 results[index] = SendResult(
                     message_id=message.message_id,
@@ -521,8 +562,9 @@ class SendGridAdapter(ChannelAdapter):
             for message in messages
         ], False
 
-    def _prepare(self, message: OutboundMessage) -> _Prepared:
-        """Check a message and split it into what a request shares and what is its own."""
+    def _prepare(self, message: OutboundMessage, *, template: bool = True) -> _Prepared:
+        """Check a message and split it into what a request shares and what is its own;
+        with ``template``, its personal strings (``metadata["personal"]``) made tags."""
         to = _parse_address(message.to)
         if to is None:
             raise _Refused(f"not an email address: {message.to!r}", "sendgrid:invalid_to")
@@ -543,34 +585,49 @@ class SendGridAdapter(ChannelAdapter):
         for name, value in message.headers.items():
             if any(ch in f"{name}{value}" for ch in "\r\n") or not name.strip():
                 raise _Refused(f"invalid header {name!r}", "sendgrid:invalid_header")
-        groupable = bool(message.subject and (message.body or message.html))
+        if not (message.subject and (message.body or message.html)):
+            # SendGrid refuses it (no subject, or no content): alone, so it fails alone.
+            return _Prepared(message=message, to=to, sender=sender, shared=None)
+        subject, body, html = message.subject, message.body, message.html
+        substitutions: dict[str, str] = {}
+        personal = message.metadata.get("personal") if template and message.metadata else None
+        if personal and isinstance(personal, list | tuple):
+            templated = _templated(personal, (body, html, subject), message.headers.values())
+            if templated is not None:
+                (body, html, subject), substitutions = templated
         return _Prepared(
             message=message,
             to=to,
             sender=sender,
-            shared=(
-                (sender["email"], sender.get("name"), message.body, message.html)
-                if groupable
-                else None
-            ),
+            # Templated content groups only with templated content: a message not
+            # templated has no tag of ours in it, whatever its text.
+            shared=(sender["email"], sender.get("name"), body, html, bool(substitutions)),
+            subject=subject,
+            body=body,
+            html=html,
+            substitutions=substitutions,
         )
 
     def _payload(self, members: Sequence[_Prepared]) -> dict[str, Any]:
         """The request body for one message, or for several as personalizations.
 
-        Alone, a message's subject, ``custom_args`` and headers are at the top level.
-        Together, each personalization holds its recipient, its ``custom_args`` and its
-        headers, and its subject unless all the subjects are the same.
+        Alone, a message's subject, ``custom_args`` and headers are at the top level,
+        with its own content (never templated). Together, the content is the group's
+        (templated, if the messages were) and each personalization holds its recipient,
+        its ``custom_args``, its headers, its substitutions if any, and its subject
+        unless all the subjects are the same.
         """
         first = members[0].message
+        alone = len(members) == 1
+        body, html = (first.body, first.html) if alone else (members[0].body, members[0].html)
         # SendGrid requires text/plain before text/html; an empty value is rejected.
         content = []
-        if first.body:
-            content.append({"type": "text/plain", "value": first.body})
-        if first.html:
-            content.append({"type": "text/html", "value": first.html})
+        if body:
+            content.append({"type": "text/plain", "value": body})
+        if html:
+            content.append({"type": "text/html", "value": html})
 
-        if len(members) == 1:
+        if alone:
             payload: dict[str, Any] = {
                 "personalizations": [{"to": [members[0].to]}],
                 "from": members[0].sender,
@@ -581,7 +638,11 @@ class SendGridAdapter(ChannelAdapter):
             if first.headers:
                 payload["headers"] = dict(first.headers)
         else:
-            same_subject = all(m.message.subject == first.subject for m in members)
+            # Templated subjects (those of messages with substitutions) are compared as
+            # templated; when they differ, each personalization has its own subject as
+            # written, which holds no tag, so that substituting leaves it alone.
+            subject = members[0].subject
+            same_subject = all(m.subject == subject for m in members)
             personalizations = []
             for member in members:
                 message = member.message
@@ -593,10 +654,12 @@ class SendGridAdapter(ChannelAdapter):
                     personalization["subject"] = message.subject
                 if message.headers:
                     personalization["headers"] = dict(message.headers)
+                if member.substitutions:
+                    personalization["substitutions"] = dict(member.substitutions)
                 personalizations.append(personalization)
             payload = {"personalizations": personalizations, "from": members[0].sender}
             if same_subject:
-                payload["subject"] = first.subject
+                payload["subject"] = subject
             payload["content"] = content
         if self.categories:
             payload["categories"] = list(self.categories)
@@ -676,12 +739,148 @@ class SendGridAdapter(ChannelAdapter):
 class _Prepared:
     """A message checked for sending: its recipient and sender as SendGrid takes them,
     and ``shared``, what its request has in common with another message's that may
-    share it (None: it goes alone)."""
+    share it (None: it goes alone).
+
+    ``subject``, ``body`` and ``html`` are what a group request carries for it: the
+    message's own, or templated (each personal string a tag) when ``substitutions``
+    (tag -> string) is not empty. A request of this message alone never uses them.
+    """
 
     message: OutboundMessage
     to: dict[str, str]
     sender: dict[str, str]
     shared: tuple[Any, ...] | None
+    subject: str = ""
+    body: str = ""
+    html: str = ""
+    substitutions: dict[str, str] = field(default_factory=dict)
+
+
+def _templated(
+    personal: Sequence[Any], texts: Sequence[str], others: Iterable[str] = ()
+) -> tuple[list[str], dict[str, str]] | None:
+    """``texts`` with each occurrence of a personal string replaced by a substitution
+    tag, and the substitutions (tag -> string) that put them back; None when there is
+    nothing to substitute, or when it cannot be done safely.
+
+    Matches are leftmost-longest and never overlap (a string that contains another is
+    matched whole), so substituting back gives the texts exactly. Tags are numbered in
+    order of first appearance across ``texts``: two messages rendered from the same
+    template get the same templated texts whatever order their strings are listed in.
+    Not templated: texts or ``others`` (the headers: SendGrid might substitute there
+    too) that hold a tag-like ``[%p`` already, and substitutions over
+    ``MAX_SUBSTITUTION_BYTES``.
+    """
+    wanted = [value for value in personal if isinstance(value, str) and value]
+    if not wanted:
+        return None
+    for text in texts:
+        if _TAG_START in text:
+            return None
+    for text in others:
+        if _TAG_START in text:
+            return None
+    # An HTML template may hold a string escaped ("&" as "&amp;"): that form too.
+    wanted += [html_lib.escape(value) for value in wanted]
+    strings = sorted(dict.fromkeys(wanted), key=len, reverse=True)
+    prefix = _common_prefix(strings)
+    if len(prefix) >= _MIN_ANCHOR:
+        # At each occurrence of the prefix, the longest string there: one set lookup per
+        # length (personal strings come in few lengths), longest first.
+        by_length: dict[int, set[str]] = {}
+        for string in strings:
+            by_length.setdefault(len(string), set()).add(string)
+        lengths: list[tuple[int, set[str]]] | None = sorted(by_length.items(), reverse=True)
+    else:
+        lengths = None
+
+    tags: dict[str, str] = {}  # personal string -> its tag
+    templated: list[str] = []
+    for text in texts:
+        found = _matches(text, strings, prefix, lengths)
+        if not found:
+            templated.append(text)
+            continue
+        pieces: list[str] = []
+        last = 0
+        for at, string in found:
+            tag = tags.get(string)
+            if tag is None:
+                tag = tags[string] = f"{_TAG_START}{len(tags)}%]"
+            pieces.append(text[last:at])
+            pieces.append(tag)
+            last = at + len(string)
+        pieces.append(text[last:])
+        templated.append("".join(pieces))
+    if not tags:
+        return None
+    substitutions = {tag: string for string, tag in tags.items()}
+    if substitution_bytes(substitutions) > MAX_SUBSTITUTION_BYTES:
+        return None
+    return templated, substitutions
+
+
+#: A common prefix at least this long (``https://`` and more, as links have) is searched
+#: for instead of each string: one pass over the text, not one per string.
+_MIN_ANCHOR = 8
+
+
+def _matches(
+    text: str,
+    strings: Sequence[str],
+    prefix: str,
+    lengths: Sequence[tuple[int, set[str]]] | None,
+) -> list[tuple[int, str]]:
+    """The leftmost-longest non-overlapping occurrences of ``strings`` (longest first,
+    all starting with ``prefix``) in ``text``: (position, string), in order. With
+    ``lengths`` (the strings by length, longest first) the prefix is searched for."""
+    found: list[tuple[int, str]] = []
+    if lengths is not None:
+        at = text.find(prefix)
+        while at != -1:
+            for length, same_length in lengths:
+                string = text[at : at + length]
+                if string in same_length:
+                    found.append((at, string))
+                    at = text.find(prefix, at + length)
+                    break
+            else:
+                at = text.find(prefix, at + 1)
+        return found
+    candidates: list[tuple[int, int, str]] = []
+    for string in strings:
+        at = text.find(string)
+        while at != -1:
+            candidates.append((at, -len(string), string))
+            at = text.find(string, at + 1)
+    candidates.sort()
+    end = 0
+    for at, minus_length, string in candidates:
+        if at >= end:
+            found.append((at, string))
+            end = at - minus_length
+    return found
+
+
+def _common_prefix(strings: Sequence[str]) -> str:
+    """The longest prefix of every one of ``strings`` (those of the least and the
+    greatest), found by halving with C-speed comparisons."""
+    if len(strings) == 1:
+        return strings[0]
+    first, last = min(strings), max(strings)
+    low, high = 0, len(first)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if last.startswith(first[:middle]):
+            low = middle
+        else:
+            high = middle - 1
+    return first[:low]
+
+
+def substitution_bytes(substitutions: Mapping[str, str]) -> int:
+    """The size of a personalization's substitutions: tags and values, UTF-8 bytes."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in substitutions.items())
 
 
 def _isolable(errors: list[dict[str, Any]]) -> bool:

@@ -99,6 +99,8 @@ class Rewritten:
     html: str
     #: The original URLs; a token's index points into this list.
     links: list[str]
+    #: The ``/r/`` URLs that replaced them, in the same order.
+    tracked: list[str]
 
 
 class _Rewriter:
@@ -146,14 +148,14 @@ def links_rewrite(*, message_id: int, body: str, html: str) -> Rewritten:
     """Point the http(s) links of ``body`` and the hrefs of ``html`` at ``/r/<token>``."""
     # Most bodies have no link: a substring test is far cheaper than the regex.
     if "://" not in body and "://" not in html:
-        return Rewritten(body, html, [])
+        return Rewritten(body, html, [], [])
     base = settings.PUBLIC_BASE_URL.rstrip("/")
     rewriter = _Rewriter(message_id, base, tuple(base + path for path in _OWN_PATHS))
     if "://" in body:
         body = _TEXT_URL.sub(rewriter.text, body)
     if "://" in html:
         html = _HREF.sub(rewriter.href, html)
-    return Rewritten(body, html, rewriter.links)
+    return Rewritten(body, html, rewriter.links, list(rewriter.tokens.values()))
 
 
 # --- the redirect --------------------------------------------------------------------

@@ -549,6 +549,13 @@ def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> 
             # redirect reads them (see clicks.py).
             tracked = links_rewrite(message_id=message.id, body=body, html=html)
             body, html = tracked.body, tracked.html
+        metadata = {"topic": topic.key, "attempt": message.attempts + 1, **extras}
+        if message.channel == "email":
+            # What only this recipient's copy says: SendGrid sends copies that differ in
+            # nothing else as one request, with these as substitutions.
+            personal = [*links.values(), *(tracked.tracked if tracked else ())]
+            if personal:
+                metadata["personal"] = list(dict.fromkeys(personal))
         outbound = OutboundMessage(
             message_id=message.id,
             channel=message.channel,
@@ -558,7 +565,7 @@ def _prepare(claimed: Sequence[_Claimed], loaded: _Loaded, now: dt.datetime) -> 
             html=html,
             sender=sender if message.channel == "email" else "",
             headers=headers,
-            metadata={"topic": topic.key, "attempt": message.attempts + 1, **extras},
+            metadata=metadata,
         )
         snapshot = {
             "subject": rendered.subject,

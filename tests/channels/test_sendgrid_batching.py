@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,16 +16,6 @@ from tests.emulator import sendgrid as sendgrid_emulator
 from tests.emulator.server import ProviderEmulator
 
 PATH = sendgrid_emulator.PATH
-
-
-@pytest.fixture
-def emulator() -> Iterator[ProviderEmulator]:
-    emulator = ProviderEmulator().start()
-    sendgrid_emulator.install(emulator)
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
 
 
 def make_adapter(emulator: ProviderEmulator, **options: Any) -> SendGridAdapter:

@@ -79,6 +79,28 @@ def test_email_links_are_rewritten_and_the_originals_kept_on_the_message(outbox)
     assert 'href="tel:+14155550100"' in sent.html
 
 
+def test_an_emails_own_links_are_listed_for_the_provider_to_substitute(outbox):
+    variants = {
+        ("email", "en"): {
+            **EMAIL,
+            "body": EMAIL["body"] + " Unsubscribe: {{ unsubscribe_url }}",
+        }
+    }
+    _message, sent = _send(outbox, variants)
+    personal = sent.metadata["personal"]
+    tracked = TRACKED.findall(sent.body)
+    assert len(tracked) == 2 and set(tracked) <= set(personal)
+    [unsubscribe] = [link for link in personal if "/unsubscribe/" in link]
+    assert unsubscribe in sent.body
+    # Everything listed is in the copy, so the rest of it is the same for everyone.
+    assert all(link in sent.body or link in sent.html for link in personal)
+
+
+def test_sms_has_no_personal_list(outbox):
+    _message, sent = _send(outbox, {("sms", "en"): SMS}, channel="sms")
+    assert "personal" not in sent.metadata
+
+
 def test_sms_link_is_short(outbox):
     _message, sent = _send(outbox, {("sms", "en"): SMS}, channel="sms")
 

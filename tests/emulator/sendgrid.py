@@ -12,7 +12,9 @@ SendGrid does:
   level or in every personalization); non-empty ``content`` with text/plain
   before text/html; string-valued ``custom_args`` of at most 10,000 bytes
   (checked per personalization, the top-level args merged in); string-valued
-  ``headers``; at most 10 categories. Any violation is a 400 with
+  ``headers``; ``substitutions`` of a personalization an object of string values,
+  of at most 10,000 bytes (tags and values, UTF-8: SendGrid's older documented
+  limit, the current one being 50,000); at most 10 categories. Any violation is a 400 with
   ``{"errors": [{"message", "field", "help"}]}``, fields of a personalization
   named ``personalizations.<i>...`` as SendGrid names them, and nothing is queued;
 - success is 202 with an empty body and an ``X-Message-Id`` header (22
@@ -24,13 +26,16 @@ request is a mail of its own, as SendGrid delivers it: ``accepted(emulator)``
 holds one ``AcceptedMail`` per personalization, with the request's
 ``X-Message-Id`` and the mail as if it had been sent alone (``payload``: that one
 personalization, its subject, its ``custom_args`` and ``headers`` merged over the
-request's). The Event Webhook posts one batch of events per such mail, each with
+request's, and its ``substitutions`` applied: each tag replaced by its value in
+every content block, the subject and the custom args, as SendGrid does). The
+Event Webhook posts one batch of events per such mail, each with
 ``sg_message_id = "<X-Message-Id>.<per recipient suffix>"``.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import secrets
@@ -47,6 +52,7 @@ HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
 MAX_PERSONALIZATIONS = 1000
 MAX_RECIPIENTS = 1000
 MAX_CUSTOM_ARGS_BYTES = 10_000
+MAX_SUBSTITUTIONS_BYTES = 10_000
 MAX_CATEGORIES = 10
 UNAUTHORIZED = {
     "errors": [
@@ -76,7 +82,9 @@ class AcceptedMail:
 def effective_mail(mail: dict[str, Any], index: int) -> dict[str, Any]:
     """Personalization ``index`` of a request as a mail of its own: the request with only
     that personalization, whose subject replaces the request's and whose
-    ``custom_args`` and ``headers`` are merged over the request's (SendGrid's rules)."""
+    ``custom_args`` and ``headers`` are merged over the request's (SendGrid's rules),
+    and whose ``substitutions`` are made in the content, the subject and the custom
+    args. (The personalization itself is kept as it was sent, substitutions and all.)"""
     personalization = mail["personalizations"][index]
     payload = {**mail, "personalizations": [personalization]}
     if personalization.get("subject"):
@@ -85,7 +93,36 @@ def effective_mail(mail: dict[str, Any], index: int) -> dict[str, Any]:
         merged = {**(mail.get(key) or {}), **(personalization.get(key) or {})}
         if merged:
             payload[key] = merged
+    substitutions = personalization.get("substitutions")
+    if substitutions:
+        substitute = _substituter(substitutions)
+        payload["content"] = [
+            {**block, "value": substitute(block["value"])} for block in mail["content"]
+        ]
+        if isinstance(payload.get("subject"), str):
+            payload["subject"] = substitute(payload["subject"])
+        if payload.get("custom_args"):
+            payload["custom_args"] = {
+                key: substitute(value) for key, value in payload["custom_args"].items()
+            }
     return payload
+
+
+def _substituter(substitutions: dict[str, str]):
+    """A function replacing every tag in a text by its value, in one pass (a value is
+    never searched for tags), the longest tag first where several match at one place."""
+    pattern = _tags_pattern(frozenset(substitutions))
+
+    def substitute(text: str) -> str:
+        return pattern.sub(lambda match: substitutions[match[0]], text)
+
+    return substitute
+
+
+@functools.lru_cache(maxsize=256)
+def _tags_pattern(tags: frozenset[str]) -> re.Pattern[str]:
+    """One regular expression for these tags (the same for most personalizations)."""
+    return re.compile("|".join(map(re.escape, sorted(tags, key=len, reverse=True))))
 
 
 _accepted: weakref.WeakKeyDictionary[ProviderEmulator, list[AcceptedMail]] = (
@@ -204,6 +241,29 @@ def _check_custom_args(custom_args: Any, field: str) -> None:
         )
 
 
+def _substitutions_size(substitutions: dict[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) for k, v in substitutions.items())
+
+
+def _check_substitutions(substitutions: Any, field: str) -> None:
+    if not isinstance(substitutions, dict) or not all(
+        isinstance(v, str) for v in substitutions.values()
+    ):
+        raise _Invalid(
+            "The substitutions parameter must be a collection of key/value pairs with "
+            "string values.",
+            field,
+            "personalizations.substitutions",
+        )
+    if _substitutions_size(substitutions) > MAX_SUBSTITUTIONS_BYTES:
+        raise _Invalid(
+            f"The substitutions parameter may not exceed {MAX_SUBSTITUTIONS_BYTES} bytes "
+            "per personalization object.",
+            field,
+            "personalizations.substitutions",
+        )
+
+
 def _check_headers(headers: Any, field: str) -> None:
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise _Invalid(
@@ -285,6 +345,9 @@ def _validate(mail: Any) -> None:
         custom_args = personalization.get("custom_args")
         if custom_args is not None:
             _check_custom_args(custom_args, f"{field}.custom_args")
+        substitutions = personalization.get("substitutions")
+        if substitutions is not None:
+            _check_substitutions(substitutions, f"{field}.substitutions")
 
     sender = mail.get("from")
     _check_address(
