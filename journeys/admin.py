@@ -16,7 +16,8 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -208,7 +209,22 @@ class JourneyAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .select_related("current_version", "topic")
-            .annotate(_active=Count("enrollments", filter=Q(enrollments__status="active")))
+            # A correlated count over the partial index of active enrollments: a join
+            # and GROUP BY would read every enrollment the journey ever had.
+            .annotate(
+                _active=Coalesce(
+                    Subquery(
+                        Enrollment.objects.filter(
+                            journey=OuterRef("pk"), status=Enrollment.Status.ACTIVE
+                        )
+                        .order_by()
+                        .values("journey")
+                        .annotate(n=Count("*"))
+                        .values("n")
+                    ),
+                    0,
+                )
+            )
         )
 
     @admin.display(description="version", ordering="current_version__number")

@@ -60,10 +60,12 @@ def _history(journey: Journey) -> dict[tuple[str, str], int]:
 
 
 def _waiting(journey: Journey) -> dict[str, int]:
+    # COUNT(*), not COUNT(id): the partial (journey, step) index of active enrollments
+    # then answers alone, an index-only scan.
     return dict(
         Enrollment.objects.filter(journey=journey, status=Enrollment.Status.ACTIVE)
         .values_list("step")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))
         .order_by()
     )
 

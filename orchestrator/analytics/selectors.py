@@ -295,7 +295,7 @@ def journey_analytics(journey: Journey, start: dt.date, end: dt.date) -> Journey
     waiting = (
         Enrollment.objects.filter(journey=journey, status=Enrollment.Status.ACTIVE)
         .values_list("step")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))
         .order_by()
     )
     for key, n in waiting:
