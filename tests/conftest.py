@@ -70,6 +70,13 @@ def api(api_key_factory):
     return client
 
 
+def pytest_collection_modifyitems(config, items):
+    """Browser tests last. Playwright's session keeps an event loop in the main thread
+    from the first browser test on, and tests that fork dispatcher processes after it
+    started could hand a child the parent's database connection: so those run first."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 

@@ -39,7 +39,7 @@ def test_marketer_reads_a_journeys_analytics_and_channel_health(page, live_serve
     page.fill("#id_password", "pw-boss-12345")
     page.click("input[type=submit]")
 
-    page.get_by_role("link", name="Analytics").click()
+    page.locator(".object-tools").get_by_role("link", name="Analytics").click()
     expect(page.get_by_role("heading", name="Funnel")).to_be_visible()
     funnel = page.locator("svg.chart").first
     expect(funnel).to_be_visible()

@@ -128,6 +128,17 @@ class DevServer:
             time.sleep(0.5)
         raise AssertionError(f"no healthy /healthz in {timeout} s:\n{self.output()[-4000:]}")
 
+    def wait_output(self, text: str, timeout: float = 10.0) -> bool:
+        """Whether ``text`` shows up in the output within ``timeout`` seconds: the banner
+        is printed by the supervisor's next tick after the port opens, which can come
+        just after the first healthy answer."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
     def wait_exit(self, timeout: float) -> int:
         try:
             return self.process.wait(timeout=timeout)
@@ -162,7 +173,7 @@ def test_dev_starts_everything_and_stops_clean_on_sigint_or_a_dead_child(tmp_pat
         assert health["checks"]["broker"]["ok"] is True
 
         password = (Path(data_dir) / "admin_password").read_text().strip()
-        assert password in first.output()  # printed for the developer
+        assert first.wait_output(password), first.output()[-3000:]  # printed for the developer
         index = admin_login(first.base, password)
         assert "Stride Running" in index and "Customers" in index
 
@@ -183,7 +194,7 @@ def test_dev_starts_everything_and_stops_clean_on_sigint_or_a_dead_child(tmp_pat
         try:
             second.wait_healthy(timeout=60)
             assert "created the superuser" not in second.output()
-            assert password in second.output()
+            assert second.wait_output(password), second.output()[-3000:]
             worker = next(
                 p
                 for p in processes_mentioning(data_dir)
