@@ -367,8 +367,13 @@ class ChannelHealth:
     latency_ms: int = 0
 
     @property
+    def reports_delivery(self) -> bool:
+        """Whether the provider reported any delivery outcome (the dev inbox never does)."""
+        return bool(self.delivered or self.undelivered or self.bounced)
+
+    @property
     def delivery_rate(self) -> float | None:
-        return _rate(self.delivered, self.sent)
+        return _rate(self.delivered, self.sent) if self.reports_delivery else None
 
     @property
     def bounce_rate(self) -> float | None:
@@ -380,8 +385,6 @@ class ChannelHealth:
 
     @property
     def delivery_level(self) -> str:
-        if not self.delivered:  # a provider that reports no deliveries (dev inbox)
-            return "none"
         return level(self.delivery_rate, DELIVERY_THRESHOLDS, low_is_bad=True)
 
     @property
@@ -456,6 +459,10 @@ class ChannelReport:
     days: list[HealthDay]
     #: Messages held before sending, by (channel, reason code).
     holds: list[tuple[str, str, int]]
+
+    @property
+    def has_failures(self) -> bool:
+        return any(row.failures for row in self.rows)
 
 
 def channel_health(start: dt.date, end: dt.date) -> ChannelReport:

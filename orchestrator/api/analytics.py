@@ -148,7 +148,9 @@ def _health_body(report: ChannelReport) -> dict[str, Any]:
                 "complained": r.complained,
                 "failed": r.failed,
                 "undelivered": r.undelivered,
+                # null with level "none" when the provider reported no delivery outcome
                 "delivery": _rate(r.delivery_rate, r.delivery_level, DELIVERY_THRESHOLDS),
+                "reports_delivery": r.reports_delivery,
                 "bounce": _rate(r.bounce_rate, r.bounce_level, BOUNCE_THRESHOLDS),
                 "complaint": _rate(r.complaint_rate, r.complaint_level, COMPLAINT_THRESHOLDS),
                 "failures": [{"code": code, "count": n} for code, n in r.top_failures],

@@ -204,6 +204,7 @@ def test_channel_health_counts_rates_failures_and_latency(scenario):
     [row] = report.rows
     assert (row.channel, row.provider) == ("email", "locmem")
     assert row.sent == 59 and row.delivered == 59
+    assert row.delivery_rate == 1.0 and row.delivery_level == "ok"
     assert row.complained == 1
     assert row.complaint_rate == pytest.approx(1 / 59)
     assert row.complaint_level == "bad"  # 1.7% is far above 0.3%
@@ -236,6 +237,8 @@ def test_a_bounce_and_a_provider_failure_are_listed_by_code(outbox, client, secr
     [row] = channel_health(today(), today()).rows
     assert row.bounced == 1
     assert row.bounce_rate == 1.0 and row.bounce_level == "bad"
+    # A bounce is a delivery report: the delivery rate is a real 0%.
+    assert row.delivery_rate == 0.0 and row.delivery_level == "bad"
     assert row.top_failures == [("sendgrid:bounce", 1)]
 
 

@@ -58,3 +58,6 @@ def test_marketer_reads_a_journeys_analytics_and_channel_health(page, live_serve
     health = page.locator("table tbody tr", has=page.locator("th", has_text="email"))
     expect(health).to_contain_text("locmem")
     expect(health.locator("td").nth(1)).to_have_text("5")  # sent
+    # The test adapter never reports deliveries: no rate, rather than a false 0%.
+    expect(health.locator("td").nth(3)).to_have_text("no reports")
+    expect(page.get_by_text("No message failed in this range.")).to_be_visible()
