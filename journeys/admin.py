@@ -280,7 +280,7 @@ class JourneyAdmin(admin.ModelAdmin):
         else:
             definition = definition_of(journey)
             showing = "the draft (not published yet)"
-        counts = stats.step_counts(journey)
+        counts, totals = stats.journey_counts(journey)
         return {
             "journey": journey,
             "diagram": diagram.render(
@@ -288,7 +288,7 @@ class JourneyAdmin(admin.ModelAdmin):
             ),
             "diagram_rows": diagram.legend_rows(definition, counts),
             "diagram_showing": showing,
-            "totals": stats.journey_totals(journey),
+            "totals": totals,
         }
 
     # --- buttons ----------------------------------------------------------------------

@@ -186,10 +186,10 @@ class RowsField(forms.Field):
         super().__init__(widget=RowsWidget(self.columns, extra=extra), **kwargs)
 
     def row_of(self, item: Mapping[str, Any]) -> dict[str, str]:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each subclass implements it
 
     def item_of(self, row: Mapping[str, str]) -> dict[str, Any]:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: each subclass implements it
 
     def prepare_value(self, value):
         if not isinstance(value, list):

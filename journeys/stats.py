@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Count, Sum
+from django.db.models import Sum
 
 from journeys.models import Enrollment, Journey, JourneyVersion
 from orchestrator.analytics.models import JourneyDay
-from orchestrator.analytics.rollups import analytics_rollup
-
-#: What the journey page spends, at most, folding in history newer than the last sweep.
-PAGE_ROLLUP_SECONDS = 0.05
+from orchestrator.analytics.rollups import analytics_catch_up
+from orchestrator.analytics.selectors import waiting_by_step
 
 
 @dataclass(frozen=True)
@@ -43,11 +41,10 @@ class JourneyTotals:
         return self.converted / self.entered if self.entered else None
 
 
-def _catch_up() -> None:
-    analytics_rollup(batch=2000, budget_seconds=PAGE_ROLLUP_SECONDS)
-
-
-def _history(journey: Journey) -> dict[tuple[str, str], int]:
+def journey_counts(journey: Journey) -> tuple[dict[str, StepCounts], JourneyTotals]:
+    """Per step key (entered, waiting there now, messages sent, converted after it) and
+    the journey's totals: one catch-up, one read of the rollup, one count of who is where."""
+    analytics_catch_up()
     rows = (
         JourneyDay.objects.filter(
             journey=journey, metric__in=("enrolled", "entered", "sent", "converted", "exited")
@@ -56,27 +53,10 @@ def _history(journey: Journey) -> dict[tuple[str, str], int]:
         .annotate(n=Sum("count"))
         .order_by()
     )
-    return {(step, metric): n for step, metric, n in rows}
-
-
-def _waiting(journey: Journey) -> dict[str, int]:
-    # COUNT(*), not COUNT(id): the partial (journey, step) index of active enrollments
-    # then answers alone, an index-only scan.
-    return dict(
-        Enrollment.objects.filter(journey=journey, status=Enrollment.Status.ACTIVE)
-        .values_list("step")
-        .annotate(n=Count("*"))
-        .order_by()
-    )
-
-
-def step_counts(journey: Journey) -> dict[str, StepCounts]:
-    """Per step key: entered, waiting there now, messages sent, and converted after it."""
-    _catch_up()
-    history = _history(journey)
-    waiting = _waiting(journey)
+    history = {(step, metric): n for step, metric, n in rows}
+    waiting = waiting_by_step(journey)
     keys = {step for step, _metric in history if step} | set(waiting)
-    return {
+    steps = {
         key: StepCounts(
             entered=history.get((key, "entered"), 0),
             waiting=waiting.get(key, 0),
@@ -85,16 +65,11 @@ def step_counts(journey: Journey) -> dict[str, StepCounts]:
         )
         for key in keys
     }
-
-
-def journey_totals(journey: Journey) -> JourneyTotals:
-    _catch_up()
-    history = _history(journey)
-    active = sum(_waiting(journey).values())
+    active = sum(waiting.values())
     failed = Enrollment.objects.filter(journey=journey, status=Enrollment.Status.FAILED).count()
     entered = history.get(("", "enrolled"), 0)
     exited = sum(n for (step, metric), n in history.items() if step and metric == "exited")
-    return JourneyTotals(
+    totals = JourneyTotals(
         entered=entered,
         active=active,
         # The rollup may be a sweep behind the live counts: never below zero.
@@ -104,6 +79,7 @@ def journey_totals(journey: Journey) -> JourneyTotals:
         converted=history.get(("", "converted"), 0),
         sent=sum(n for (step, metric), n in history.items() if step and metric == "sent"),
     )
+    return steps, totals
 
 
 def active_on_other_versions(journey: Journey, version: JourneyVersion) -> int:

@@ -9,7 +9,7 @@ from django.template.response import TemplateResponse
 
 from journeys.models import Journey
 from orchestrator.analytics.models import ChannelDay
-from orchestrator.analytics.rollups import analytics_rollup
+from orchestrator.analytics.rollups import analytics_catch_up
 from orchestrator.analytics.selectors import (
     COMPLAINT_THRESHOLDS,
     RangeInvalid,
@@ -18,9 +18,6 @@ from orchestrator.analytics.selectors import (
     journey_analytics,
 )
 from orchestrator.charts import Series, bar_chart, funnel_chart, line_chart
-
-#: What a page spends, at most, folding in history that arrived since the last sweep.
-PAGE_ROLLUP_SECONDS = 0.05
 
 
 def _range(request: HttpRequest):
@@ -33,14 +30,8 @@ def _range(request: HttpRequest):
         return start, end, str(exc)
 
 
-def _catch_up() -> None:
-    # Beat folds new history every 30 s; a page folds the little that came since, so
-    # what a marketer just did shows up. Bounded: a backlog is left to the sweep.
-    analytics_rollup(batch=2000, budget_seconds=PAGE_ROLLUP_SECONDS)
-
-
 def journey_analytics_view(model_admin, request: HttpRequest, journey: Journey):
-    _catch_up()
+    analytics_catch_up()
     start, end, problem = _range(request)
     figures = journey_analytics(journey, start, end)
     labels = [day.day.strftime("%m-%d") for day in figures.days]
@@ -96,7 +87,7 @@ class ChannelHealthAdmin(admin.ModelAdmin):
         return False
 
     def changelist_view(self, request, extra_context=None):
-        _catch_up()
+        analytics_catch_up()
         start, end, problem = _range(request)
         report = channel_health(start, end)
         labels = [day.day.strftime("%m-%d") for day in report.days]

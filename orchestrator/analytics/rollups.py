@@ -177,6 +177,16 @@ def rollups() -> list[Rollup]:
     ]
 
 
+#: What a page or API read spends, at most, folding in history newer than the last sweep.
+PAGE_ROLLUP_SECONDS = 0.05
+
+
+def analytics_catch_up() -> None:
+    """Fold the little that arrived since the 30-second sweep, so what a marketer just
+    did shows up; bounded, a backlog is left to the sweep."""
+    analytics_rollup(batch=2000, budget_seconds=PAGE_ROLLUP_SECONDS)
+
+
 def analytics_rollup(*, batch: int = BATCH, budget_seconds: float = 20.0) -> dict[str, int]:
     """Fold everything new into the analytics tables; rows read per source."""
     return {

@@ -14,6 +14,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from orchestrator.analytics.rollups import analytics_catch_up
 from orchestrator.analytics.selectors import (
     BOUNCE_THRESHOLDS,
     COMPLAINT_THRESHOLDS,
@@ -187,6 +188,7 @@ class JourneyAnalyticsView(ApiView):
     def get(self, request: Request, key: str) -> Response:
         journey = _journey(key)
         start, end = _range(request)
+        analytics_catch_up()
         return Response(_journey_body(journey_analytics(journey, start, end)))
 
 
@@ -203,4 +205,5 @@ class ChannelHealthView(ApiView):
     )
     def get(self, request: Request) -> Response:
         start, end = _range(request)
+        analytics_catch_up()
         return Response(_health_body(channel_health(start, end)))
