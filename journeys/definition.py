@@ -34,6 +34,7 @@ from django.db import transaction
 from journeys import conditions
 from journeys.models import Journey, JourneyVersion, Step, StepKind
 from orchestrator.consent.models import CHANNELS, Topic
+from orchestrator.core.tasking import publish_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -623,13 +624,13 @@ def journey_activate(*, journey: Journey) -> JourneyVersion:
     from journeys.triggers import schedules
 
     schedules.sync_schedule(journey)
-    transaction.on_commit(_kick_engine)
+    publish_on_commit("journeys.tick")
     # Sweep at once rather than at the next beat: whoever is already due is reached now.
     kind = journey.trigger_kind
     if kind in (Journey.TriggerKind.DATE, Journey.TriggerKind.SEGMENT):
-        transaction.on_commit(lambda: _publish("sweeps.journey_triggers"))
+        publish_on_commit("sweeps.journey_triggers", expires=60)
     elif kind == Journey.TriggerKind.REPLENISHMENT:
-        transaction.on_commit(lambda: _publish("sweeps.replenishment"))
+        publish_on_commit("sweeps.replenishment", expires=60)
     return version
 
 
@@ -644,21 +645,6 @@ def journey_pause(*, journey: Journey) -> None:
     from journeys.triggers import schedules
 
     schedules.sync_schedule(journey)
-
-
-def _publish(task_name: str) -> None:
-    from orchestrator.celery import app
-
-    try:
-        app.send_task(task_name, retry=False, expires=60)
-    except Exception:  # broker down: beat runs the same sweep on its schedule
-        logger.warning("could not publish %s; beat will run it", task_name)
-
-
-def _kick_engine() -> None:
-    from journeys.engine import kick_engine
-
-    kick_engine()
 
 
 @transaction.atomic

@@ -33,6 +33,7 @@ from journeys import conditions
 from journeys.models import Enrollment, Journey, JourneyVersion, StepKind, StepRun
 from orchestrator.audience.models import Customer, Event
 from orchestrator.consent.models import Topic
+from orchestrator.core.tasking import publish_on_commit
 from orchestrator.delivery.models import Message, MessageTemplate
 from orchestrator.delivery.services import (
     SendRefused,
@@ -76,23 +77,9 @@ class TickStats:
 # --- waking ----------------------------------------------------------------------------
 
 
-def _publish_tick() -> None:
-    from journeys.tasks import tick
-
-    try:
-        tick.apply_async(retry=False, expires=30)
-    except Exception:  # broker down: beat's periodic tick still advances enrollments
-        logger.warning("could not publish the journeys tick; the periodic tick will run")
-
-
 def kick_engine() -> None:
     """Run a tick once the current transaction commits (once per transaction)."""
-    conn = transaction.get_connection()
-    if conn.in_atomic_block and any(
-        func is _publish_tick for _sids, func, _robust in conn.run_on_commit
-    ):
-        return
-    transaction.on_commit(_publish_tick)
+    publish_on_commit("journeys.tick")
 
 
 # --- the run ---------------------------------------------------------------------------

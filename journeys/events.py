@@ -23,6 +23,7 @@ from django.utils import timezone
 from journeys import conditions
 from journeys.enrollment import Candidate, enroll
 from journeys.models import Enrollment, Journey, StepRun
+from orchestrator.core.tasking import publish_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +39,7 @@ def events_recorded(event_ids: list[int]) -> None:
             "ON CONFLICT DO NOTHING",
             [event_ids],
         )
-    transaction.on_commit(_publish)
-
-
-def _publish() -> None:
-    from journeys.tasks import process_events
-
-    try:
-        process_events.apply_async(retry=False, expires=30)
-    except Exception:  # broker down: beat's periodic sweep still processes the queue
-        logger.warning("could not publish the journeys event kick; the periodic sweep will run")
+    publish_on_commit("journeys.events")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db import transaction
+
+from orchestrator.core.tasking import publish_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +28,6 @@ def process(batches: int = 20) -> dict[str, int]:
     return total
 
 
-def _publish() -> None:
-    try:
-        process.apply_async(retry=False, expires=60)
-    except Exception:  # the broker is down: beat's sweep finds the events later
-        logger.warning("could not queue webhook processing; the periodic sweep will", exc_info=True)
-
-
 def kick_processing() -> None:
     """Ask a worker to process stored events once the current transaction commits."""
-    transaction.on_commit(_publish)
+    publish_on_commit("webhooks.process", expires=60)

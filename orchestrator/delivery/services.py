@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from orchestrator.audience.models import Customer
 from orchestrator.consent.models import CHANNELS, Topic
+from orchestrator.core.tasking import publish_on_commit
 from orchestrator.delivery.explain import explain
 from orchestrator.delivery.models import Message, MessageEvent, MessageStatus, MessageTemplate
 
@@ -210,28 +211,11 @@ def messages_queue(messages: list[Message]) -> list[Message]:
     return messages
 
 
-def _publish_dispatch() -> None:
-    from orchestrator.delivery.tasks import dispatch
-
-    try:
-        dispatch.apply_async(retry=False, expires=30)
-    except Exception:  # broker unreachable: beat's periodic dispatch will still send
-        logger.warning("could not publish the dispatch kick; the periodic sweep will send")
-
-
 def kick_dispatcher() -> None:
-    """Ask a worker to dispatch now, once the current transaction commits.
-
-    One kick per transaction however many messages it queued. Best effort: if the
-    broker is down the periodic dispatch still finds the message, because the
-    outbox row (not the task) is the truth.
-    """
-    connection = transaction.get_connection()
-    if connection.in_atomic_block and any(
-        func is _publish_dispatch for _sids, func, _robust in connection.run_on_commit
-    ):
-        return
-    transaction.on_commit(_publish_dispatch)
+    """Ask a worker to dispatch now, once the current transaction commits (once per
+    transaction). The outbox row, not the task, is the truth: beat's periodic dispatch
+    finds the message if the broker is down."""
+    publish_on_commit("delivery.dispatch")
 
 
 def messages_cancel(*, message_ids: list[int], reason: str) -> list[int]:
