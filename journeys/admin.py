@@ -46,7 +46,7 @@ from journeys.definition import (
 )
 from journeys.models import Enrollment, Journey, Step, StepRun
 from journeys.test_send import journey_test_send
-from orchestrator.charts import Series, bar_chart
+from orchestrator.core.charts import Series, bar_chart
 from orchestrator.core.adminkit import ReadOnlyAdminMixin, ReadOnlyInline, admin_link, pretty_json
 
 #: Plain words for the simulation's hold codes (``rule:<key>`` is spelled out apart).

@@ -28,7 +28,7 @@ MARGIN = 20
 LOOP_LANE = 48
 END = "__end__"
 
-#: Okabe-Ito colours (as in orchestrator.charts), one per step kind.
+#: Okabe-Ito colours (as in orchestrator.core.charts), one per step kind.
 KIND_COLOURS = {
     StepKind.SEND: "#0072B2",
     StepKind.WAIT: "#E69F00",

@@ -1,7 +1,7 @@
 """One settings module, configured from the environment (12-factor).
 
 Without ``DATABASE_URL`` the checkout's embedded PostgreSQL is used (see
-``orchestrator.embedded``); without ``CELERY_BROKER_URL`` the embedded Valkey
+``orchestrator.core.embedded``); without ``CELERY_BROKER_URL`` the embedded Valkey
 started by ``manage.py dev`` or the test suite. A bad value stops the process at
 start with a message naming the variable.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from orchestrator import env
-from orchestrator.embedded import (
+from orchestrator.core import env
+from orchestrator.core.embedded import (
     data_dir,
     ensure_postgres,
     local_secret_key,

@@ -17,7 +17,7 @@ from orchestrator.analytics.selectors import (
     date_range,
     journey_analytics,
 )
-from orchestrator.charts import Series, bar_chart, funnel_chart, line_chart
+from orchestrator.core.charts import Series, bar_chart, funnel_chart, line_chart
 
 
 def _range(request: HttpRequest):

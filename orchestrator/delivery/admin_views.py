@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.template.response import TemplateResponse
 
-from orchestrator.charts import Series, bar_chart
+from orchestrator.core.charts import Series, bar_chart
 from orchestrator.delivery.overview import holds_by_day, messages_per_customer_week
 
 

@@ -219,7 +219,7 @@ def test_embedded_valkey_ignores_the_terminals_ctrl_c_but_not_its_parents_death(
     script = (
         "import os, sys, time\n"
         "os.environ['ORCHESTRATOR_DATA_DIR'] = sys.argv[1]\n"
-        "from orchestrator.embedded import start_valkey\n"
+        "from orchestrator.core.embedded import start_valkey\n"
         "server = start_valkey(persist=False)\n"
         "print(server._process.pid, flush=True)\n"
         "time.sleep(60)\n"

@@ -26,7 +26,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from orchestrator import env
+from orchestrator.core import env
 from orchestrator.core.devserver import Supervisor
 
 WORKER_QUEUES = "dispatch,journeys,webhooks,sweeps,default"
@@ -101,7 +101,7 @@ class Command(BaseCommand):
             if supervisor is not None:
                 supervisor.stop_all()
             if valkey is not None:
-                from orchestrator.embedded import stop_valkey
+                from orchestrator.core.embedded import stop_valkey
 
                 stop_valkey(valkey)
             connections.close_all()
@@ -122,7 +122,7 @@ class Command(BaseCommand):
         return f"PostgreSQL {db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
     def _start_valkey(self):
-        from orchestrator.embedded import running_valkey_url, start_valkey
+        from orchestrator.core.embedded import running_valkey_url, start_valkey
 
         if running_valkey_url():
             _clear_stale_valkey(Path(settings.ORCHESTRATOR_DATA_DIR))

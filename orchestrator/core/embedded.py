@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 logger = logging.getLogger(__name__)
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
 DATABASE_NAME = "orchestrator"
 
 
