@@ -176,11 +176,12 @@ def seed_policy(customers: int) -> None:
             INSERT INTO delivery_message (customer_id, topic_id, template_id, channel,
                 requested_channel, to_address, locale, status, priority, send_after, data,
                 source, provider, provider_message_id, attempts, last_error, explanation,
-                created_at, updated_at, sent_at, decided_at, journey, fallback_channel)
+                created_at, updated_at, sent_at, decided_at, journey, journey_step,
+                fallback_channel)
             SELECT c.id, t.topic_id, t.id, 'email', 'email', c.email, 'en', 'sent', 5,
                 now() - (5 + k) * interval '1 hour', '{}'::jsonb, 'system', 'null', '', 1, '',
                 '[]'::jsonb, now(), now(), now() - (5 + k) * interval '1 hour',
-                now() - (5 + k) * interval '1 hour', '', ''
+                now() - (5 + k) * interval '1 hour', '', '', ''
             FROM audience_customer c
             CROSS JOIN generate_series(0, 2) AS k
             CROSS JOIN (SELECT id, topic_id FROM delivery_messagetemplate
@@ -278,7 +279,7 @@ def seed(messages: int, customers: int) -> None:
                     expires_at, data, idempotency_key, source, rendered, provider,
                     provider_message_id, attempts, attempt_id, claimed_at, handed_off_at,
                     sent_at, last_error, explanation, created_at, updated_at, journey,
-                    fallback_channel)
+                    journey_step, fallback_channel)
                 SELECT c.id, t.topic_id, t.template_id, ch.channel, ch.channel,
                     CASE ch.channel WHEN 'email' THEN c.email WHEN 'sms' THEN c.phone
                         WHEN 'whatsapp' THEN c.whatsapp ELSE c.line_user_id END,
@@ -294,7 +295,7 @@ def seed(messages: int, customers: int) -> None:
                     NULL, 'system', NULL, '', '', 0, NULL, NULL, NULL, NULL, '',
                     jsonb_build_array(jsonb_build_object('step', 'created', 'decision', 'queued',
                         'reason', 'queued by the benchmark')),
-                    now(), now(), '', ''
+                    now(), now(), '', '', ''
                 FROM generate_series(1, %(messages)s) AS i
                 JOIN audience_customer c ON c.external_id = 'bench-' || (1 + i %% %(customers)s)
                 JOIN (SELECT * FROM unnest(%(topics)s::bigint[], %(templates)s::bigint[])
