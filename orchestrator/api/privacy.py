@@ -20,7 +20,12 @@ from orchestrator.api.views import ApiView, _errors
 from orchestrator.audience.models import Customer
 from orchestrator.audience.privacy import customer_erase, customer_export
 from orchestrator.consent.models import Channel, ConsentRecord
-from orchestrator.consent.preferences import MAX_PER_WEEK, preferences_get, preferences_update
+from orchestrator.consent.preferences import (
+    MAX_PER_WEEK,
+    preferences_changes_from_document,
+    preferences_get,
+    preferences_update,
+)
 
 EXTERNAL_ID = OpenApiParameter(
     "external_id",
@@ -141,7 +146,9 @@ class QuietHoursSerializer(serializers.Serializer):
 
 
 class PreferencesSerializer(serializers.Serializer):
-    """For the schema; ``orchestrator.consent.preferences`` validates and builds the data."""
+    """For the schema; ``orchestrator.consent.preferences`` validates and builds the data
+    (the document is read and written by the same module as the preference page's
+    changes, so both doors write the same ledger rows)."""
 
     topics = serializers.DictField(
         child=serializers.DictField(child=serializers.BooleanField()),
@@ -191,10 +198,10 @@ class CustomerPreferencesView(ApiView):
     )
     def patch(self, request: Request, external_id: str) -> Response:
         customer = _customer(external_id)
-        preferences = preferences_update(
+        preferences_update(
             customer=customer,
-            changes=request.data,
+            changes=preferences_changes_from_document(request.data),
             source=ConsentRecord.Source.API,
             evidence={"api_key": request.auth.prefix},
         )
-        return Response(preferences)
+        return Response(preferences_get(customer=_customer(external_id)))

@@ -1,6 +1,20 @@
-"""A customer's preferences as one document: read it, or change any part of it.
+"""A customer's preferences: read them, and the one service that changes them.
 
-The same document is read and written (a client may PATCH back what it read):
+``preferences_update`` is the only writer, whichever door a change comes through
+(the API, the preference page): every change that alters something writes the same
+ledger rows (``ConsentRecord``), differing only in ``source`` and the caller's
+evidence, so the evidence never depends on the door. A value that is already so
+writes nothing.
+
+- a topic on a channel: ``opt_in`` / ``opt_out`` with the topic and channel;
+- marketing on a whole channel: ``opt_in`` / ``opt_out`` with the channel, no topic
+  ("unsubscribe from all" is every channel off: it also covers topics added later);
+- quiet hours, time zone, weekly cap, pause, channel order: one ``preferences`` row
+  per update, its evidence holding ``changed``: {field: {"from": ..., "to": ...}}.
+  They neither give nor withdraw consent, so an opt_in/opt_out would claim something
+  the customer did not do.
+
+The API reads and writes the same JSON document (a client may PATCH back what it read):
 
     {
       "topics": {"<marketing topic>": {"<channel>": true | false}},
@@ -15,16 +29,18 @@ The same document is read and written (a client may PATCH back what it read):
 ``topics`` lists marketing topics only (transactional messages cannot be turned off)
 with the customer's choice per channel, or the topic's default where they made none.
 A channel set to false (an SMS STOP, say) wins over every topic on it.
-
-Every consent change writes the ledger (``ConsentRecord``) with its source; a value
-that is already so writes nothing. Input is validated completely before anything is
-written, and every problem is reported with its field (``topics.promos.sms``).
+``preferences_changes_from_document`` validates such a document completely before
+anything is written, reporting every problem with its field (``topics.promos.sms``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from typing import Any
+import enum
+from dataclasses import dataclass
+from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -33,7 +49,7 @@ from django.utils.dateparse import parse_datetime
 
 from orchestrator.audience.models import Customer
 from orchestrator.audience.validators import validate_timezone
-from orchestrator.consent.channel_consent import channel_opt_out, topic_unsubscribe
+from orchestrator.consent.channel_consent import channel_marketing_set, topic_subscription_set
 from orchestrator.consent.models import (
     CHANNELS,
     ChannelOptOut,
@@ -55,18 +71,53 @@ FIELDS = (
 MAX_PER_WEEK = 100
 
 
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+#: A field of ``PreferenceChanges`` left as it is (``None`` means "clear it").
+UNSET: Final = _Unset.UNSET
+
+
+@dataclass(frozen=True)
+class PreferenceChanges:
+    """What one update asks for; only what differs from the current state is applied.
+
+    ``topics`` are (topic id, channel, subscribed) of marketing topics; ``channels``
+    are (channel, marketing allowed). A field left ``UNSET`` is not touched.
+    """
+
+    topics: tuple[tuple[int, str, bool], ...] = ()
+    channels: tuple[tuple[str, bool], ...] = ()
+    quiet_hours: tuple[dt.time, dt.time] | _Unset | None = UNSET
+    timezone: str | _Unset = UNSET
+    paused_until: dt.datetime | _Unset | None = UNSET
+    channel_order: tuple[str, ...] | _Unset = UNSET
+    max_per_week: int | _Unset | None = UNSET
+
+
+def unsubscribe_from_all() -> PreferenceChanges:
+    """No marketing on any channel, topics created later included."""
+    return PreferenceChanges(channels=tuple((channel, False) for channel in CHANNELS))
+
+
 def _hhmm(value: dt.time | None) -> str | None:
     return value.strftime("%H:%M") if value is not None else None
 
 
-def preferences_get(*, customer: Customer) -> dict[str, Any]:
-    """The preferences document of the customer (see the module docstring)."""
-    chosen = {
+def _chosen(customer_id: int) -> dict[tuple[int, str], bool]:
+    """The customer's recorded choices: (topic id, channel) -> subscribed."""
+    return {
         (topic_id, channel): status == Subscription.Status.SUBSCRIBED
         for topic_id, channel, status in Subscription.objects.filter(
-            customer_id=customer.pk
+            customer_id=customer_id
         ).values_list("topic_id", "channel", "status")
     }
+
+
+def preferences_get(*, customer: Customer) -> dict[str, Any]:
+    """The preferences document of the customer (see the module docstring)."""
+    chosen = _chosen(customer.pk)
     opted_out = set(
         ChannelOptOut.objects.filter(customer_id=customer.pk).values_list("channel", flat=True)
     )
@@ -104,7 +155,7 @@ class _Errors:
         self.by_field.setdefault(field, []).append(message)
 
 
-def _clean_topics(value: Any, errors: _Errors) -> list[tuple[Topic, str, bool]]:
+def _clean_topics(value: Any, errors: _Errors) -> list[tuple[int, str, bool]]:
     if not isinstance(value, dict):
         errors.add("topics", "Must be an object of topic keys.")
         return []
@@ -129,7 +180,7 @@ def _clean_topics(value: Any, errors: _Errors) -> list[tuple[Topic, str, bool]]:
             elif not isinstance(wanted, bool):
                 errors.add(f"topics.{key}.{channel}", "Must be true or false.")
             else:
-                cleaned.append((topic, channel, wanted))
+                cleaned.append((topic.pk, channel, wanted))
     return cleaned
 
 
@@ -158,15 +209,17 @@ def _clean_time(value: Any, field: str, errors: _Errors) -> dt.time | None:
     return None
 
 
-def _clean_quiet_hours(value: Any, errors: _Errors) -> tuple[dt.time | None, dt.time | None]:
+def _clean_quiet_hours(value: Any, errors: _Errors) -> tuple[dt.time, dt.time] | None:
     if value is None:
-        return None, None
+        return None
     if not isinstance(value, dict) or set(value) != {"start", "end"}:
         errors.add("quiet_hours", 'Must be null or {"start": "HH:MM", "end": "HH:MM"}.')
-        return None, None
+        return None
     start = _clean_time(value["start"], "quiet_hours.start", errors)
     end = _clean_time(value["end"], "quiet_hours.end", errors)
-    if start is not None and start == end:
+    if start is None or end is None:
+        return None
+    if start == end:
         errors.add("quiet_hours", "Start and end must differ.")
     return start, end
 
@@ -186,7 +239,7 @@ def _clean_paused_until(value: Any, errors: _Errors) -> dt.datetime | None:
     return parsed
 
 
-def _clean_channel_order(value: Any, errors: _Errors) -> list[str]:
+def _clean_channel_order(value: Any, errors: _Errors) -> tuple[str, ...]:
     if (
         not isinstance(value, list)
         or not all(isinstance(c, str) and c in CHANNELS for c in value)
@@ -194,8 +247,8 @@ def _clean_channel_order(value: Any, errors: _Errors) -> list[str]:
     ):
         allowed = ", ".join(CHANNELS)
         errors.add("channel_order", f"Must be a list of distinct channels of {allowed}.")
-        return []
-    return list(value)
+        return ()
+    return tuple(value)
 
 
 def _clean_max_per_week(value: Any, errors: _Errors) -> int | None:
@@ -207,134 +260,206 @@ def _clean_max_per_week(value: Any, errors: _Errors) -> int | None:
     return value
 
 
-def _clean(changes: Any) -> dict[str, Any]:
-    if not isinstance(changes, dict):
+def preferences_changes_from_document(document: Any) -> PreferenceChanges:
+    """The changes a (partial) preferences document asks for, validated completely.
+
+    Raises ValidationError with a message per field (``topics.promos.sms``).
+    """
+    if not isinstance(document, dict):
         raise ValidationError({"non_field_errors": ["Must be an object."]})
     errors = _Errors()
-    for name in changes:
+    for name in document:
         if name not in FIELDS:
             errors.add(str(name), f"Unknown field; allowed: {', '.join(FIELDS)}.")
     cleaned: dict[str, Any] = {}
-    if "topics" in changes:
-        cleaned["topics"] = _clean_topics(changes["topics"], errors)
-    if "channels" in changes:
-        cleaned["channels"] = _clean_channels(changes["channels"], errors)
-    if "quiet_hours" in changes:
-        cleaned["quiet_hours"] = _clean_quiet_hours(changes["quiet_hours"], errors)
-    if "timezone" in changes:
+    if "topics" in document:
+        cleaned["topics"] = tuple(_clean_topics(document["topics"], errors))
+    if "channels" in document:
+        cleaned["channels"] = tuple(_clean_channels(document["channels"], errors))
+    if "quiet_hours" in document:
+        cleaned["quiet_hours"] = _clean_quiet_hours(document["quiet_hours"], errors)
+    if "timezone" in document:
         try:
-            if not isinstance(changes["timezone"], str):
+            if not isinstance(document["timezone"], str):
                 raise ValidationError("Must be a string.")
-            validate_timezone(changes["timezone"])
-            cleaned["timezone"] = changes["timezone"]
+            validate_timezone(document["timezone"])
+            cleaned["timezone"] = document["timezone"]
         except ValidationError as exc:
             for message in exc.messages:
                 errors.add("timezone", message)
-    if "paused_until" in changes:
-        cleaned["paused_until"] = _clean_paused_until(changes["paused_until"], errors)
-    if "channel_order" in changes:
-        cleaned["channel_order"] = _clean_channel_order(changes["channel_order"], errors)
-    if "max_per_week" in changes:
-        cleaned["max_per_week"] = _clean_max_per_week(changes["max_per_week"], errors)
+    if "paused_until" in document:
+        cleaned["paused_until"] = _clean_paused_until(document["paused_until"], errors)
+    if "channel_order" in document:
+        cleaned["channel_order"] = _clean_channel_order(document["channel_order"], errors)
+    if "max_per_week" in document:
+        cleaned["max_per_week"] = _clean_max_per_week(document["max_per_week"], errors)
     if errors.by_field:
         raise ValidationError(errors.by_field)
-    return cleaned
+    return PreferenceChanges(**cleaned)
 
 
-def _subscribe(
-    *, customer_id: int, topic: Topic, channel: str, source: str, evidence: dict[str, Any]
-) -> bool:
-    """The counterpart of ``topic_unsubscribe``: True if the customer was not subscribed."""
-    current = (
-        Subscription.objects.select_for_update()
-        .filter(customer_id=customer_id, topic=topic, channel=channel)
-        .first()
+# --- the service --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    """How consented marketing reaches the customer: what a ``preferences`` row records."""
+
+    timezone: str
+    quiet_hours: tuple[dt.time, dt.time] | None
+    max_per_week: int | None
+    paused_until: dt.datetime | None
+    channel_order: tuple[str, ...]
+
+    def as_evidence(self) -> dict[str, Any]:
+        """JSON-able values; the pause as an instant in the customer's own zone."""
+        quiet = self.quiet_hours
+        paused = self.paused_until
+        return {
+            "timezone": self.timezone,
+            "quiet_hours": f"{quiet[0]:%H:%M}-{quiet[1]:%H:%M}" if quiet else None,
+            "max_per_week": self.max_per_week,
+            "paused_until": paused.astimezone(ZoneInfo(self.timezone)).isoformat()
+            if paused
+            else None,
+            "channel_order": list(self.channel_order),
+        }
+
+
+def _delivery_current(
+    customer: Customer, preference: ChannelPreference | None, now: dt.datetime
+) -> _Delivery:
+    quiet = None
+    paused = None
+    if preference is not None:
+        if preference.quiet_hours_start is not None and preference.quiet_hours_end is not None:
+            quiet = (preference.quiet_hours_start, preference.quiet_hours_end)
+        # A pause that has ended is no pause: clearing it is no change to record.
+        if preference.paused_until is not None and preference.paused_until > now:
+            paused = preference.paused_until
+    return _Delivery(
+        timezone=customer.timezone or "UTC",
+        quiet_hours=quiet,
+        max_per_week=preference.max_per_week if preference else None,
+        paused_until=paused,
+        channel_order=tuple(preference.channel_order) if preference else (),
     )
-    if current is not None and current.status == Subscription.Status.SUBSCRIBED:
-        return False
-    Subscription.objects.update_or_create(
-        customer_id=customer_id,
-        topic=topic,
-        channel=channel,
-        defaults={"status": Subscription.Status.SUBSCRIBED},
-    )
-    ConsentRecord.objects.create(
-        customer_id=customer_id,
-        topic=topic,
-        channel=channel,
-        action=ConsentRecord.Action.OPT_IN,
-        source=source,
-        evidence=evidence,
-    )
-    return True
 
 
-def _channel_allow(*, customer_id: int, channel: str, source: str, evidence: dict) -> bool:
-    """Lift the customer's channel-wide opt-out. Unlike an inbound START this leaves a
-    carrier-level STOP suppression alone: only the person's phone can undo that."""
-    removed, _ = ChannelOptOut.objects.filter(customer_id=customer_id, channel=channel).delete()
-    if removed:
-        ConsentRecord.objects.create(
-            customer_id=customer_id,
-            topic=None,
-            channel=channel,
-            action=ConsentRecord.Action.OPT_IN,
-            source=source,
-            evidence=evidence,
-        )
-    return bool(removed)
+def _delivery_wanted(current: _Delivery, changes: PreferenceChanges) -> _Delivery:
+    wanted = {
+        name: getattr(changes, name)
+        for name in ("timezone", "quiet_hours", "max_per_week", "paused_until", "channel_order")
+        if getattr(changes, name) is not UNSET
+    }
+    if "channel_order" in wanted:
+        wanted["channel_order"] = tuple(wanted["channel_order"])
+    return dataclasses.replace(current, **wanted)
+
+
+def _delivery_save(customer: Customer, wanted: _Delivery) -> None:
+    if wanted.timezone != customer.timezone:
+        customer.timezone = wanted.timezone
+        customer.save(update_fields=["timezone", "updated_at"])
+    start, end = wanted.quiet_hours or (None, None)
+    ChannelPreference.objects.update_or_create(
+        customer=customer,
+        defaults={
+            "quiet_hours_start": start,
+            "quiet_hours_end": end,
+            "max_per_week": wanted.max_per_week,
+            "paused_until": wanted.paused_until,
+            "channel_order": list(wanted.channel_order),
+        },
+    )
 
 
 def preferences_update(
     *,
     customer: Customer,
-    changes: dict[str, Any],
+    changes: PreferenceChanges,
     source: str,
     evidence: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Apply a partial preferences document; returns the whole document afterwards.
+) -> list[ConsentRecord]:
+    """Apply ``changes`` in one transaction; return the ledger rows written.
 
     ``source`` is a ``ConsentRecord.Source`` (``api``, ``preference_center``...);
-    ``evidence`` is stored with each consent change (add a user agent, a request id).
-    Raises ValidationError with per-field messages, before writing anything.
+    ``evidence`` (the caller's: a user agent, an API key prefix) is stored with each
+    row. Rows are written in a fixed order (topics, then channels, then delivery), so
+    the same change leaves the same ledger whichever door it came through. A topic
+    cell that is not (or no longer) a marketing topic's is skipped: the page may have
+    been open while a topic changed.
     """
     if source not in ConsentRecord.Source.values:
         raise ValueError(f"unknown consent source {source!r}")
-    cleaned = _clean(changes)
-    evidence = {"via": source, **(evidence or {})}
+    evidence = dict(evidence or {})
+    written: list[ConsentRecord | None] = []
     with transaction.atomic():
-        # One change at a time per customer, so two concurrent updates do not interleave.
+        # The customer row is the lock: two updates (two tabs, two API calls) apply one
+        # after the other, each diffing against what the other wrote.
         customer = Customer.objects.select_for_update().get(pk=customer.pk)
-        for topic, channel, wanted in cleaned.get("topics", []):
-            if wanted:
-                _subscribe(
-                    customer_id=customer.pk,
-                    topic=topic,
-                    channel=channel,
-                    source=source,
-                    evidence=evidence,
+        if changes.topics:
+            topics = Topic.objects.filter(kind=Topic.Kind.MARKETING).in_bulk(
+                {topic_id for topic_id, _channel, _on in changes.topics}
+            )
+            chosen = _chosen(customer.pk)
+            for topic_id, channel, on in sorted(set(changes.topics)):
+                topic = topics.get(topic_id)
+                if topic is None or channel not in topic.channels:
+                    continue
+                if on == chosen.get((topic_id, channel), topic.default_opt_in):
+                    continue
+                written.append(
+                    topic_subscription_set(
+                        customer_id=customer.pk,
+                        topic_id=topic_id,
+                        channel=channel,
+                        subscribed=on,
+                        source=source,
+                        evidence=evidence,
+                    )
                 )
-            else:
-                topic_unsubscribe(
-                    customer_id=customer.pk,
-                    topic_id=topic.pk,
-                    channel=channel,
-                    source=source,
-                    evidence=evidence,
+        if changes.channels:
+            opted_out = set(
+                ChannelOptOut.objects.filter(customer=customer).values_list("channel", flat=True)
+            )
+            wanted_channels = dict(changes.channels)
+            for channel in CHANNELS:
+                if channel not in wanted_channels:
+                    continue
+                allowed = wanted_channels[channel]
+                if allowed == (channel not in opted_out):
+                    continue
+                written.append(
+                    channel_marketing_set(
+                        customer_id=customer.pk,
+                        channel=channel,
+                        allowed=allowed,
+                        source=source,
+                        evidence=evidence,
+                    )
                 )
-        for channel, wanted in cleaned.get("channels", []):
-            change = _channel_allow if wanted else channel_opt_out
-            change(customer_id=customer.pk, channel=channel, source=source, evidence=evidence)
-        own = {"quiet_hours", "paused_until", "channel_order", "max_per_week"} & set(cleaned)
-        if own:
-            preference, _ = ChannelPreference.objects.get_or_create(customer=customer)
-            if "quiet_hours" in cleaned:
-                preference.quiet_hours_start, preference.quiet_hours_end = cleaned["quiet_hours"]
-            for name in ("paused_until", "channel_order", "max_per_week"):
-                if name in cleaned:
-                    setattr(preference, name, cleaned[name])
-            preference.save()
-        if "timezone" in cleaned and cleaned["timezone"] != customer.timezone:
-            customer.timezone = cleaned["timezone"]
-            customer.save(update_fields=["timezone", "updated_at"])
-    return preferences_get(customer=customer)
+        preference = ChannelPreference.objects.filter(customer=customer).first()
+        current = _delivery_current(customer, preference, timezone.now())
+        wanted = _delivery_wanted(current, changes)
+        if wanted != current:
+            _delivery_save(customer, wanted)
+            before, after = current.as_evidence(), wanted.as_evidence()
+            # Compared as values, not as text: the same pause reads differently in a
+            # new time zone, and is still no change.
+            changed = {
+                name: {"from": before[name], "to": after[name]}
+                for name in after
+                if getattr(current, name) != getattr(wanted, name)
+            }
+            written.append(
+                ConsentRecord.objects.create(
+                    customer=customer,
+                    topic=None,
+                    channel="",
+                    action=ConsentRecord.Action.PREFERENCES,
+                    source=source,
+                    evidence={**evidence, "changed": changed},
+                )
+            )
+    return [record for record in written if record is not None]

@@ -1,4 +1,8 @@
-"""The preference center's form: one switch per shown cell, plus the delivery preferences."""
+"""The preference center's form: one switch per shown cell, plus the delivery preferences.
+
+It only translates a submit into ``PreferenceChanges``; the consent service decides
+what changed and writes the ledger, as it does for the API.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from orchestrator.consent.models import Topic
+from orchestrator.consent.preferences import UNSET, PreferenceChanges
 from orchestrator.preferences.selectors import PreferenceState
 
 #: The highest personal weekly cap offered; above it a cap would not hold anything back.
@@ -184,25 +189,41 @@ class PreferencesForm(forms.Form):
         shown = set(self.cleaned_data.get("shown", "").split())
         return [c for c in self.channels if f"allow_{c}" in shown]
 
-    def wanted(self) -> PreferenceState:
-        """The submitted choices; cells not shown keep no entry (they are not applied)."""
+    def changes(self) -> PreferenceChanges:
+        """The submit as the consent service's arguments: only the switches it showed."""
         data = self.cleaned_data
-        return PreferenceState(
-            subscriptions={(t, c): bool(data.get(cell_name(t, c))) for t, c in self.cells},
-            channels_allowed={c: bool(data.get(f"allow_{c}")) for c in self.channels},
-            timezone=data["timezone"],
-            quiet_start=data.get("quiet_start"),
-            quiet_end=data.get("quiet_end"),
+        tz = data["timezone"]
+        start, end = data.get("quiet_start"), data.get("quiet_end")
+        return PreferenceChanges(
+            topics=tuple((t, c, bool(data.get(cell_name(t, c)))) for t, c in self.shown_cells()),
+            channels=tuple((c, bool(data.get(f"allow_{c}"))) for c in self.shown_channels()),
+            timezone=tz,
+            quiet_hours=(start, end) if start is not None and end is not None else None,
             max_per_week=data.get("max_per_week"),
-            paused_until=data.get("paused_until"),
+            paused_until=self._paused_until(tz),
             channel_order=self._order(),
         )
+
+    def _paused_until(self, tz: str):
+        paused = self.cleaned_data.get("paused_until")
+        if paused is None:
+            return None
+        # The page shows a pause as the local date it ends on. Untouched, the date says
+        # nothing about the instant (one set over the API may end at 15:00): leave it
+        # be. A date picked here ends at midnight in the customer's zone.
+        if paused == self.initial.get("paused_until"):
+            return UNSET
+        return local_midnight(paused, tz)
 
     def _order(self) -> tuple[str, ...]:
         order = [self.cleaned_data[name] for name in self.order_fields]
         # Untouched, the selects show the stored order completed with the channels it
         # lacks; saving that back would record a change the customer never made.
         return self._stored_order if order == self._shown_order else tuple(order)
+
+
+def local_midnight(day: dt.date, tz: str) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz))
 
 
 def local_today(tz: str, now: dt.datetime) -> dt.date:

@@ -6,8 +6,8 @@ A tampered, expired or foreign token, and a customer erased since, all get the s
 rate limit, and every response carries the security headers of ``_secured`` -
 the page holds personal data and a link that acts for the customer.
 
-Views only validate and call one service; the writes and their ledger rows are in
-``orchestrator.preferences.services``.
+Views only validate and call one service: ``orchestrator.consent.preferences``
+writes the changes and their ledger rows, the same service the API calls.
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 
 from orchestrator.audience.models import Customer
+from orchestrator.consent.models import ConsentRecord
+from orchestrator.consent.preferences import preferences_update, unsubscribe_from_all
 from orchestrator.consent.tokens import preference_customer_id
 from orchestrator.delivery.explain import customer_explanation
-from orchestrator.preferences import selectors, services
+from orchestrator.preferences import selectors
 from orchestrator.preferences.forms import CHANNEL_LABELS, PreferencesForm, local_today
 
+SOURCE = ConsentRecord.Source.PREFERENCE_CENTER
 #: Requests per window (seconds) from one IP address, valid token or not.
 DEFAULT_RATE_LIMIT = (60, 60)
 #: A CSS colour: settings are trusted, but the value lands inside a <style> element.
@@ -182,16 +185,20 @@ def preference_center(request, token, customer, *, lang, nonce):
     kwargs = {"topics": topics, "channels": channels, "current": current, "today": today}
     status = 200
     if request.method == "POST" and request.POST.get("action") == "unsubscribe_all":
-        services.marketing_unsubscribe_all(customer=customer, evidence=_evidence(request, lang))
+        preferences_update(
+            customer=customer,
+            changes=unsubscribe_from_all(),
+            source=SOURCE,
+            evidence=_evidence(request, lang),
+        )
         return _here(token, lang, done="unsubscribed")
     if request.method == "POST":
         form = PreferencesForm(request.POST, **kwargs)
         if form.is_valid():
-            services.preferences_update(
+            preferences_update(
                 customer=customer,
-                wanted=form.wanted(),
-                cells=form.shown_cells(),
-                channels=form.shown_channels(),
+                changes=form.changes(),
+                source=SOURCE,
                 evidence=_evidence(request, lang),
             )
             return _here(token, lang, done="saved")
@@ -247,7 +254,7 @@ def erase(request, token, customer, *, lang, nonce):
 
         # A second click finds the customer gone: the outcome they asked for already.
         with contextlib.suppress(Customer.DoesNotExist):
-            customer_erase(customer=customer, source=services.SOURCE)
+            customer_erase(customer=customer, source=SOURCE)
         # Neutral: from here on the link is as invalid as any other, by design.
         return _page(request, "preferences/erased.html", {"lang": lang}, nonce=nonce)
     context = {"token": token, "lang": lang}

@@ -153,7 +153,7 @@ def test_delivery_preferences_are_saved_and_recorded_with_before_and_after(clien
         "timezone": {"from": "UTC", "to": "Asia/Tokyo"},
         "quiet_hours": {"from": None, "to": "22:00-07:30"},
         "max_per_week": {"from": None, "to": 2},
-        "paused_until": {"from": None, "to": resume.isoformat()},
+        "paused_until": {"from": None, "to": f"{resume.isoformat()}T00:00:00+09:00"},
         "channel_order": {"from": [], "to": ["sms", "email"]},
     }
 

@@ -14,7 +14,7 @@ from journeys.enrollment import Candidate, enroll
 from journeys.models import Enrollment
 from orchestrator.audience.models import Customer
 from orchestrator.audience.services import event_record
-from orchestrator.consent.preferences import preferences_update
+from orchestrator.consent.preferences import preferences_changes_from_document, preferences_update
 from orchestrator.delivery.dispatcher import dispatch_due
 from orchestrator.delivery.models import Message
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
@@ -76,12 +76,14 @@ def person(db, outbox, client, webhooks_configured) -> Person:
     event_record(customer="mika", name="order.completed", properties={"sku": "tea-42"})
     preferences_update(
         customer=customer,
-        changes={
-            "topics": {"promos": {"email": True, "sms": True}},
-            "channels": {"line": False},
-            "quiet_hours": {"start": "22:00", "end": "08:00"},
-            "max_per_week": 3,
-        },
+        changes=preferences_changes_from_document(
+            {
+                "topics": {"promos": {"email": True, "sms": True}},
+                "channels": {"line": False},
+                "quiet_hours": {"start": "22:00", "end": "08:00"},
+                "max_per_week": 3,
+            }
+        ),
         source="api",
     )
     sent = queue(customer, template, channel="email")

@@ -124,12 +124,13 @@ def test_patch_changes_preferences_and_records_consent_with_source_api(alex, top
         ("promos", "email", "opt_in", "api"),
         ("news", "sms", "opt_out", "api"),
         (None, "whatsapp", "opt_out", "api"),
+        (None, "", "preferences", "api"),
     }
     assert all(r.evidence["api_key"].startswith("ok_") for r in ConsentRecord.objects.all())
 
     # The same document again changes nothing, so the ledger gets nothing new.
     again = client_for("track").patch("/api/v1/customers/alex/preferences", body, format="json")
-    assert again.status_code == 200 and ConsentRecord.objects.count() == 3
+    assert again.status_code == 200 and ConsentRecord.objects.count() == 4
 
 
 def test_patch_true_lifts_a_channel_opt_out_but_not_a_carrier_stop(alex, topics, client_for):
