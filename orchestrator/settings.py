@@ -270,7 +270,7 @@ PROVIDER_TIMEOUT_SECONDS = env.get_int("PROVIDER_TIMEOUT_SECONDS", 10, minimum=1
 
 _default_adapter = env.get_str("CHANNEL_ADAPTER_DEFAULT", "devinbox")
 _adapter_backends = {
-    "devinbox": "channels.adapters.devinbox.DevInboxAdapter",
+    "devinbox": "channels.devinbox.adapter.DevInboxAdapter",
     "locmem": "channels.adapters.locmem.LocmemAdapter",
     "console": "channels.adapters.console.ConsoleAdapter",
     "null": "channels.adapters.null.NullAdapter",

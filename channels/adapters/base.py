@@ -6,6 +6,20 @@ Adapters know no models. The dispatcher hands a batch of ``OutboundMessage`` to
 a result, not an exception; an exception from ``send`` means the whole batch
 failed the same way (e.g. the provider is unreachable).
 
+The fixed sequence
+------------------
+
+``ChannelAdapter`` runs what every provider shares: the fan-out of a batch over
+``concurrency`` threads (``fan_out``), the send rate (``throttle``), the
+``timeout`` and ``concurrency`` options, and every outcome (``attempt``): sent,
+failed permanently, failed for now (the request never left: a connect-phase error
+of ``CONNECT_PHASE_ERRORS``), and "maybe sent" (``SendResult.unknown``: a read
+timeout or a connection lost once the request was written, or an unexpected
+error). A provider module fills only the middle - build the payload, post it,
+read the per-recipient status - and reports a refusal by raising ``AdapterError``.
+A provider is this module's subclass in one module plus its webhook module
+(``channels.webhooks.providers``) and a registry line there.
+
 Send rate
 ---------
 
@@ -36,30 +50,83 @@ draw from one budget.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from http.client import HTTPException
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+from urllib3.exceptions import (
+    ClosedPoolError,
+    ConnectTimeoutError,
+    MaxRetryError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+)
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 if TYPE_CHECKING:
     from channels.adapters.ratelimit import Limiter
 
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 #: The options every adapter accepts for its send rate (see the module docstring).
 RATE_LIMIT_OPTIONS = frozenset({"rate_per_second", "rate_burst", "rate_key", "rate_limit_url"})
+#: The options of an adapter that calls a provider over HTTP (``configure_transport``).
+TRANSPORT_OPTIONS = frozenset({"timeout", "concurrency"})
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONCURRENCY = 8
+
+#: urllib3 errors raised before a request is written: the provider never saw it.
+#: (``NewConnectionError`` - refused, DNS - is a ``ConnectTimeoutError``; a pool closed
+#: by ``close()`` under a request that had not yet taken a connection is a ``ClosedPoolError``.)
+CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError, ClosedPoolError)
+#: Errors once the request may have been written: the provider may have it.
+CONNECTION_LOST_ERRORS = (ProtocolError, HTTPException, OSError)
+#: Everything the transport raises that ``attempt`` classifies.
+TRANSPORT_ERRORS = (
+    *CONNECT_PHASE_ERRORS,
+    MaxRetryError,
+    ReadTimeoutError,
+    *CONNECTION_LOST_ERRORS,
+)
 
 
 class AdapterError(Exception):
-    """A provider failure. ``permanent`` failures are never retried."""
+    """The one error a provider's middle step raises: the provider refused, or we will
+    not send as it is. ``attempt`` makes it the result of every message of the request.
 
-    def __init__(self, message: str, *, permanent: bool, code: str = "") -> None:
+    ``permanent`` failures are never retried; ``unknown`` means the provider may have
+    taken it after all (reconcile, never resend blindly). ``suppress`` names a
+    ``Suppression.Reason`` when the address itself is unusable.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        code: str,
+        unknown: bool = False,
+        suppress: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.code = code
+        self.unknown = unknown
+        self.suppress = suppress
+        self.detail = detail or {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +194,24 @@ def _default_rate_limit_url() -> str:
 
 
 class ChannelAdapter:
-    """Base class. Subclasses set ``provider`` and implement ``send_batch``."""
+    """Base class. Subclasses set ``provider`` and implement ``send_one`` (one request
+    per message, fanned out by the default ``send_batch``) or ``send_batch``."""
 
     provider = "base"
+    #: The provider's name in error texts and logs.
+    label = "the provider"
+    #: ``error_code`` of the outcomes the base builds: the request never left, no answer
+    #: in time, the connection lost after the request was written, an unexpected error.
+    connect_code = "connect"
+    timeout_code = "timeout"
+    lost_code = "connection_lost"
+    unexpected_code = "unexpected"
+    #: What to do about a "maybe sent" message, said in its error.
+    unknown_advice = "reconcile from the provider's reports, do not resend"
+    #: Requests in flight per batch; adapters that call a provider read it from OPTIONS.
+    concurrency = 1
+    timeout: float | None = None
+    thread_name_prefix = ""
     #: The send rate from ``OPTIONS``; None: not throttled.
     rate_per_second: float | None = None
     _limiter: Limiter | None = None
@@ -145,16 +227,7 @@ class ChannelAdapter:
         try:
             results = self.send_batch(batch)
         except AdapterError as exc:
-            return [
-                SendResult(
-                    message_id=m.message_id,
-                    accepted=False,
-                    error=str(exc),
-                    error_code=exc.code,
-                    permanent=exc.permanent,
-                )
-                for m in batch
-            ]
+            return self.failed(batch, exc)
         if len(results) != len(batch):
             raise RuntimeError(
                 f"{type(self).__name__} returned {len(results)} results for {len(batch)} messages"
@@ -258,7 +331,116 @@ class ChannelAdapter:
         self.rate_limit_url = url
 
     def send_batch(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
-        raise NotImplementedError  # abstract: each adapter implements it
+        """One ``send_one`` per message, ``concurrency`` at a time, in batch order."""
+        return self.fan_out(self.send_one, batch)
+
+    def send_one(self, message: OutboundMessage) -> SendResult:
+        raise NotImplementedError  # abstract: or the adapter implements send_batch
+
+    # --- the fixed sequence ----------------------------------------------------------
+
+    def configure_transport(self, options: dict[str, Any], *, where: str) -> None:
+        """Read ``timeout`` (seconds, connect and each read) and ``concurrency``."""
+        self.timeout = option_seconds(options, "timeout", DEFAULT_TIMEOUT, where=where)
+        self.concurrency = option_count(options, "concurrency", DEFAULT_CONCURRENCY, where=where)
+
+    def fan_out(self, call: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+        """``call`` on each item, up to ``concurrency`` at once; results in item order."""
+        workers = min(self.concurrency, len(items))
+        if workers <= 1:
+            return [call(item) for item in items]
+        with ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix=self.thread_name_prefix or self.provider
+        ) as pool:
+            return list(pool.map(call, items))
+
+    def attempt(
+        self,
+        messages: Sequence[OutboundMessage],
+        request: Callable[[], list[SendResult]],
+        *,
+        unknown_detail: dict[str, Any] | None = None,
+    ) -> list[SendResult]:
+        """Run one provider request for ``messages`` (the provider's build, post and
+        parse); whatever it raises becomes their results, never an exception."""
+        try:
+            return request()
+        except AdapterError as exc:
+            return self.failed(messages, exc)
+        except CONNECT_PHASE_ERRORS as exc:
+            return self.not_sent(messages, exc)
+        except MaxRetryError as exc:  # only with redirects followed: retries are off
+            if isinstance(exc.reason, CONNECT_PHASE_ERRORS):
+                return self.not_sent(messages, exc)
+            return self.maybe_sent(messages, self.lost_code, exc, unknown_detail)
+        except ReadTimeoutError as exc:
+            return self.maybe_sent(messages, self.timeout_code, exc, unknown_detail)
+        except CONNECTION_LOST_ERRORS as exc:
+            return self.maybe_sent(messages, self.lost_code, exc, unknown_detail)
+        except Exception as exc:  # a malformed answer, a bug: the request may have gone out
+            logger.exception(
+                "%s send of message(s) %s failed unexpectedly", self.label, _ids(messages)
+            )
+            return self.maybe_sent(messages, self.unexpected_code, exc, unknown_detail)
+
+    # --- outcomes ----------------------------------------------------------------------
+
+    @staticmethod
+    def sent(
+        message: OutboundMessage, provider_message_id: str, detail: dict[str, Any] | None = None
+    ) -> SendResult:
+        return SendResult(
+            message_id=message.message_id,
+            accepted=True,
+            provider_message_id=provider_message_id,
+            detail=detail or {},
+        )
+
+    @staticmethod
+    def failed(messages: Sequence[OutboundMessage], exc: AdapterError) -> list[SendResult]:
+        return [
+            SendResult(
+                message_id=message.message_id,
+                accepted=False,
+                permanent=exc.permanent and not exc.unknown,
+                unknown=exc.unknown,
+                error=str(exc),
+                error_code=exc.code,
+                suppress=exc.suppress,
+                detail=dict(exc.detail),
+            )
+            for message in messages
+        ]
+
+    def not_sent(self, messages: Sequence[OutboundMessage], exc: Exception) -> list[SendResult]:
+        """The request never left: a transient failure, safe to retry."""
+        logger.warning("%s unreachable for message(s) %s: %s", self.label, _ids(messages), exc)
+        error = f"could not connect to {self.label}, request not sent: {exc}"
+        return self.failed(messages, AdapterError(error, permanent=False, code=self.connect_code))
+
+    def maybe_sent(
+        self,
+        messages: Sequence[OutboundMessage],
+        code: str,
+        exc: Exception,
+        detail: dict[str, Any] | None = None,
+    ) -> list[SendResult]:
+        """The provider may have it: reconciled from its reports, never resent blindly."""
+        logger.warning(
+            "%s outcome unknown for message(s) %s (%s): %s", self.label, _ids(messages), code, exc
+        )
+        error = (
+            f"no answer from {self.label} after the request was sent ({exc!r}); it may "
+            f"have been accepted: {self.unknown_advice}"
+        )
+        return self.failed(
+            messages,
+            AdapterError(error, permanent=False, unknown=True, code=code, detail=detail),
+        )
+
+
+def _ids(messages: Sequence[OutboundMessage]) -> str:
+    return ", ".join(str(m.message_id) for m in messages)
 
 
 # --- option checks shared by the provider adapters ---------------------------------

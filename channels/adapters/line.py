@@ -115,8 +115,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -136,30 +135,21 @@ from linebot.v3.messaging import (
 )
 from linebot.v3.messaging.models import ButtonsTemplate
 from linebot.v3.messaging.rest import RESTClientObject
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    MaxRetryError,
-    ProtocolError,
-    ProxyError,
-    ReadTimeoutError,
-)
-from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from channels.adapters.base import (
     RATE_LIMIT_OPTIONS,
+    TRANSPORT_ERRORS,
+    TRANSPORT_OPTIONS,
+    AdapterError,
     ChannelAdapter,
     OutboundMessage,
     SendResult,
-    option_count,
     option_http_url,
-    option_seconds,
 )
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.line.me"
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_CONCURRENCY = 8
 #: LINE's limit on a text message, in UTF-16 code units.
 MAX_TEXT_LENGTH = 5000
 #: LINE's limit on ``altText`` of template and Flex messages.
@@ -187,29 +177,16 @@ _push_message = getattr(
     MessagingApi.push_message_with_http_info,
 )
 
-#: urllib3 errors raised before a request is written: LINE never saw it.
-_CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError)
-
-_OPTIONS = RATE_LIMIT_OPTIONS | frozenset(
-    {
-        "channel_access_token",
-        "channel_secret",
-        "base_url",
-        "timeout",
-        "concurrency",
-        "retry_key_namespace",
-    }
+_OPTIONS = (
+    RATE_LIMIT_OPTIONS
+    | TRANSPORT_OPTIONS
+    | frozenset({"channel_access_token", "channel_secret", "base_url", "retry_key_namespace"})
 )
 
 
-class _Refused(Exception):
+def _invalid(message: str, code: str, *, suppress: str = "", **detail: Any) -> AdapterError:
     """A message the adapter will not send as it is (raised before any request)."""
-
-    def __init__(self, message: str, code: str, *, suppress: str = "", **detail: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.suppress = suppress
-        self.detail = detail
+    return AdapterError(message, permanent=True, code=code, suppress=suppress, detail=detail)
 
 
 def utf16_length(text: str) -> int:
@@ -231,6 +208,13 @@ def _where(alias: str) -> str:
 
 class LineAdapter(ChannelAdapter):
     provider = "line"
+    label = "LINE"
+    connect_code = "line:connect"
+    timeout_code = "line:timeout"
+    lost_code = "line:connection_lost"
+    unexpected_code = "line:unexpected"
+    unknown_advice = "resend only with the same retry key"
+    thread_name_prefix = "line"
 
     def __init__(self, *, alias: str, **options: Any) -> None:
         super().__init__(alias=alias, **options)
@@ -256,8 +240,7 @@ class LineAdapter(ChannelAdapter):
         self.channel_secret: str = secret
 
         self.base_url = option_http_url(options, "base_url", DEFAULT_BASE_URL, where=where)
-        self.timeout = option_seconds(options, "timeout", DEFAULT_TIMEOUT, where=where)
-        self.concurrency = option_count(options, "concurrency", DEFAULT_CONCURRENCY, where=where)
+        self.configure_transport(options, where=where)
 
         namespace = options.get("retry_key_namespace") or ""
         if not isinstance(namespace, str):
@@ -317,13 +300,6 @@ class LineAdapter(ChannelAdapter):
 
     # --- sending -------------------------------------------------------------------
 
-    def send_batch(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
-        workers = min(self.concurrency, len(batch))
-        if workers <= 1:
-            return [self.send_one(message) for message in batch]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="line") as pool:
-            return list(pool.map(self.send_one, batch))
-
     def retry_key_for(self, message: OutboundMessage) -> str:
         return retry_key(
             message.message_id,
@@ -335,54 +311,41 @@ class LineAdapter(ChannelAdapter):
         """One push: never raises, whatever happens to the request."""
         try:
             request = self.build_request(message)
-        except _Refused as exc:
+        except AdapterError as exc:
             logger.warning(
                 "LINE message %s refused before sending: %s", message.message_id, exc.code
             )
-            return SendResult(
-                message_id=message.message_id,
-                accepted=False,
-                permanent=True,
-                error=str(exc),
-                error_code=exc.code,
-                suppress=exc.suppress,
-                detail=exc.detail,
-            )
+            return self.failed([message], exc)[0]
 
         key = self.retry_key_for(message)
         self.throttle()
-        with self._api() as api:
-            return self._push(message, request, key, api)
+        return self.attempt(
+            [message],
+            lambda: [self._push(message, request, key)],
+            unknown_detail={"retry_key": key},
+        )[0]
 
-    def _push(
-        self, message: OutboundMessage, request: PushMessageRequest, key: str, api: MessagingApi
-    ) -> SendResult:
+    def _push(self, message: OutboundMessage, request: PushMessageRequest, key: str) -> SendResult:
         """One ``POST /v2/bot/message/push`` through the SDK; its outcome as a result."""
-        client = api.api_client
-        try:
-            # The arguments are the SDK's own model and a string: the SDK's re-validation
-            # of them (pydantic's validate_arguments) is skipped when it can be.
-            response = _push_message(
-                api, request, x_line_retry_key=key, _request_timeout=self.timeout
-            )
-        except ApiException as exc:
-            if not exc.status:
-                # The SDK's wrapping of a TLS failure: the connection was never made.
-                return self._not_sent(message, exc)
-            return self._refused(message, key, exc)
-        except MaxRetryError as exc:
-            if isinstance(exc.reason, _CONNECT_PHASE_ERRORS):
-                return self._not_sent(message, exc)
-            return self._unknown(message, key, "line:connection_lost", exc)
-        except _CONNECT_PHASE_ERRORS as exc:
-            return self._not_sent(message, exc)
-        except ReadTimeoutError as exc:
-            return self._unknown(message, key, "line:timeout", exc)
-        except (ProtocolError, OSError) as exc:
-            return self._unknown(message, key, "line:connection_lost", exc)
-        except Exception as exc:
-            last = getattr(client, "last_response", None)
-            if last is not None and 200 <= last.status <= 299:
+        with self._api() as api:
+            client = api.api_client
+            try:
+                # The arguments are the SDK's own model and a string: the SDK's
+                # re-validation of them (pydantic's validate_arguments) is skipped.
+                response = _push_message(
+                    api, request, x_line_retry_key=key, _request_timeout=self.timeout
+                )
+            except ApiException as exc:
+                if not exc.status:
+                    # The SDK's wrapping of a TLS failure: the connection was never made.
+                    return self.not_sent([message], exc)[0]
+                return self._refused(message, key, exc)
+            except TRANSPORT_ERRORS:
+                raise
+            except Exception as exc:
+                last = getattr(client, "last_response", None)
+                if last is None or not 200 <= last.status <= 299:
+                    raise
                 # LINE took it; only its answer's body did not read as a PushMessageResponse.
                 logger.warning(
                     "LINE accepted message %s with an unreadable body: %r", message.message_id, exc
@@ -396,9 +359,6 @@ class LineAdapter(ChannelAdapter):
                     duplicate=False,
                     body=_json(last.data),
                 )
-            logger.exception("LINE push of message %s failed unexpectedly", message.message_id)
-            return self._unknown(message, key, "line:unexpected", exc)
-
         return self._accepted(
             message,
             key,
@@ -411,9 +371,9 @@ class LineAdapter(ChannelAdapter):
     # --- building the request ------------------------------------------------------------
 
     def build_request(self, message: OutboundMessage) -> PushMessageRequest:
-        """The SDK's ``PushMessageRequest`` for one message, or ``_Refused``."""
+        """The SDK's ``PushMessageRequest`` for one message, or ``AdapterError``."""
         if not isinstance(message.to, str) or not USER_ID.fullmatch(message.to):
-            raise _Refused(
+            raise _invalid(
                 f"not a LINE user id (U followed by 32 lowercase hex digits): {message.to!r}",
                 "line:invalid_to",
                 suppress="invalid",
@@ -422,7 +382,7 @@ class LineAdapter(ChannelAdapter):
         if spec is None:
             spec = {"kind": "text"}
         if not isinstance(spec, Mapping):
-            raise _Refused("metadata['line'] must be an object", "line:invalid_message")
+            raise _invalid("metadata['line'] must be an object", "line:invalid_message")
         kind = spec.get("kind", "text")
         try:
             if kind == "text":
@@ -432,26 +392,26 @@ class LineAdapter(ChannelAdapter):
             elif kind == "flex":
                 line_message = self._flex(spec, message.body)
             else:
-                raise _Refused(
+                raise _invalid(
                     f"metadata['line']['kind'] must be 'text', 'template' or 'flex', got {kind!r}",
                     "line:invalid_message",
                 )
             return PushMessageRequest(to=message.to, messages=[line_message])
-        except _Refused:
+        except AdapterError:
             raise
         except (ValueError, TypeError) as exc:  # the SDK's models refused a value
             reason = " ".join(str(exc).split())  # pydantic's report spans several lines
-            raise _Refused(
+            raise _invalid(
                 f"the LINE {kind} message is invalid: {reason}", "line:invalid_message"
             ) from exc
 
     @staticmethod
     def _text(body: str) -> TextMessage:
         if not body:
-            raise _Refused("a LINE text message needs a non-empty body", "line:empty")
+            raise _invalid("a LINE text message needs a non-empty body", "line:empty")
         length = utf16_length(body)
         if length > MAX_TEXT_LENGTH:
-            raise _Refused(
+            raise _invalid(
                 f"the text is {length} characters long (UTF-16 code units); "
                 f"LINE takes at most {MAX_TEXT_LENGTH}",
                 "line:text_too_long",
@@ -464,13 +424,13 @@ class LineAdapter(ChannelAdapter):
     def _alt_text(spec: Mapping[str, Any], body: str) -> str:
         alt_text = spec.get("alt_text") or body
         if not isinstance(alt_text, str) or not alt_text:
-            raise _Refused(
+            raise _invalid(
                 "a LINE template or Flex message needs 'alt_text' (or a body)",
                 "line:invalid_message",
             )
         length = utf16_length(alt_text)
         if length > MAX_ALT_TEXT_LENGTH:
-            raise _Refused(
+            raise _invalid(
                 f"'alt_text' is {length} characters long; LINE takes at most {MAX_ALT_TEXT_LENGTH}",
                 "line:invalid_message",
                 length=length,
@@ -482,25 +442,25 @@ class LineAdapter(ChannelAdapter):
         alt_text = self._alt_text(spec, body)
         text = spec.get("text")
         if not isinstance(text, str) or not text:
-            raise _Refused(
+            raise _invalid(
                 "a LINE buttons template needs a non-empty 'text'", "line:invalid_message"
             )
         title = spec.get("title")
         if title is not None and not isinstance(title, str):
-            raise _Refused("'title' must be a string", "line:invalid_message")
+            raise _invalid("'title' must be a string", "line:invalid_message")
         actions = spec.get("actions")
         if not isinstance(actions, list) or not 1 <= len(actions) <= MAX_BUTTON_ACTIONS:
-            raise _Refused(
+            raise _invalid(
                 f"a LINE buttons template needs 1 to {MAX_BUTTON_ACTIONS} 'actions'",
                 "line:invalid_message",
             )
         built: list[Any] = []
         for i, action in enumerate(actions):
             if not isinstance(action, Mapping) or not isinstance(action.get("label"), str):
-                raise _Refused(f"actions[{i}] needs a string 'label'", "line:invalid_message")
+                raise _invalid(f"actions[{i}] needs a string 'label'", "line:invalid_message")
             has_uri, has_text = "uri" in action, "text" in action
             if has_uri == has_text:
-                raise _Refused(
+                raise _invalid(
                     f"actions[{i}] needs exactly one of 'uri' and 'text'", "line:invalid_message"
                 )
             if has_uri:
@@ -514,16 +474,16 @@ class LineAdapter(ChannelAdapter):
         alt_text = self._alt_text(spec, body)
         contents = spec.get("contents")
         if not isinstance(contents, Mapping) or contents.get("type") not in ("bubble", "carousel"):
-            raise _Refused(
+            raise _invalid(
                 "a LINE Flex message needs 'contents' of type 'bubble' or 'carousel'",
                 "line:invalid_message",
             )
         container = FlexContainer.from_dict(dict(contents))
         if container is None:
-            raise _Refused("the Flex contents could not be read", "line:invalid_message")
+            raise _invalid("the Flex contents could not be read", "line:invalid_message")
         dropped = _dropped(contents, container.to_dict(), "contents")
         if dropped:
-            raise _Refused(
+            raise _invalid(
                 "the Flex contents have properties the LINE SDK does not know, which would "
                 f"not be sent: {', '.join(dropped[:5])}",
                 "line:invalid_message",
@@ -571,12 +531,7 @@ class LineAdapter(ChannelAdapter):
                 key,
                 provider_id,
             )
-        return SendResult(
-            message_id=message.message_id,
-            accepted=True,
-            provider_message_id=provider_id,
-            detail=detail,
-        )
+        return self.sent(message, provider_id, detail)
 
     def _refused(self, message: OutboundMessage, key: str, exc: ApiException) -> SendResult:
         status = int(exc.status)
@@ -620,42 +575,8 @@ class LineAdapter(ChannelAdapter):
             status,
             "permanent" if permanent else "transient",
         )
-        return SendResult(
-            message_id=message.message_id,
-            accepted=False,
-            permanent=permanent,
-            error=f"LINE {status}: {summary}",
-            error_code=error_code,
-            detail=detail,
-        )
-
-    def _not_sent(self, message: OutboundMessage, exc: Exception) -> SendResult:
-        logger.warning("LINE unreachable for message %s: %s", message.message_id, exc)
-        return SendResult(
-            message_id=message.message_id,
-            accepted=False,
-            permanent=False,
-            error=f"could not connect to LINE, request not sent: {exc}",
-            error_code="line:connect",
-        )
-
-    def _unknown(
-        self, message: OutboundMessage, key: str, error_code: str, exc: Exception
-    ) -> SendResult:
-        logger.warning(
-            "LINE outcome unknown for message %s (%s): %s", message.message_id, error_code, exc
-        )
-        return SendResult(
-            message_id=message.message_id,
-            accepted=False,
-            permanent=False,
-            unknown=True,
-            error=(
-                f"no answer from LINE after the request was sent ({exc}); it may have been "
-                "accepted: resend only with the same retry key"
-            ),
-            error_code=error_code,
-            detail={"retry_key": key},
+        raise AdapterError(
+            f"LINE {status}: {summary}", permanent=permanent, code=error_code, detail=detail
         )
 
 

@@ -23,7 +23,7 @@ batch order. One message's failure is a result, never an exception.
 How outcomes map to ``SendResult``:
 
 * **201** - ``accepted``, ``provider_message_id`` is the Message SID (``SM...``);
-  ``detail`` holds our own segment count and encoding (``channels.sms``) plus
+  ``detail`` holds our own segment count and encoding (``channels.adapters.sms``) plus
   Twilio's ``twilio_num_segments`` and ``twilio_status``.
 * **Twilio refused it** (``TwilioRestException``: ``.status``, ``.code``) -
   ``error_code`` is ``"twilio:<code>"`` and ``detail["twilio_code"]`` the code:
@@ -72,10 +72,8 @@ import logging
 import os
 import threading
 from base64 import b64encode
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from http.client import HTTPException
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -86,35 +84,25 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.message import MessageInstance
-from urllib3.exceptions import (
-    ClosedPoolError,
-    ConnectTimeoutError,
-    MaxRetryError,
-    ProtocolError,
-    ProxyError,
-    ReadTimeoutError,
-)
-from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from channels.adapters.base import (
+    DEFAULT_CONCURRENCY,
     RATE_LIMIT_OPTIONS,
+    TRANSPORT_OPTIONS,
+    AdapterError,
     ChannelAdapter,
     OutboundMessage,
     SendResult,
-    option_count,
     option_http_url,
-    option_seconds,
 )
 from channels.adapters.http import NO_RETRIES, environment_proxy, pool_manager
-from channels.sms import segments
+from channels.adapters.sms import segments
 
 logger = logging.getLogger(__name__)
 #: The logger the SDK's own HTTP client logs requests to (at INFO).
 http_logger = logging.getLogger("twilio.http_client")
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_CONCURRENCY = 8
 
 #: Refusals that will not change on retry, whatever the HTTP status.
 PERMANENT_CODES = frozenset({21211, 21214, 21408, 21610, 21612, 21614, 30005, 30006, 30007})
@@ -123,26 +111,21 @@ TRANSIENT_CODES = frozenset({20003, 20429, 30001, 30003})
 #: Refusals that say the address itself is unusable, and the suppression reason for each.
 SUPPRESS_REASONS = {21610: "stop", 21211: "invalid", 30005: "invalid", 30006: "invalid"}
 
-#: urllib3 errors raised before a request is written: the provider never saw it.
-#: (``NewConnectionError`` - refused, DNS - is a ``ConnectTimeoutError``; a pool closed
-#: by ``close()`` under a request that had not yet taken a connection is a ``ClosedPoolError``.)
-_CONNECT_PHASE_ERRORS = (ConnectTimeoutError, Urllib3SSLError, ProxyError, ClosedPoolError)
-#: Errors once the request may have been written: the provider may have it.
-_CONNECTION_LOST_ERRORS = (ProtocolError, HTTPException, OSError)
-
 _SDK_PREFIX = "Unable to create record"
 
-_OPTIONS = RATE_LIMIT_OPTIONS | frozenset(
-    {
-        "account_sid",
-        "auth_token",
-        "from_number",
-        "messaging_service_sid",
-        "status_callback",
-        "base_url",
-        "timeout",
-        "concurrency",
-    }
+_OPTIONS = (
+    RATE_LIMIT_OPTIONS
+    | TRANSPORT_OPTIONS
+    | frozenset(
+        {
+            "account_sid",
+            "auth_token",
+            "from_number",
+            "messaging_service_sid",
+            "status_callback",
+            "base_url",
+        }
+    )
 )
 
 _JSON_TYPES = ("application/json", "application/scim+json")
@@ -387,6 +370,12 @@ def _require(options: dict[str, Any], alias: str, name: str) -> str:
 
 class TwilioSmsAdapter(ChannelAdapter):
     provider = "twilio"
+    label = "Twilio"
+    connect_code = "twilio:connect"
+    timeout_code = "twilio:timeout"
+    lost_code = "twilio:connection_lost"
+    unexpected_code = "twilio:unexpected"
+    unknown_advice = "reconcile from status callbacks, do not resend"
     #: How refusal codes are classified; subclasses for other Twilio channels extend them.
     permanent_codes: frozenset[int] = PERMANENT_CODES
     transient_codes: frozenset[int] = TRANSIENT_CODES
@@ -413,8 +402,8 @@ class TwilioSmsAdapter(ChannelAdapter):
         self.status_callback: str = options.get("status_callback") or ""
         where = f"CHANNEL_ADAPTERS[{alias!r}] (Twilio)"
         self.base_url = option_http_url(options, "base_url", DEFAULT_BASE_URL, where=where)
-        self.timeout = option_seconds(options, "timeout", DEFAULT_TIMEOUT, where=where)
-        self.concurrency = option_count(options, "concurrency", DEFAULT_CONCURRENCY, where=where)
+        self.configure_transport(options, where=where)
+        assert self.timeout is not None
         self._clients = _ClientPool(
             self.account_sid,
             auth_token,
@@ -428,15 +417,6 @@ class TwilioSmsAdapter(ChannelAdapter):
         self._clients.close()
 
     # --- sending -------------------------------------------------------------------
-
-    def send_batch(self, batch: Sequence[OutboundMessage]) -> list[SendResult]:
-        workers = min(self.concurrency, len(batch))
-        if workers <= 1:
-            return [self._send_one(message) for message in batch]
-        with ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix=self.thread_name_prefix
-        ) as pool:
-            return list(pool.map(self._send_one, batch))
 
     def _create_params(self, message: OutboundMessage) -> dict[str, Any]:
         params: dict[str, Any] = {"to": message.to, "body": message.body}
@@ -455,44 +435,32 @@ class TwilioSmsAdapter(ChannelAdapter):
         separator = "&" if "?" in self.status_callback else "?"
         return f"{self.status_callback}{separator}{urlencode({'m': message.message_id})}"
 
-    def _send_one(self, message: OutboundMessage) -> SendResult:
+    def send_one(self, message: OutboundMessage) -> SendResult:
         """Send one message; every outcome, including an unexpected error, is a result."""
         self.throttle()
-        outcome = self._create(message, self._create_params(message))
-        if isinstance(outcome, SendResult):
-            return outcome
-        detail: dict[str, Any] = {**segments(message.body).as_dict()}
-        if outcome.num_segments is not None:
-            num = str(outcome.num_segments)
-            detail["twilio_num_segments"] = int(num) if num.isdigit() else num
-        return self._accepted(message, outcome, detail)
+        return self.attempt([message], lambda: [self._send_sms(message)])[0]
 
-    def _create(
-        self, message: OutboundMessage, params: dict[str, Any]
-    ) -> MessageInstance | SendResult:
-        """One Messages API call: the created Message, or the failure as a result."""
+    def _send_sms(self, message: OutboundMessage) -> SendResult:
+        instance = self._create(message, self._create_params(message))
+        detail: dict[str, Any] = {**segments(message.body).as_dict()}
+        if instance.num_segments is not None:
+            num = str(instance.num_segments)
+            detail["twilio_num_segments"] = int(num) if num.isdigit() else num
+        return self._accepted(message, instance, detail)
+
+    def _create(self, message: OutboundMessage, params: dict[str, Any]) -> MessageInstance:
+        """One Messages API call: the created Message; a refusal raises ``AdapterError``."""
         try:
             with self._clients.client() as client:
                 instance = client.messages.create(**params)
         except (TwilioRestException, TwilioServiceException) as exc:
-            return self._refused(message, exc)
-        except _CONNECT_PHASE_ERRORS as exc:
-            return self._not_sent(message, exc)
-        except ReadTimeoutError as exc:
-            return self._unknown(message, "twilio:timeout", exc)
-        except MaxRetryError as exc:  # only with redirects followed: retries are off
-            if isinstance(exc.reason, _CONNECT_PHASE_ERRORS):
-                return self._not_sent(message, exc)
-            return self._unknown(message, "twilio:connection_lost", exc)
-        except _CONNECTION_LOST_ERRORS as exc:
-            return self._unknown(message, "twilio:connection_lost", exc)
-        except Exception as exc:  # a malformed answer, a bug: the request may have gone out
-            logger.exception("Twilio send of message %s failed unexpectedly", message.message_id)
-            return self._unknown(message, "twilio:unexpected", exc)
-
+            raise self._refused(message, exc) from exc
         if not instance.sid:
-            return self._unknown(
-                message, "twilio:no_sid", ValueError("Twilio answered 2xx without a Message SID")
+            raise AdapterError(
+                "Twilio answered 2xx without a Message SID",
+                permanent=False,
+                unknown=True,
+                code="twilio:no_sid",
             )
         return instance
 
@@ -501,18 +469,13 @@ class TwilioSmsAdapter(ChannelAdapter):
     ) -> SendResult:
         if instance.status:
             detail["twilio_status"] = instance.status
-        return SendResult(
-            message_id=message.message_id,
-            accepted=True,
-            provider_message_id=instance.sid,
-            detail=detail,
-        )
+        return self.sent(message, instance.sid, detail)
 
     # --- failures --------------------------------------------------------------------
 
     def _refused(
         self, message: OutboundMessage, exc: TwilioRestException | TwilioServiceException
-    ) -> SendResult:
+    ) -> AdapterError:
         status = int(exc.status)
         # Without a JSON error body the SDK reports the HTTP status as the code.
         code = exc.code if isinstance(exc.code, int) and exc.code != status else None
@@ -525,7 +488,6 @@ class TwilioSmsAdapter(ChannelAdapter):
         text = exc.msg if isinstance(exc, TwilioRestException) else exc.detail or exc.title
         # The SDK prefixes the provider's message with its own "Unable to create record: ".
         text = (text or "").removeprefix(_SDK_PREFIX).removeprefix(": ") or f"HTTP {status}"
-        detail: dict[str, Any] = {"http_status": status, "twilio_code": code}
         logger.warning(
             "Twilio refused message %s: HTTP %s, code %s (%s)",
             message.message_id,
@@ -533,35 +495,10 @@ class TwilioSmsAdapter(ChannelAdapter):
             code,
             "permanent" if permanent else "transient",
         )
-        return SendResult(
-            message_id=message.message_id,
-            accepted=False,
-            error=f"Twilio {code}: {text}" if code is not None else f"Twilio: {text}",
-            error_code=f"twilio:{code}" if code is not None else f"twilio:http_{status}",
+        return AdapterError(
+            f"Twilio {code}: {text}" if code is not None else f"Twilio: {text}",
             permanent=permanent,
-            detail=detail,
+            code=f"twilio:{code}" if code is not None else f"twilio:http_{status}",
             suppress=self.suppress_reasons.get(code, "") if permanent and code else "",
-        )
-
-    def _not_sent(self, message: OutboundMessage, exc: Exception) -> SendResult:
-        logger.warning("Twilio unreachable for message %s: %s", message.message_id, exc)
-        return SendResult(
-            message_id=message.message_id,
-            accepted=False,
-            error=f"could not connect to Twilio: {exc}",
-            error_code="twilio:connect",
-            permanent=False,
-        )
-
-    def _unknown(self, message: OutboundMessage, error_code: str, exc: Exception) -> SendResult:
-        logger.warning(
-            "Twilio outcome unknown for message %s (%s): %s", message.message_id, error_code, exc
-        )
-        return SendResult(
-            message_id=message.message_id,
-            accepted=False,
-            unknown=True,
-            error=f"no answer from Twilio after the request was sent: {exc}",
-            error_code=error_code,
-            permanent=False,
+            detail={"http_status": status, "twilio_code": code},
         )

@@ -81,7 +81,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from channels.adapters.base import OutboundMessage, SendResult
+from channels.adapters.base import AdapterError, OutboundMessage, SendResult
 from channels.adapters.twilio_sms import (
     PERMANENT_CODES,
     SUPPRESS_REASONS,
@@ -183,36 +183,39 @@ class TwilioWhatsAppAdapter(TwilioSmsAdapter):
             params["content_variables"] = json.dumps(plan.content_variables, ensure_ascii=False)
         return params
 
-    def _send_one(self, message: OutboundMessage) -> SendResult:
+    def send_one(self, message: OutboundMessage) -> SendResult:
         try:
             plan = WhatsAppPlan.from_metadata(message.metadata)
         except InvalidMetadata as exc:
-            return SendResult(
-                message_id=message.message_id,
-                accepted=False,
-                error=f"invalid WhatsApp metadata: {exc}",
-                error_code="whatsapp:invalid_metadata",
+            refused = AdapterError(
+                f"invalid WhatsApp metadata: {exc}",
                 permanent=True,
+                code="whatsapp:invalid_metadata",
                 detail={"whatsapp_mode": "none"},
             )
+            return self.failed([message], refused)[0]
         if plan.session_open is False or (not message.body and plan.content_sid):
             if not plan.content_sid:
                 return self._outside_window(message)
             return self._send_template(message, plan)
 
         self.throttle()
-        outcome = self._create(message, self._session_params(message))
-        if isinstance(outcome, SendResult):
-            if outcome.detail.get("twilio_code") != OUTSIDE_WINDOW:
-                return _with_detail(outcome, whatsapp_mode="session")
-            if not plan.content_sid:
-                return _with_detail(
-                    outcome,
-                    error=f"{outcome.error} (no approved template to send instead)",
-                    whatsapp_mode="session",
-                )
-            return self._send_template(message, plan, fallback=outcome.error_code)
-        return self._accepted(message, outcome, {"whatsapp_mode": "session"})
+        outcome = self.attempt([message], lambda: [self._send_session(message)])[0]
+        if outcome.accepted:
+            return outcome
+        if outcome.detail.get("twilio_code") != OUTSIDE_WINDOW:
+            return _with_detail(outcome, whatsapp_mode="session")
+        if not plan.content_sid:
+            return _with_detail(
+                outcome,
+                error=f"{outcome.error} (no approved template to send instead)",
+                whatsapp_mode="session",
+            )
+        return self._send_template(message, plan, fallback=outcome.error_code)
+
+    def _send_session(self, message: OutboundMessage) -> SendResult:
+        instance = self._create(message, self._session_params(message))
+        return self._accepted(message, instance, {"whatsapp_mode": "session"})
 
     def _send_template(
         self, message: OutboundMessage, plan: WhatsAppPlan, *, fallback: str = ""
@@ -220,11 +223,14 @@ class TwilioWhatsAppAdapter(TwilioSmsAdapter):
         detail: dict[str, Any] = {"whatsapp_mode": "template", "content_sid": plan.content_sid}
         if fallback:
             detail["whatsapp_fallback"] = fallback
+
+        def send() -> list[SendResult]:
+            instance = self._create(message, self._template_params(message, plan))
+            return [self._accepted(message, instance, dict(detail))]
+
         self.throttle()
-        outcome = self._create(message, self._template_params(message, plan))
-        if isinstance(outcome, SendResult):
-            return _with_detail(outcome, **detail)
-        return self._accepted(message, outcome, detail)
+        outcome = self.attempt([message], send)[0]
+        return outcome if outcome.accepted else _with_detail(outcome, **detail)
 
     def _outside_window(self, message: OutboundMessage) -> SendResult:
         return SendResult(

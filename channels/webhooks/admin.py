@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from channels.webhooks.models import InboundMessage, WebhookEvent
+from channels.webhooks.models import WebhookEvent
 from orchestrator.core.adminkit import ReadOnlyAdminMixin, admin_link, pretty_json
+from orchestrator.delivery.models import InboundMessage
 
 
 @admin.register(WebhookEvent)

@@ -14,9 +14,10 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from channels.webhooks.models import InboundMessage, WebhookEvent
+from channels.webhooks.models import WebhookEvent
 from orchestrator.audience.models import Customer
 from orchestrator.audience.privacy import customer_addresses, iso
+from orchestrator.delivery.models import InboundMessage
 
 #: What a scrubbed payload becomes.
 ERASED_PAYLOAD = {"erased": True}

@@ -1,12 +1,15 @@
 """Turn stored webhook events into state: message statuses, suppressions, consent, replies.
 
-Status events are applied in batches: a handful of queries per batch whatever its
-size. Statuses only move forward (``RANK``): a "sent" arriving after "delivered"
-is kept in the history but does not move the message back. An event for a message
-a dispatcher is still recording (handed off moments ago, no outcome yet) waits for
-the next run, so the dispatcher's own record is never lost. A message whose
-outcome was unknown (the provider call timed out) is reconciled here: the
-provider's report sets its status and provider id.
+Each stored event is parsed by its provider's module (``channels.webhooks.providers``)
+into the one vocabulary of ``channels.webhooks.events``; everything here reads only
+that, so a new provider needs no change here.
+
+Status changes are applied in batches: a handful of queries per batch whatever its
+size, forward only (``orchestrator.delivery.status``). An event for a message a
+dispatcher is still recording (handed off moments ago, no outcome yet) waits for
+the next run, so the dispatcher's own record is never lost. A message whose outcome
+was unknown (the provider call timed out) is reconciled here: the provider's report
+sets its status and provider id.
 
 Inbound messages are handled one by one: STOP-family keywords opt the sender out
 of marketing on that channel, START-family opt back in, HELP answers with help
@@ -24,74 +27,25 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from channels.adapters.twilio_sms import SUPPRESS_REASONS as TWILIO_SUPPRESS_REASONS
-from channels.webhooks.models import InboundMessage, WebhookEvent
+from channels.webhooks.events import ContactChange, Event, Inbound, StatusChange, StoredEvent
+from channels.webhooks.models import WebhookEvent
+from channels.webhooks.providers import PROVIDERS
 from orchestrator.consent.channel_consent import channel_opt_in, channel_opt_out
-from orchestrator.consent.keywords import HELP, START, STOP, classify
+from orchestrator.consent.keywords import HELP, START, STOP, classify, keyword_reply
 from orchestrator.consent.models import ConsentRecord
 from orchestrator.consent.suppressions import suppressions_add
-from orchestrator.delivery.models import Message, MessageEvent, MessageStatus
+from orchestrator.delivery.models import InboundMessage, Message, MessageEvent, MessageStatus
+from orchestrator.delivery.status import FAILED_OUTCOMES, may_move
+
+__all__ = ["Inbound", "ProcessStats", "handle_inbound", "process_pending"]
 
 logger = logging.getLogger(__name__)
 
 S = MessageStatus
-#: How far along a message is. A report only ever moves a message to a higher rank.
-RANK: dict[str, int] = {
-    S.QUEUED: 0,
-    S.SCHEDULED: 0,
-    S.DEFERRED: 0,
-    S.SENDING: 1,
-    S.SENT: 2,
-    S.DELIVERED: 3,
-    S.UNDELIVERED: 3,
-    S.BOUNCED: 3,
-    S.FAILED: 3,
-    S.OPENED: 4,
-    S.CLICKED: 5,
-    S.REPLIED: 6,
-}
-#: Our own final decisions: no provider report changes them.
-SETTLED = {S.SUPPRESSED, S.CANCELED, S.EXPIRED}
 #: How long a just-handed-off send is left to its dispatcher before a report is applied.
 RECORDING_GRACE = dt.timedelta(seconds=60)
-
-TWILIO_STATUS = {
-    "sent": S.SENT,
-    "delivered": S.DELIVERED,
-    "undelivered": S.UNDELIVERED,
-    "failed": S.FAILED,
-    "read": S.OPENED,
-}
-SENDGRID_STATUS = {
-    "processed": S.SENT,
-    "delivered": S.DELIVERED,
-    "bounce": S.BOUNCED,
-    "dropped": S.FAILED,
-    "open": S.OPENED,
-    "click": S.CLICKED,
-}
-#: SendGrid's reasons for dropping a message that mean the address is unusable.
-SENDGRID_DROP_SUPPRESS = {
-    "Bounced Address": "bounce",
-    "Invalid": "invalid",
-    "Spam Reporting Address": "complaint",
-}
-
-#: What we answer to keywords, by the customer's language.
-KEYWORD_REPLIES: dict[str, dict[str, str]] = {
-    "en": {
-        STOP: "{brand}: you will get no more marketing messages here. Reply START to undo.",
-        START: "{brand}: you are subscribed again. Reply STOP to opt out, HELP for help.",
-        HELP: "{brand}: reply STOP to opt out, START to opt back in. Manage your "
-        "preferences from the link in any of our emails.",
-    },
-    "ja": {
-        STOP: "【{brand}】今後このチャネルでのお知らせは配信されません。"
-        "再開するには START と返信してください。",
-        START: "【{brand}】配信を再開しました。停止するには STOP と返信してください。",
-        HELP: "【{brand}】配信停止は STOP、再開は START と返信してください。",
-    },
-}
+#: The history code of a WhatsApp message put back in the outbox after the window closed.
+TEMPLATE_RETRY = "whatsapp:template_retry"
 
 
 @dataclass
@@ -110,6 +64,12 @@ class ProcessStats:
         }
 
 
+def parse_event(event: WebhookEvent) -> Event:
+    """A stored event in the one vocabulary, parsed by its provider's module."""
+    stored = StoredEvent(event.kind, event.event_id, event.payload, event.received_at)
+    return PROVIDERS[event.provider].parse(stored)
+
+
 def process_pending(*, limit: int = 500) -> ProcessStats:
     """Process up to ``limit`` stored events, oldest first. Safe to run concurrently."""
     stats = ProcessStats()
@@ -122,21 +82,35 @@ def process_pending(*, limit: int = 500) -> ProcessStats:
         if not events:
             return stats
         now = timezone.now()
-        statuses = [e for e in events if e.kind == WebhookEvent.Kind.STATUS]
-        done, waiting, errors = _apply_statuses(statuses, now)
+        errors: dict[int, str] = {}
+        statuses: list[tuple[WebhookEvent, StatusChange]] = []
+        others: list[tuple[WebhookEvent, Event]] = []
         for event in events:
-            if event.kind == WebhookEvent.Kind.STATUS:
+            try:
+                parsed = parse_event(event)
+            except Exception as exc:  # a payload its provider cannot read: kept with the error
+                logger.exception("webhook event %s could not be parsed", event.id)
+                errors[event.id] = f"{type(exc).__name__}: {exc}"
                 continue
+            if isinstance(parsed, StatusChange):
+                statuses.append((event, parsed))
+            else:
+                others.append((event, parsed))
+        done, waiting = _apply_statuses(statuses, now, errors)
+        for event, parsed in others:
             try:
                 with transaction.atomic():
-                    _handle_contact_event(event, now)
+                    if isinstance(parsed, ContactChange):
+                        contact_change(parsed)
+                    else:
+                        handle_inbound(parsed)
                 done.add(event.id)
             except Exception as exc:  # one bad event must not block the others
                 logger.exception("webhook event %s failed", event.id)
                 errors[event.id] = f"{type(exc).__name__}: {exc}"
         _mark(done, waiting, errors, now)
-    stats.statuses = sum(1 for e in statuses if e.id in done)
-    stats.inbound = sum(1 for e in events if e.kind != WebhookEvent.Kind.STATUS and e.id in done)
+    stats.statuses = sum(1 for event, _ in statuses if event.id in done)
+    stats.inbound = sum(1 for event, _ in others if event.id in done)
     stats.waiting = len(waiting)
     stats.errors = len(errors)
     return stats
@@ -159,59 +133,44 @@ def _mark(done: set[int], waiting: set[int], errors: dict[int, str], now: dt.dat
 # --- delivery statuses --------------------------------------------------------------
 
 
-@dataclass
-class _Report:
-    event: WebhookEvent
-    message_id: int | None
-    status: str | None  # None: recorded in the history only
-    provider: str
-    provider_message_id: str
-    occurred_at: dt.datetime
-    code: str
-    reason: str
-    suppress: str = ""
-    opt_out: bool = False
-
-
 def _apply_statuses(
-    events: list[WebhookEvent], now: dt.datetime
-) -> tuple[set[int], set[int], dict[int, str]]:
+    reports: list[tuple[WebhookEvent, StatusChange]], now: dt.datetime, errors: dict[int, str]
+) -> tuple[set[int], set[int]]:
     done: set[int] = set()
     waiting: set[int] = set()
-    errors: dict[int, str] = {}
-    reports = []
-    for event in events:
-        report = _twilio_report(event) if event.provider == "twilio" else _sendgrid_report(event)
+    named: list[tuple[WebhookEvent, StatusChange]] = []
+    for event, report in reports:
         if report.message_id is None:
             errors[event.id] = "the event names no message of ours"
         else:
-            reports.append(report)
-    if not reports:
-        return done, waiting, errors
-    messages = Message.objects.select_for_update().in_bulk({r.message_id for r in reports})
+            named.append((event, report))
+    if not named:
+        return done, waiting
+    messages = Message.objects.select_for_update().in_bulk({r.message_id for _, r in named})
     retried = set(
         MessageEvent.objects.filter(
-            message_id__in=[r.message_id for r in reports if r.code == WINDOW_CLOSED],
+            message_id__in=[r.message_id for _, r in named if r.window_closed],
             code=TEMPLATE_RETRY,
         ).values_list("message_id", flat=True)
     )
     history: list[MessageEvent] = []
     changed: dict[int, Message] = {}
     suppress: list[tuple[str, str, str, str]] = []
-    for report in reports:
+    for event, report in named:
+        provider = event.provider
         message = messages.get(report.message_id)
         if message is None:
-            errors[report.event.id] = f"message {report.message_id} does not exist"
+            errors[event.id] = f"message {report.message_id} does not exist"
             continue
-        if (message.channel == "email") != (report.provider == "sendgrid"):
-            errors[report.event.id] = f"message {message.id} was not sent by {report.provider}"
+        if message.channel not in PROVIDERS[provider].CHANNELS:
+            errors[event.id] = f"message {message.id} was not sent by {provider}"
             continue
         if (
             message.provider_message_id
             and report.provider_message_id
             and message.provider_message_id != report.provider_message_id
         ):
-            errors[report.event.id] = (
+            errors[event.id] = (
                 f"message {message.id} was sent as {message.provider_message_id}, "
                 f"not {report.provider_message_id}"
             )
@@ -223,15 +182,11 @@ def _apply_statuses(
             and now - message.handed_off_at < RECORDING_GRACE
         )
         if recording:
-            waiting.add(report.event.id)
+            waiting.add(event.id)
             continue
-        done.add(report.event.id)
+        done.add(event.id)
         status = report.status
-        moved = (
-            status is not None
-            and message.status not in SETTLED
-            and RANK.get(status, 0) > RANK.get(message.status, 0)
-        )
+        moved = may_move(message.status, status)
         history.append(
             MessageEvent(
                 message_id=message.id,
@@ -239,8 +194,8 @@ def _apply_statuses(
                 occurred_at=report.occurred_at,
                 reason=report.reason,
                 code=report.code,
-                provider_event_id=f"{report.provider}:{report.event.event_id}",
-                raw=report.event.payload,
+                provider_event_id=f"{provider}:{event.event_id}",
+                raw=event.payload,
             )
         )
         if moved and _resend_as_template(message, report, retried, now):
@@ -258,12 +213,12 @@ def _apply_statuses(
             changed[message.id] = message
         elif moved:
             if message.status == S.SENDING:  # an unknown outcome, reconciled
-                message.provider = message.provider or report.provider
+                message.provider = message.provider or provider
                 message.provider_message_id = report.provider_message_id
                 message.sent_at = message.sent_at or report.occurred_at
                 message.handed_off_at = None
             message.status = status
-            if status in (S.FAILED, S.UNDELIVERED, S.BOUNCED):
+            if status in FAILED_OUTCOMES:
                 message.last_error = report.reason
             changed[message.id] = message
         if report.suppress and message.to_address:
@@ -273,7 +228,7 @@ def _apply_statuses(
                 customer_id=message.customer_id,
                 channel=message.channel,
                 source=ConsentRecord.Source.PROVIDER,
-                evidence={"provider": report.provider, "event": report.code},
+                evidence={"provider": provider, "event": report.code},
             )
     MessageEvent.objects.bulk_create(history, ignore_conflicts=True)
     if changed:
@@ -293,21 +248,17 @@ def _apply_statuses(
             ],
         )
     suppressions_add(suppress)
-    return done, waiting, errors
-
-
-WINDOW_CLOSED = "twilio:63016"
-TEMPLATE_RETRY = "whatsapp:template_retry"
+    return done, waiting
 
 
 def _resend_as_template(
-    message: Message, report: _Report, retried: set[int], now: dt.datetime
+    message: Message, report: StatusChange, retried: set[int], now: dt.datetime
 ) -> bool:
-    """A WhatsApp session message Twilio failed afterwards because the customer-care
+    """A WhatsApp session message the provider failed afterwards because the customer-care
     window had closed: put it back in the outbox once. The dispatcher then sees the
-    window as closed (the 63016 came after the customer's last message) and sends the
+    window as closed (the failure came after the customer's last message) and sends the
     variant's approved template, or fails it with the reason if there is none."""
-    if message.channel != "whatsapp" or report.code != WINDOW_CLOSED or message.id in retried:
+    if message.channel != "whatsapp" or not report.window_closed or message.id in retried:
         return False
     message.status = S.QUEUED
     message.send_after = now
@@ -318,162 +269,33 @@ def _resend_as_template(
     return True
 
 
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _twilio_report(event: WebhookEvent) -> _Report:
-    params: dict[str, str] = event.payload.get("params", {})
-    raw_status = params.get("MessageStatus") or params.get("SmsStatus", "")
-    status = TWILIO_STATUS.get(raw_status)
-    error_code = _int_or_none(params.get("ErrorCode"))
-    reason = f"Twilio reports {raw_status}"
-    code = f"twilio:{raw_status}"
-    suppress = ""
-    if error_code is not None and status in (S.FAILED, S.UNDELIVERED):
-        reason += f" (error {error_code})"
-        code = f"twilio:{error_code}"
-        suppress = TWILIO_SUPPRESS_REASONS.get(error_code, "")
-    return _Report(
-        event=event,
-        message_id=_int_or_none(event.payload.get("message_ref")),
-        status=status,
-        provider="twilio",
-        provider_message_id=params.get("MessageSid") or params.get("SmsSid", ""),
-        occurred_at=event.received_at,
-        code=code,
-        reason=reason,
-        suppress=suppress,
-    )
-
-
-def _sendgrid_report(event: WebhookEvent) -> _Report:
-    payload = event.payload
-    kind = str(payload.get("event", ""))
-    status = SENDGRID_STATUS.get(kind)
-    reason = f"SendGrid reports {kind}"
-    suppress = ""
-    opt_out = False
-    if kind == "bounce":
-        bounce_type = payload.get("type", "bounce")
-        reason = f"SendGrid reports a {bounce_type}: {payload.get('reason', '')}".strip(": ")
-        if bounce_type == "bounce":
-            suppress = "bounce"
-        else:  # "blocked": the receiving server refused for now; the address is fine
-            status = S.UNDELIVERED
-    elif kind == "dropped":
-        drop_reason = str(payload.get("reason", ""))
-        reason = f"SendGrid dropped it: {drop_reason}"
-        suppress = SENDGRID_DROP_SUPPRESS.get(drop_reason, "")
-    elif kind == "spamreport":
-        reason = "the recipient reported it as spam"
-        suppress = "complaint"
-    elif kind in ("unsubscribe", "group_unsubscribe"):
-        reason = "the recipient unsubscribed at SendGrid"
-        opt_out = True
-    elif kind == "click" and payload.get("url"):
-        reason = f"clicked {str(payload['url'])[:300]}"
-    timestamp = _int_or_none(payload.get("timestamp"))
-    occurred = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC) if timestamp else event.received_at
-    return _Report(
-        event=event,
-        message_id=_int_or_none(payload.get("message_id")),
-        status=status,
-        provider="sendgrid",
-        # sg_message_id is the X-Message-Id we stored plus a per-recipient suffix.
-        provider_message_id=str(payload.get("sg_message_id") or "").split(".")[0],
-        occurred_at=occurred,
-        code=f"sendgrid:{kind}",
-        reason=reason,
-        suppress=suppress,
-        opt_out=opt_out,
-    )
-
-
 # --- inbound messages and contacts ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Inbound:
-    provider: str
-    channel: str
-    provider_message_id: str
-    from_address: str
-    to_address: str
-    body: str
-    received_at: dt.datetime
-
-
-def _handle_contact_event(event: WebhookEvent, now: dt.datetime) -> None:
-    if event.provider == "line" and event.kind == WebhookEvent.Kind.CONTACT:
-        _line_follow(event)
-        return
-    inbound = _twilio_inbound(event) if event.provider == "twilio" else _line_inbound(event)
-    handle_inbound(inbound)
-
-
-def _twilio_inbound(event: WebhookEvent) -> Inbound:
-    params = event.payload["params"]
-    sender = params.get("From", "")
-    channel = "whatsapp" if sender.startswith("whatsapp:") else "sms"
-    return Inbound(
-        provider="twilio",
-        channel=channel,
-        provider_message_id=params.get("MessageSid") or params.get("SmsMessageSid", ""),
-        from_address=sender.removeprefix("whatsapp:"),
-        to_address=params.get("To", "").removeprefix("whatsapp:"),
-        body=params.get("Body", ""),
-        received_at=event.received_at,
-    )
-
-
-def _line_inbound(event: WebhookEvent) -> Inbound:
-    payload = event.payload
-    timestamp = _int_or_none(payload.get("timestamp"))
-    return Inbound(
-        provider="line",
-        channel="line",
-        provider_message_id=str(payload["message"].get("id") or event.event_id),
-        from_address=str(payload.get("source", {}).get("userId", "")),
-        to_address="",
-        body=str(payload["message"].get("text", "")),
-        received_at=(
-            dt.datetime.fromtimestamp(timestamp / 1000, tz=dt.UTC)
-            if timestamp
-            else event.received_at
-        ),
-    )
-
-
-def _line_follow(event: WebhookEvent) -> None:
+def contact_change(change: ContactChange) -> None:
     """Unfollow (the person blocked the account): pushes would be silently dropped and
-    still count against the quota, so the user id is suppressed. Follow lifts that."""
-    from orchestrator.audience.models import Customer
-
-    user_id = str(event.payload.get("source", {}).get("userId", ""))
-    if not user_id:
+    still count against the quota, so the address is suppressed. Follow lifts that."""
+    if not change.address:
         return
-    customer = Customer.objects.filter(line_user_id=user_id).only("id").first()
-    evidence = {"provider": "line", "event": event.payload.get("type"), "id": event.event_id}
-    if event.payload.get("type") == "unfollow":
-        suppressions_add([("line", user_id, "stop", "line:unfollow")])
+    customer = _find_customer(change.channel, change.address)
+    if not change.following:
+        suppressions_add(
+            [(change.channel, change.address, "stop", f"{change.channel}:{change.event}")]
+        )
         if customer is not None:
             channel_opt_out(
                 customer_id=customer.id,
-                channel="line",
+                channel=change.channel,
                 source=ConsentRecord.Source.INBOUND_KEYWORD,
-                evidence=evidence,
+                evidence=change.evidence,
             )
     else:
         channel_opt_in(
             customer_id=customer.id if customer else None,
-            channel="line",
-            address=user_id,
+            channel=change.channel,
+            address=change.address,
             source=ConsentRecord.Source.INBOUND_KEYWORD,
-            evidence=evidence,
+            evidence=change.evidence,
         )
 
 
@@ -582,7 +404,7 @@ def _record_reply(row: InboundMessage, customer, reply_to: Message | None) -> No
             reason="the customer replied",
             code=f"{row.provider}:reply",
         )
-        if reply_to.status not in SETTLED and RANK[S.REPLIED] > RANK.get(reply_to.status, 0):
+        if may_move(reply_to.status, S.REPLIED):
             Message.objects.filter(id=reply_to.id).update(
                 status=S.REPLIED, updated_at=timezone.now()
             )
@@ -601,9 +423,7 @@ def _confirm(customer, channel: str, keyword: str) -> None:
     from orchestrator.delivery.services import message_create
     from orchestrator.delivery.system import keyword_reply_template
 
-    language = (customer.locale or "en").split("-")[0]
-    texts = KEYWORD_REPLIES.get(language, KEYWORD_REPLIES["en"])
-    text = texts[keyword].format(brand=settings.BRAND_NAME)
+    text = keyword_reply(keyword, locale=customer.locale, brand=settings.BRAND_NAME)
     message_create(
         customer=customer,
         template=keyword_reply_template(),

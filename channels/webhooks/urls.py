@@ -1,12 +1,12 @@
 from django.urls import path
 
 from channels.webhooks import views
+from channels.webhooks.providers import PROVIDERS
 
 app_name = "webhooks"
 
 urlpatterns = [
-    path("twilio/status/", views.twilio_status, name="twilio-status"),
-    path("twilio/inbound/", views.twilio_inbound, name="twilio-inbound"),
-    path("sendgrid/events/", views.sendgrid_events, name="sendgrid-events"),
-    path("line/", views.line_events, name="line"),
+    path(route, views.receive, {"provider": name, "endpoint": endpoint}, name=url_name)
+    for name, module in PROVIDERS.items()
+    for url_name, (route, endpoint) in module.ENDPOINTS.items()
 ]

@@ -140,7 +140,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
 def index(request: HttpRequest) -> HttpResponse:
     """A small landing page pointing at the admin, the API docs and the dev inbox."""
     devinbox = any(
-        conf["BACKEND"].startswith("channels.adapters.devinbox")
+        conf["BACKEND"].startswith("channels.devinbox.adapter")
         for conf in settings.CHANNEL_ADAPTERS.values()
     )
     return render(

@@ -33,6 +33,7 @@ from django.utils.crypto import constant_time_compare
 from django.views.decorators.http import require_safe
 
 from orchestrator.delivery.models import Message, MessageEvent, MessageStatus
+from orchestrator.delivery.status import sent_statuses_below
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +55,9 @@ _TOKEN = re.compile(
     rf"([0-9A-Za-z]{{1,10}})\.([0-9A-Za-z]{{1,4}})\.([A-Za-z0-9_-]{{{_SIGNATURE_CHARS}}})"
 )
 
-#: Statuses a click moves forward to ``clicked``: those ranked below it by the webhook
-#: processing (channels/webhooks/processing.py RANK). Not ``sending``: the dispatcher
-#: may still be recording the provider's answer (its write is guarded on ``sending``),
-#: and an unknown outcome is reconciled from the provider's report. Our own final
-#: decisions (suppressed, canceled, expired) and ``replied`` never move.
-_MOVES_TO_CLICKED = (
-    MessageStatus.SENT,
-    MessageStatus.DELIVERED,
-    MessageStatus.UNDELIVERED,
-    MessageStatus.BOUNCED,
-    MessageStatus.FAILED,
-    MessageStatus.OPENED,
-)
+#: Statuses a click moves forward to ``clicked`` (the status machine's order): not
+#: ``sending``, our own final decisions or ``replied``.
+_MOVES_TO_CLICKED = sent_statuses_below(MessageStatus.CLICKED)
 
 
 def _signature(value: str, key: str | bytes | None = None) -> str:

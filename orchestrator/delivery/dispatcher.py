@@ -375,7 +375,7 @@ def _whatsapp_sessions(customer_ids: set[int]) -> set[int]:
         return set()
     from django.db.models import Max
 
-    from channels.webhooks.models import InboundMessage
+    from orchestrator.delivery.models import InboundMessage
     from orchestrator.delivery.models import MessageEvent
 
     since = timezone.now() - WHATSAPP_SESSION

@@ -8,8 +8,8 @@ import pytest
 
 from channels.adapters import OutboundMessage, get_adapter, locmem
 from channels.adapters.console import ConsoleAdapter
-from channels.adapters.devinbox import DevInboxAdapter
 from channels.adapters.null import NullAdapter
+from channels.devinbox.adapter import DevInboxAdapter
 from channels.devinbox.models import InboxMessage
 
 

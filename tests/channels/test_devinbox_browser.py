@@ -11,7 +11,7 @@ from tests.delivery.factories import make_customer, make_template, make_topic, q
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-DEVINBOX = "channels.adapters.devinbox.DevInboxAdapter"
+DEVINBOX = "channels.devinbox.adapter.DevInboxAdapter"
 
 
 def test_staff_sees_the_email_subject_and_an_sms_bubble_with_its_segment_count(

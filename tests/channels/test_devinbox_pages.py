@@ -6,12 +6,12 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from channels.adapters import OutboundMessage
-from channels.adapters.devinbox import DevInboxAdapter
+from channels.devinbox.adapter import DevInboxAdapter
 from channels.devinbox.models import InboxMessage
 
 pytestmark = pytest.mark.django_db
 
-DEVINBOX = "channels.adapters.devinbox.DevInboxAdapter"
+DEVINBOX = "channels.devinbox.adapter.DevInboxAdapter"
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from channels.adapters.base import OutboundMessage
-from channels.adapters.sendgrid import (
+from channels.adapters.sendgrid_batching import (
     MAX_SUBSTITUTION_BYTES,
-    _templated,
     substitution_bytes,
+    templated,
 )
 from tests.channels.test_sendgrid_batching import _post, make_adapter
 from tests.emulator import sendgrid as sendgrid_emulator
@@ -362,10 +362,10 @@ def test_substitutions_over_the_limit_are_not_grouped(emulator):
 def test_multibyte_strings_count_in_bytes():
     url = f"{BASE}/r/ランナー"
     text = f"Hi {url}"
-    templated = _templated([url], [text, "", "s"])
-    assert templated is not None
-    assert substitution_bytes(templated[1]) == len("[%p0%]") + len(url.encode())
-    assert _templated([url + "é" * 5000], [text + "é" * 5000, "", "s"]) is None  # 10,000+ bytes
+    result = templated([url], [text, "", "s"])
+    assert result is not None
+    assert substitution_bytes(result[1]) == len("[%p0%]") + len(url.encode())
+    assert templated([url + "é" * 5000], [text + "é" * 5000, "", "s"]) is None  # 10,000+ bytes
 
 
 # --- a refused group is sent again message by message, as rendered ----------------------
@@ -400,7 +400,7 @@ def _substitute(text: str, substitutions: dict[str, str]) -> str:
 
 
 def _reference(strings: list[str], texts: list[str]) -> tuple[list[str], dict[str, str]] | None:
-    """What ``_templated`` should give, the slow way: a regex alternation, longest
+    """What ``templated`` should give, the slow way: a regex alternation, longest
     first, matches leftmost-longest; tags numbered as they first appear."""
     wanted = [s for s in strings if s]
     wanted = sorted(dict.fromkeys(wanted + [html.escape(s) for s in wanted]), key=len, reverse=True)
@@ -429,30 +429,30 @@ def test_templating_round_trips_on_random_content(anchor):
             pieces = [anchor, *strings, *alphabet]
             parts = [rng.choice(pieces) for _ in range(rng.randint(0, 12))]
             texts.append("".join(parts))
-        templated = _templated(strings, texts)
-        assert templated == _reference(strings, texts)
-        if templated is None:
+        result = templated(strings, texts)
+        assert result == _reference(strings, texts)
+        if result is None:
             continue
-        out, substitutions = templated
+        out, substitutions = result
         assert [_substitute(t, substitutions) for t in out] == texts
         assert set(substitutions.values()) <= {*strings, *map(html.escape, strings)}
         assert all(any(tag in t for t in out) for tag in substitutions)
 
 
 def test_templating_cases():
-    assert _templated([], ["a", "b", "c"]) is None
-    assert _templated(["", 7, None], ["a", "b", "c"]) is None
-    assert _templated(["zzz"], ["a", "b", "c"]) is None
-    assert _templated(["a"], ["a [%p", "b", "c"]) is None
-    assert _templated(["a"], ["a", "b", "c"], ["x [%p0%]"]) is None
-    assert _templated(["a"], ["a", "b", "c"]) == (["[%p0%]", "b", "c"], {"[%p0%]": "a"})
+    assert templated([], ["a", "b", "c"]) is None
+    assert templated(["", 7, None], ["a", "b", "c"]) is None
+    assert templated(["zzz"], ["a", "b", "c"]) is None
+    assert templated(["a"], ["a [%p", "b", "c"]) is None
+    assert templated(["a"], ["a", "b", "c"], ["x [%p0%]"]) is None
+    assert templated(["a"], ["a", "b", "c"]) == (["[%p0%]", "b", "c"], {"[%p0%]": "a"})
     # Leftmost, then longest; without a long common prefix, and with one.
-    assert _templated(["ab", "abc", "bcd"], ["xabcd ab", "", "s"]) == (
+    assert templated(["ab", "abc", "bcd"], ["xabcd ab", "", "s"]) == (
         ["x[%p0%]d [%p1%]", "", "s"],
         {"[%p0%]": "abc", "[%p1%]": "ab"},
     )
     u = "https://s.example/"
-    assert _templated([u + "a", u + "ab", u], [f"{u}ab {u}a {u}", "", "s"]) == (
+    assert templated([u + "a", u + "ab", u], [f"{u}ab {u}a {u}", "", "s"]) == (
         ["[%p0%] [%p1%] [%p2%]", "", "s"],
         {"[%p0%]": u + "ab", "[%p1%]": u + "a", "[%p2%]": u},
     )

@@ -10,11 +10,10 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from channels.webhooks.models import InboundMessage
 from channels.webhooks.processing import process_pending
 from orchestrator.consent.models import ChannelOptOut, Suppression, address_hash
 from orchestrator.delivery import dispatcher
-from orchestrator.delivery.models import Message, MessageStatus
+from orchestrator.delivery.models import InboundMessage, Message, MessageStatus
 from tests.delivery.factories import (
     locmem_adapters,
     make_customer,

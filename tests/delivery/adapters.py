@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from channels.adapters.devinbox import DevInboxAdapter
+from channels.devinbox.adapter import DevInboxAdapter
 
 
 class DieAfterAcceptAdapter(DevInboxAdapter):

@@ -7,9 +7,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from channels.webhooks.models import InboundMessage
 from orchestrator.delivery import dispatcher
-from orchestrator.delivery.models import MessageStatus
+from orchestrator.delivery.models import InboundMessage, MessageStatus
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
 
 pytestmark = pytest.mark.django_db

@@ -121,7 +121,7 @@ from urllib.parse import urlencode, urlsplit
 
 from twilio.request_validator import RequestValidator
 
-from channels.sms import segments
+from channels.adapters.sms import segments
 from tests.emulator.server import ProviderEmulator, Received, Response
 
 API_VERSION = "2010-04-01"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from channels.webhooks.models import InboundMessage
 from orchestrator.audience.models import Customer, Event
 from orchestrator.consent.models import (
     ChannelOptOut,
@@ -14,7 +13,13 @@ from orchestrator.consent.models import (
     Subscription,
     Topic,
 )
-from orchestrator.delivery.models import FrequencyRule, Message, MessageEvent, TemplateVariant
+from orchestrator.delivery.models import (
+    FrequencyRule,
+    InboundMessage,
+    Message,
+    MessageEvent,
+    TemplateVariant,
+)
 from orchestrator.delivery.rendering import build_context, render_variant
 
 pytestmark = pytest.mark.django_db

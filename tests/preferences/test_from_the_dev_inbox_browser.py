@@ -13,7 +13,7 @@ from tests.delivery.factories import make_customer, make_template, make_topic, q
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-DEVINBOX = "channels.adapters.devinbox.DevInboxAdapter"
+DEVINBOX = "channels.devinbox.adapter.DevInboxAdapter"
 
 
 def test_the_link_in_a_sent_email_opens_the_page_and_its_choice_holds_the_next_send(

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
-from channels.webhooks.models import InboundMessage, WebhookEvent
+from channels.webhooks.models import WebhookEvent
 from journeys.models import Enrollment, StepRun
 from orchestrator.audience.models import Customer, Event
 from orchestrator.audience.privacy import customer_erase
@@ -22,7 +22,7 @@ from orchestrator.consent.models import (
     address_hash,
 )
 from orchestrator.delivery.dispatcher import dispatch_due
-from orchestrator.delivery.models import Message, MessageEvent, MessageStatus
+from orchestrator.delivery.models import InboundMessage, Message, MessageEvent, MessageStatus
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
 from tests.privacy.conftest import EMAIL, PHONE, inbound_sms
 
@@ -172,7 +172,7 @@ def test_erasing_someone_already_erased_says_so(db):
 
 def test_erasure_removes_the_dev_inbox_copies_of_what_was_sent_to_them(person):
     from channels.adapters.base import OutboundMessage
-    from channels.adapters.devinbox import DevInboxAdapter
+    from channels.devinbox.adapter import DevInboxAdapter
     from channels.devinbox.models import InboxMessage
 
     theirs = OutboundMessage(message_id=1, channel="email", to=EMAIL.upper(), body="hi")

@@ -9,12 +9,12 @@ import time
 import pytest
 from django.utils import timezone
 
-from channels.webhooks.models import InboundMessage, WebhookEvent
+from channels.webhooks.models import WebhookEvent
 from channels.webhooks.processing import process_pending
 from orchestrator.audience.models import Event
 from orchestrator.consent.models import ChannelOptOut, ConsentRecord, Suppression, address_hash
 from orchestrator.consent.selectors import ConsentRequest, consent_decisions
-from orchestrator.delivery.models import Message, MessageStatus
+from orchestrator.delivery.models import InboundMessage, Message, MessageStatus
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
 from tests.webhooks.conftest import line_post, sendgrid_post, twilio_post
 

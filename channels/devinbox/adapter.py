@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 
 from channels.adapters.base import ChannelAdapter, OutboundMessage, SendResult
-from channels.sms import segments
+from channels.adapters.sms import segments
 
 
 class DevInboxAdapter(ChannelAdapter):
