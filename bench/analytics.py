@@ -62,7 +62,7 @@ def _timed(label: str, sql: str, params: dict | None = None) -> None:
 
 def make_journey():
     from journeys import engine
-    from journeys.definition import journey_activate, journey_save
+    from journeys.services import journey_activate, journey_save
     from orchestrator.consent.models import Topic
     from orchestrator.delivery.models import MessageTemplate, TemplateVariant
 

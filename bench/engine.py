@@ -25,7 +25,7 @@ def seed(customers: int) -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from journeys.definition import journey_activate, journey_save
+    from journeys.services import journey_activate, journey_save
     from journeys.enrollment import enroll_select
     from orchestrator.consent.models import Topic
     from orchestrator.delivery.models import MessageTemplate, TemplateVariant

@@ -91,7 +91,7 @@ def _journeys_worker(broker_url: str) -> None:
 
 
 def seed_journey() -> None:
-    from journeys.definition import journey_activate, journey_save
+    from journeys.services import journey_activate, journey_save
 
     journey = journey_save(
         {

@@ -187,7 +187,7 @@ def unread_events(journey_id: int) -> int:
 
 def make_journey() -> int:
     from journeys import engine
-    from journeys.definition import journey_activate, journey_save
+    from journeys.services import journey_activate, journey_save
     from orchestrator.consent.models import Topic
     from orchestrator.delivery.models import MessageTemplate, TemplateVariant
 

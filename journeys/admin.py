@@ -1,11 +1,12 @@
 """The journey builder in the admin: edit, check, draw, test-send, switch on and off.
 
 Journeys are edited as plain fields with their steps inline (``admin_forms``); the
-page shows the journey as a diagram with live counts (``diagram`` + ``stats``).
-Activate, pause, archive, test send, simulate, export and import are buttons that call
-the services in ``journeys.definition``, ``journeys.test_send`` and
-``journeys.simulation``; this module only routes and reports. Enrollments and their
-step log are read-only records.
+trigger settings' fieldsets come from the trigger kinds (``journeys.triggers.registry``).
+The page shows the journey as a diagram with live counts (``diagram`` +
+``orchestrator.analytics.journey_stats``). Activate, pause, archive, test send,
+simulate, export and import are buttons that call the services in
+``journeys.services``, ``journeys.test_send`` and ``journeys.simulation``; this module
+only routes and reports. Enrollments and their step log are read-only records.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from journeys import diagram, simulation, stats
+from journeys import diagram, simulation
 from journeys.admin_forms import (
     ImportForm,
     JourneyForm,
@@ -33,21 +34,21 @@ from journeys.admin_forms import (
     TestSendForm,
     definition_problems_text,
 )
-from journeys.definition import (
-    DefinitionInvalid,
-    _normalized,
-    definition_of,
-    export,
+from journeys.definition import definition_of, export, normalized
+from journeys.models import Enrollment, Journey, Step, StepRun
+from journeys.problems import DefinitionInvalid
+from journeys.services import (
     journey_activate,
     journey_archive,
     journey_pause,
     journey_publish,
     journey_save,
 )
-from journeys.models import Enrollment, Journey, Step, StepRun
 from journeys.test_send import journey_test_send
-from orchestrator.core.charts import Series, bar_chart
+from journeys.triggers import registry
+from orchestrator.analytics import journey_stats as stats
 from orchestrator.core.adminkit import ReadOnlyAdminMixin, ReadOnlyInline, admin_link, pretty_json
+from orchestrator.core.charts import Series, bar_chart
 
 #: Plain words for the simulation's hold codes (``rule:<key>`` is spelled out apart).
 HOLD_REASONS = {
@@ -147,9 +148,17 @@ class StepInline(admin.StackedInline):
     )
 
 
-def _trigger_set(title: str, kinds: str, fields: tuple) -> tuple:
-    classes = ("trigger-kind", *(f"trigger-{k}" for k in kinds.split()))
-    return (title, {"classes": classes, "fields": fields})
+class TriggerKindFilter(admin.SimpleListFilter):
+    """The trigger kinds by the builder's words for them (the registry's labels)."""
+
+    title = "starts when"
+    parameter_name = "trigger_kind"
+
+    def lookups(self, request, model_admin):
+        return registry.choices()
+
+    def queryset(self, request, queryset):
+        return queryset.filter(trigger_kind=self.value()) if self.value() else queryset
 
 
 @admin.register(Journey)
@@ -158,8 +167,8 @@ class JourneyAdmin(admin.ModelAdmin):
     inlines = (StepInline,)
     change_form_template = "admin/journeys/journey/change_form.html"
     change_list_template = "admin/journeys/journey/change_list.html"
-    list_display = ("name", "key", "status", "trigger_kind", "version", "active_now", "updated_at")
-    list_filter = ("status", "trigger_kind", "topic")
+    list_display = ("name", "key", "status", "starts_when", "version", "active_now", "updated_at")
+    list_filter = ("status", TriggerKindFilter, "topic")
     search_fields = ("key", "name", "description")
     prepopulated_fields = {"key": ("name",)}
     readonly_fields = ("status", "version", "created_at", "updated_at")
@@ -167,30 +176,7 @@ class JourneyAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "key", "description", ("status", "version"))}),
         ("Sending", {"fields": ("topic", "priority", "on_hold")}),
         ("Who enters", {"fields": ("trigger_kind", "entry", "entry_days")}),
-        _trigger_set("Trigger: an event", "event", ("event_name", "event_filter")),
-        _trigger_set(
-            "Trigger: a date",
-            "date",
-            (
-                "date_source",
-                "date_attribute",
-                ("date_event", "date_property"),
-                ("date_offset", "date_offset_unit", "date_offset_direction"),
-                "date_grace_minutes",
-            ),
-        ),
-        _trigger_set(
-            "Trigger: replenishment",
-            "replenishment",
-            (
-                ("rep_event", "rep_product_property"),
-                "rep_default_cycle_days",
-                "rep_min_purchases",
-                "rep_remind_days_before",
-            ),
-        ),
-        _trigger_set("Trigger: a schedule", "recurring", ("rec_cron", "rec_timezone")),
-        _trigger_set("Segment", "recurring segment", ("segment",)),
+        *registry.fieldsets(),
         (
             "Leaving and the goal",
             {
@@ -226,6 +212,11 @@ class JourneyAdmin(admin.ModelAdmin):
                 )
             )
         )
+
+    @admin.display(description="starts when", ordering="trigger_kind")
+    def starts_when(self, obj: Journey) -> str:
+        kind = registry.get(obj.trigger_kind)
+        return kind.LABEL if kind else obj.trigger_kind
 
     @admin.display(description="version", ordering="current_version__number")
     def version(self, obj: Journey) -> str:
@@ -426,7 +417,7 @@ class JourneyAdmin(admin.ModelAdmin):
         if version is None:
             return "It has no published version yet."
         try:
-            same = version.definition == _normalized(definition_of(journey))
+            same = version.definition == normalized(definition_of(journey))
         except (KeyError, AttributeError, TypeError):  # a draft too broken to compare
             same = False
         if same:

@@ -18,267 +18,25 @@ from typing import Any
 
 from django import forms
 from django.forms.models import BaseInlineFormSet
-from django.utils.html import format_html, format_html_join
 
-from journeys import conditions
-from journeys.definition import Problem, definition_of, step_dict, validate
+from journeys.definition import definition_of, step_dict, validate
+from journeys.form_fields import (
+    DIRECTIONS,
+    UNITS,
+    ConditionsField,
+    RowsField,
+    merge,
+    number,
+    parse_value,
+    show_value,
+    split_minutes,
+    to_minutes,
+)
 from journeys.models import CHANNEL_CHOICES, Journey, Step, StepKind
+from journeys.problems import Problem
+from journeys.triggers import registry
 from orchestrator.consent.models import Channel
 from orchestrator.delivery.models import MessageTemplate
-
-UNITS = (("minutes", "minutes"), ("hours", "hours"), ("days", "days"))
-UNIT_MINUTES = {"minutes": 1, "hours": 60, "days": 1440}
-DIRECTIONS = (("after", "after"), ("before", "before"))
-_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
-
-
-# --- small conversions ---------------------------------------------------------------
-
-
-def split_minutes(minutes: Any) -> tuple[int | None, str]:
-    """``2880`` -> ``(2, "days")``: the largest unit that divides evenly, for display."""
-    if not isinstance(minutes, int | float) or isinstance(minutes, bool):
-        return None, "hours"
-    value = abs(int(minutes))
-    for unit in ("days", "hours"):
-        if value and value % UNIT_MINUTES[unit] == 0:
-            return value // UNIT_MINUTES[unit], unit
-    return value, "minutes"
-
-
-def to_minutes(amount: int | None, unit: str) -> int | None:
-    return None if amount is None else amount * UNIT_MINUTES.get(unit, 1)
-
-
-def parse_value(text: str) -> Any:
-    """What a marketer types, as JSON would hold it: numbers and true/false are typed."""
-    text = text.strip()
-    if _NUMBER.match(text):
-        return float(text) if "." in text else int(text)
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return text
-
-
-def show_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ", ".join(show_value(v) for v in value)
-    return "" if value is None else str(value)
-
-
-def _number(value: float | None) -> int | float | None:
-    """Whole numbers stay ints, so an untouched form saves the same JSON it loaded."""
-    if value is None:
-        return None
-    return int(value) if float(value).is_integer() else value
-
-
-def merge(
-    old: Mapping[str, Any] | None,
-    new: Mapping[str, Any],
-    *,
-    managed: Sequence[str],
-    defaults: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The form's values over the settings it does not manage.
-
-    A default the old settings did not spell out stays unspelled, so saving an
-    unchanged form publishes no new version.
-    """
-    old = old or {}
-    out = {k: v for k, v in old.items() if k not in managed}
-    for key, value in new.items():
-        if value is None or value == [] or value == "":
-            if key in old and old[key] == value:
-                out[key] = value  # an explicit empty list stays as it was
-            continue
-        if key not in old and key in defaults and defaults[key] == value:
-            continue
-        out[key] = value
-    return out
-
-
-# --- rows of small fields (conditions, exit events) -----------------------------------
-
-
-class RowsWidget(forms.Widget):
-    """A table of rows, each a few selects and text boxes, plus blank rows to fill in.
-
-    Inputs are named ``<name>_<row>_<column>``. Without JavaScript one blank row is
-    offered each time the page is shown; the builder script adds more on demand.
-    """
-
-    def __init__(self, columns: Sequence[tuple[str, str, Sequence | None]], extra: int = 1):
-        super().__init__()
-        self.columns = columns
-        self.extra = extra
-
-    def value_from_datadict(self, data, files, name):
-        pattern = re.compile(rf"^{re.escape(name)}_(\d+)_")
-        indexes = sorted({int(m.group(1)) for key in data if (m := pattern.match(key))})
-        return [
-            {col: (data.get(f"{name}_{i}_{col}") or "").strip() for col, _l, _c in self.columns}
-            for i in indexes
-        ]
-
-    def value_omitted_from_data(self, data, files, name) -> bool:
-        return not any(key.startswith(f"{name}_") for key in data)
-
-    def _cell(self, name: str, i: int, col: str, label: str, choices, value: str):
-        field = f"{name}_{i}_{col}"
-        if choices is None:
-            return format_html(
-                '<td><input type="text" name="{}" value="{}" aria-label="{}" size="14"></td>',
-                field,
-                value,
-                label,
-            )
-        options = format_html_join(
-            "",
-            '<option value="{}"{}>{}</option>',
-            ((v, " selected" if str(v) == value else "", text) for v, text in choices),
-        )
-        return format_html(
-            '<td><select name="{}" aria-label="{}">{}</select></td>', field, label, options
-        )
-
-    def render(self, name, value, attrs=None, renderer=None):
-        rows = [r for r in (value or []) if isinstance(r, Mapping)]
-        rows = rows + [{}] * self.extra
-        head = format_html_join("", "<th>{}</th>", ((label,) for _c, label, _ch in self.columns))
-        body = format_html_join(
-            "",
-            '<tr class="journey-row">{}</tr>',
-            (
-                (
-                    format_html_join(
-                        "",
-                        "{}",
-                        (
-                            (self._cell(name, i, col, label, choices, str(row.get(col, ""))),)
-                            for col, label, choices in self.columns
-                        ),
-                    ),
-                )
-                for i, row in enumerate(rows)
-            ),
-        )
-        return format_html(
-            '<table class="journey-rows" data-name="{}"><thead><tr>{}</tr></thead>'
-            '<tbody>{}</tbody></table><button type="button" class="journey-add-row" '
-            'data-name="{}" hidden>Add a row</button>',
-            name,
-            head,
-            body,
-            name,
-        )
-
-
-class RowsField(forms.Field):
-    """A list of objects edited as rows; subclasses convert rows to objects and back."""
-
-    columns: Sequence[tuple[str, str, Sequence | None]] = ()
-
-    def __init__(self, *, extra: int = 1, **kwargs):
-        kwargs.setdefault("required", False)
-        super().__init__(widget=RowsWidget(self.columns, extra=extra), **kwargs)
-
-    def row_of(self, item: Mapping[str, Any]) -> dict[str, str]:
-        raise NotImplementedError  # abstract: each subclass implements it
-
-    def item_of(self, row: Mapping[str, str]) -> dict[str, Any]:
-        raise NotImplementedError  # abstract: each subclass implements it
-
-    def prepare_value(self, value):
-        if not isinstance(value, list):
-            return []
-        return [
-            self.row_of(item) if isinstance(item, Mapping) and not self._is_row(item) else item
-            for item in value
-        ]
-
-    def _is_row(self, item: Mapping[str, Any]) -> bool:
-        # Bound data comes back as rows of strings keyed by column; stored items do not.
-        return set(item) == {c for c, _l, _ch in self.columns}
-
-    def to_python(self, value) -> list[dict[str, Any]]:
-        rows = value if isinstance(value, list) else []
-        return [self.item_of(r) for r in rows if any(v for v in r.values())]
-
-    def has_changed(self, initial, data) -> bool:
-        return (initial or []) != self.to_python(data)
-
-
-_OP_CHOICES = [("", "—")] + [
-    (op, conditions.OP_LABELS[op])
-    for op in dict.fromkeys(op for ops in conditions.OPS_BY_TYPE.values() for op in ops)
-]
-_TYPE_LABELS = {
-    "attribute": "customer attribute",
-    "property": "event/journey property",
-    "event": "customer did event",
-    "last_message": "last message status",
-    "reply": "customer's reply",
-}
-_LIST_OPS = ("in", "not_in")
-
-
-class ConditionsField(RowsField):
-    """Conditions (``journeys.conditions``) as rows: type, name, comparison, value."""
-
-    def __init__(self, *, types: Sequence[str] = conditions.CONDITION_TYPES, **kwargs):
-        self.types = tuple(types)
-        columns: list[tuple[str, str, Sequence | None]] = []
-        if len(self.types) > 1:
-            columns.append(("type", "type", [("", "—")] + [(t, _TYPE_LABELS[t]) for t in types]))
-        columns += [("name", "name", None), ("op", "comparison", _OP_CHOICES)]
-        columns.append(("value", "value (a, b for 'is one of')", None))
-        if "event" in self.types:
-            columns.append(("within_hours", "event within hours", None))
-            columns.append(
-                ("since_entry", "event since", [("", "any time"), ("yes", "entering the journey")])
-            )
-        self.columns = columns
-        super().__init__(**kwargs)
-
-    def row_of(self, item):
-        row = {c: "" for c, _l, _ch in self.columns}
-        row.update(
-            {
-                "type": str(item.get("type", "")),
-                "name": str(item.get("name", "")),
-                "op": str(item.get("op", "")),
-                "value": show_value(item.get("value")),
-            }
-        )
-        if "within_hours" in row:
-            row["within_hours"] = show_value(item.get("within_hours"))
-            row["since_entry"] = "yes" if item.get("since_entry") else ""
-        return {k: v for k, v in row.items() if k in {c for c, _l, _ch in self.columns}}
-
-    def item_of(self, row):
-        kind = row.get("type") or (self.types[0] if len(self.types) == 1 else "")
-        op = row.get("op", "")
-        item: dict[str, Any] = {"type": kind}
-        if kind not in ("last_message", "reply"):
-            item["name"] = row.get("name", "")
-        item["op"] = op
-        text = row.get("value", "")
-        if kind == "event":
-            within = row.get("within_hours", "")
-            if within:
-                parsed = parse_value(within)
-                item["within_hours"] = parsed
-            if row.get("since_entry"):
-                item["since_entry"] = True
-        elif op in _LIST_OPS or kind == "last_message":
-            if text:
-                item["value"] = [parse_value(v) for v in text.split(",") if v.strip()]
-        elif op not in ("exists", "not_exists") and text:
-            item["value"] = text.strip() if kind == "reply" else parse_value(text)
-        return item
 
 
 class ExitEventsField(RowsField):
@@ -319,35 +77,6 @@ def place(form: forms.Form, problems: Sequence[Problem], fields: Mapping[str, st
 
 # --- the journey ----------------------------------------------------------------------
 
-TRIGGER_FIELDS: dict[str, dict[str, str]] = {
-    "event": {"event": "event_name", "filter": "event_filter"},
-    "date": {
-        "source": "date_source",
-        "attribute": "date_attribute",
-        "event": "date_event",
-        "property": "date_property",
-        "offset_minutes": "date_offset",
-        "grace_minutes": "date_grace_minutes",
-    },
-    "replenishment": {
-        "event": "rep_event",
-        "product_property": "rep_product_property",
-        "default_cycle_days": "rep_default_cycle_days",
-        "min_purchases": "rep_min_purchases",
-        "remind_days_before": "rep_remind_days_before",
-    },
-    "recurring": {"cron": "rec_cron", "timezone": "rec_timezone", "segment": "segment"},
-    "segment": {"segment": "segment"},
-    "manual": {},
-}
-TRIGGER_DEFAULTS = {
-    "source": "attribute",
-    "offset_minutes": 0,
-    "grace_minutes": 60,
-    "min_purchases": 3,
-    "remind_days_before": 0,
-    "timezone": "UTC",
-}
 JOURNEY_FIELDS = {
     "key": "key",
     "name": "name",
@@ -371,66 +100,15 @@ def _is_step_problem(problem: Problem) -> bool:
     return problem.field == "steps" or problem.field.startswith(("steps.", "steps["))
 
 
-class JourneyForm(forms.ModelForm):
-    # Trigger: an event happens.
-    event_name = forms.CharField(required=False, label="Event", help_text="e.g. order.completed")
-    event_filter = ConditionsField(
-        types=("property",), label="Only when the event's properties match"
+#: Every trigger kind's own builder fields (``journeys.triggers.registry``), declared as
+#: if they were written in JourneyForm's body.
+TriggerFields = type("TriggerFields", (forms.Form,), registry.form_fields())
+
+
+class JourneyForm(forms.ModelForm, TriggerFields):
+    trigger_kind = forms.ChoiceField(
+        choices=registry.choices, initial=registry.DEFAULT, label="Starts when"
     )
-    # Trigger: a date.
-    date_source = forms.ChoiceField(
-        required=False,
-        label="The date is",
-        choices=(("attribute", "a customer attribute"), ("event", "the time of an event")),
-    )
-    date_attribute = forms.CharField(
-        required=False, label="Date attribute", help_text="e.g. appointment_at"
-    )
-    date_event = forms.CharField(required=False, label="Event")
-    date_property = forms.CharField(
-        required=False,
-        label="Event property holding the date",
-        help_text="Empty to use the time the event happened.",
-    )
-    date_offset = forms.IntegerField(required=False, min_value=0, label="Offset")
-    date_offset_unit = forms.ChoiceField(required=False, choices=UNITS, initial="hours", label="")
-    date_offset_direction = forms.ChoiceField(required=False, choices=DIRECTIONS, label="")
-    date_grace_minutes = forms.IntegerField(
-        required=False,
-        min_value=1,
-        label="Grace (minutes)",
-        help_text="How late a date may still be acted on (default 60).",
-    )
-    # Trigger: replenishment.
-    rep_event = forms.CharField(required=False, label="Purchase event")
-    rep_product_property = forms.CharField(
-        required=False, label="Product property", help_text="e.g. sku"
-    )
-    rep_default_cycle_days = forms.FloatField(
-        required=False, min_value=0, label="Usual cycle (days)"
-    )
-    rep_min_purchases = forms.IntegerField(
-        required=False,
-        min_value=2,
-        label="Purchases before using the customer's own cycle",
-        help_text="Default 3.",
-    )
-    rep_remind_days_before = forms.IntegerField(
-        required=False, min_value=0, label="Remind this many days before"
-    )
-    # Trigger: recurring.
-    rec_cron = forms.CharField(
-        required=False,
-        label="Schedule (cron)",
-        help_text="Five fields: minute hour day month weekday, e.g. 0 9 * * 1 (Mondays 09:00).",
-    )
-    rec_timezone = forms.CharField(
-        required=False,
-        label="Time zone",
-        help_text="e.g. Asia/Tokyo, or 'customer' for each customer's own time zone.",
-    )
-    # Recurring (optional) and segment entry (required).
-    segment = ConditionsField(types=("attribute", "event"), label="Segment: customers who")
     exit_events_rows = ExitEventsField(label="Leave the journey when")
 
     class Meta:
@@ -452,67 +130,26 @@ class JourneyForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if "trigger_kind" in self.fields:
-            self.fields["trigger_kind"].label = "Starts when"
         if "goal_event" in self.fields:
             self.fields["goal_event"].help_text = "The event that counts as a conversion."
-        trigger = self.instance.trigger or {}
         initial: dict[str, Any] = {"exit_events_rows": self.instance.exit_events or []}
-        for key, name in TRIGGER_FIELDS.get(self.instance.trigger_kind, {}).items():
-            if key in trigger:
-                initial[name] = trigger[key]
-        if self.instance.trigger_kind == "date" and "offset_minutes" in trigger:
-            amount, unit = split_minutes(trigger["offset_minutes"])
-            initial["date_offset"] = amount
-            initial["date_offset_unit"] = unit
-            initial["date_offset_direction"] = (
-                "before" if trigger["offset_minutes"] < 0 else "after"
-            )
+        kind = registry.get(self.instance.trigger_kind)
+        if kind is not None:
+            initial.update(kind.form_initial(self.instance.trigger or {}))
         for name, value in initial.items():
             self.initial.setdefault(name, value)
 
     def _trigger(self, kind: str) -> dict[str, Any]:
-        c = self.cleaned_data
-        if kind == "event":
-            values = {"event": c.get("event_name"), "filter": c.get("event_filter")}
-        elif kind == "date":
-            offset = to_minutes(c.get("date_offset"), c.get("date_offset_unit") or "hours")
-            if offset is not None and c.get("date_offset_direction") == "before":
-                offset = -offset
-            values = {
-                "source": c.get("date_source") or "attribute",
-                "offset_minutes": offset,
-                "grace_minutes": c.get("date_grace_minutes"),
-            }
-            if values["source"] == "attribute":
-                values["attribute"] = c.get("date_attribute")
-            else:
-                values["event"] = c.get("date_event")
-                values["property"] = c.get("date_property")
-        elif kind == "replenishment":
-            values = {
-                "event": c.get("rep_event"),
-                "product_property": c.get("rep_product_property"),
-                "default_cycle_days": _number(c.get("rep_default_cycle_days")),
-                "min_purchases": c.get("rep_min_purchases"),
-                "remind_days_before": c.get("rep_remind_days_before"),
-            }
-        elif kind == "recurring":
-            values = {
-                "cron": " ".join((c.get("rec_cron") or "").split()),
-                "timezone": c.get("rec_timezone") or "UTC",
-                "segment": c.get("segment"),
-            }
-        elif kind == "segment":
-            values = {"segment": c.get("segment")}
-        else:
-            values = {}
+        module = registry.get(kind)
+        if module is None:
+            return {}
+        values = module.form_values(self.cleaned_data)
         same_kind = kind == self.instance.trigger_kind or not self.instance.pk
         return merge(
             self.instance.trigger if same_kind and self.instance.pk else {},
             values,
-            managed=[*TRIGGER_FIELDS.get(kind, {}), "attribute", "event", "property"],
-            defaults=TRIGGER_DEFAULTS,
+            managed=[*module.FORM_PLACES, "attribute", "event", "property"],
+            defaults=module.DEFAULTS,
         )
 
     def clean(self):
@@ -557,7 +194,9 @@ class JourneyForm(forms.ModelForm):
 
 
 def _trigger_places(kind: str) -> dict[str, str]:
-    return {f"trigger.{k}": v for k, v in TRIGGER_FIELDS.get(kind, {}).items()}
+    module = registry.get(kind)
+    places = module.FORM_PLACES if module is not None else {}
+    return {f"trigger.{k}": v for k, v in places.items()}
 
 
 # --- steps ----------------------------------------------------------------------------
@@ -756,7 +395,7 @@ class StepForm(forms.ModelForm):
                 "template": c.get("send_template"),
                 "channel": c.get("send_channel") or "preferred",
                 "fallback_channel": c.get("send_fallback"),
-                "ttl_hours": _number(c.get("send_ttl_hours")),
+                "ttl_hours": number(c.get("send_ttl_hours")),
             }
         if kind == StepKind.WAIT:
             mode = c.get("wait_mode") or "duration"
@@ -793,7 +432,7 @@ class StepForm(forms.ModelForm):
         if kind == StepKind.WEBHOOK:
             return {
                 "url": c.get("webhook_url"),
-                "timeout_seconds": _number(c.get("webhook_timeout")),
+                "timeout_seconds": number(c.get("webhook_timeout")),
             }
         return {}
 

@@ -16,27 +16,22 @@
 
 The first step is the entry. ``validate`` returns every problem at once, each with
 where it is (``field``) and a sentence a marketer understands; publishing refuses a
-definition with any problem.
+definition with any problem. The trigger's own settings are checked by its kind's
+module (``journeys.triggers.registry``). Saving, publishing and switching a journey on
+and off are in ``journeys.services``.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from celery.schedules import crontab
-from django.db import transaction
-
 from journeys import conditions
-from journeys.models import Journey, JourneyVersion, Step, StepKind
+from journeys.models import Journey, Step, StepKind
+from journeys.problems import Problem, conditions_problems, is_int, is_name, positive
+from journeys.triggers import registry
 from orchestrator.consent.models import CHANNELS, Topic
-from orchestrator.core.tasking import publish_on_commit
-
-logger = logging.getLogger(__name__)
 
 KEY_RE = re.compile(r"^[-a-zA-Z0-9_]+$")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -49,28 +44,6 @@ EXITS = {
     StepKind.SPLIT: ("arm A", "arm B"),
 }
 WAIT_MODES = ("duration", "time_of_day", "until_date")
-TRIGGER_KINDS = tuple(Journey.TriggerKind.values)
-
-
-@dataclass(frozen=True)
-class Problem:
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}" if self.field else self.message
-
-
-class DefinitionInvalid(ValueError):
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(map(str, problems)))
-        self.problems = problems
-
-    def as_fields(self) -> dict[str, list[str]]:
-        fields: dict[str, list[str]] = {}
-        for p in self.problems:
-            fields.setdefault(p.field or "definition", []).append(p.message)
-        return fields
 
 
 # --- reading the draft ---------------------------------------------------------------
@@ -124,35 +97,6 @@ def export(journey: Journey) -> dict[str, Any]:
 # --- validation ----------------------------------------------------------------------
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-
-
-def _name(value: Any) -> bool:
-    """A usable name: non-empty text of a sensible length."""
-    return isinstance(value, str) and bool(value.strip()) and len(value) <= 200
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _conditions_problems(
-    value: Any, field: str, *, allowed: tuple[str, ...], required: bool
-) -> list[Problem]:
-    if value in (None, []) and not required:
-        return []
-    if not isinstance(value, list) or not value:
-        return [Problem(field, "Add at least one condition.")]
-    out = []
-    for i, condition in enumerate(value):
-        out += [
-            Problem(f"{field}[{i}]", m)
-            for m in conditions.condition_problems(condition, allowed=allowed)
-        ]
-    return out
-
-
 def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[str]]) -> list:
     kind = step.get("kind")
     config = step.get("config") or {}
@@ -184,7 +128,7 @@ def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[s
             elif template in templates and fallback not in templates[template]:
                 p.append(Problem(where, f"Template {template!r} has no {fallback} version."))
         ttl = config.get("ttl_hours")
-        if ttl is not None and not _positive(ttl):
+        if ttl is not None and not positive(ttl):
             p.append(Problem(where, "Time to live must be a positive number of hours."))
         if "data" in config and not isinstance(config["data"], Mapping):
             p.append(Problem(where, "Extra template data must be an object."))
@@ -192,27 +136,27 @@ def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[s
         mode = config.get("mode", "duration")
         if mode not in WAIT_MODES:
             p.append(Problem(where, f"Wait mode must be one of {', '.join(WAIT_MODES)}."))
-        elif mode == "duration" and not _positive(config.get("minutes")):
+        elif mode == "duration" and not positive(config.get("minutes")):
             p.append(Problem(where, "Say how long to wait (a positive number of minutes)."))
         elif mode == "time_of_day" and not TIME_RE.match(str(config.get("time", ""))):
             p.append(Problem(where, "Give the time of day as HH:MM, e.g. 09:00."))
         elif mode == "until_date":
-            if not _name(config.get("attribute")):
+            if not is_name(config.get("attribute")):
                 p.append(Problem(where, "Name the date to wait for (an attribute or context key)."))
             if config.get("from", "attribute") not in ("attribute", "context"):
                 p.append(Problem(where, "The date comes from 'attribute' or 'context'."))
-            if not _is_int(config.get("offset_minutes", 0)):
+            if not is_int(config.get("offset_minutes", 0)):
                 p.append(Problem(where, "The offset must be a whole number of minutes."))
     elif kind == StepKind.WAIT_FOR_EVENT:
-        if not _name(config.get("event")):
+        if not is_name(config.get("event")):
             p.append(Problem(where, "Name the event to wait for."))
-        if not _positive(config.get("timeout_minutes")):
+        if not positive(config.get("timeout_minutes")):
             p.append(Problem(where, "Give a timeout (a positive number of minutes)."))
-        p += _conditions_problems(
+        p += conditions_problems(
             config.get("filter"), f"{where}.filter", allowed=("property",), required=False
         )
     elif kind == StepKind.BRANCH:
-        p += _conditions_problems(
+        p += conditions_problems(
             config.get("conditions"),
             f"{where}.conditions",
             allowed=conditions.CONDITION_TYPES,
@@ -222,7 +166,7 @@ def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[s
             p.append(Problem(where, "Match must be 'all' or 'any'."))
     elif kind == StepKind.SPLIT:
         percent = config.get("percent")
-        if not _is_int(percent) or not 1 <= percent <= 99:
+        if not is_int(percent) or not 1 <= percent <= 99:
             p.append(Problem(where, "Arm A's share must be a whole percentage from 1 to 99."))
     elif kind == StepKind.UPDATE_ATTRIBUTE:
         if not isinstance(config.get("name"), str) or not config["name"].strip():
@@ -236,7 +180,7 @@ def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[s
         if not re.match(r"^https?://[^\s/$.?#][^\s]*$", url):
             p.append(Problem(where, "Give the webhook's full http(s) URL."))
         timeout = config.get("timeout_seconds", 5)
-        if not _positive(timeout) or timeout > 30:
+        if not positive(timeout) or timeout > 30:
             p.append(Problem(where, "The webhook timeout must be between 0 and 30 seconds."))
     return p
 
@@ -320,90 +264,11 @@ def _graph_problems(steps: list[Mapping[str, Any]]) -> list[Problem]:
 def _trigger_problems(trigger: Any) -> list[Problem]:
     if not isinstance(trigger, Mapping):
         return [Problem("trigger", "The trigger must be an object with a kind.")]
-    kind = trigger.get("kind")
-    if kind not in TRIGGER_KINDS:
-        return [Problem("trigger.kind", f"The trigger must be one of {', '.join(TRIGGER_KINDS)}.")]
-    p: list[Problem] = []
-    if kind == "event":
-        if not _name(trigger.get("event")):
-            p.append(Problem("trigger.event", "Name the event that starts the journey."))
-        p += _conditions_problems(
-            trigger.get("filter"), "trigger.filter", allowed=("property",), required=False
-        )
-    elif kind == "date":
-        source = trigger.get("source", "attribute")
-        if source not in ("attribute", "event"):
-            p.append(Problem("trigger.source", "The date comes from an 'attribute' or an 'event'."))
-        elif source == "attribute" and not _name(trigger.get("attribute")):
-            p.append(Problem("trigger.attribute", "Name the date attribute, e.g. appointment_at."))
-        elif source == "event" and not _name(trigger.get("event")):
-            p.append(Problem("trigger.event", "Name the event whose time (or property) to use."))
-        if trigger.get("property") and not _name(trigger.get("property")):
-            p.append(Problem("trigger.property", "The event property is a name (text)."))
-        if not _is_int(trigger.get("offset_minutes", 0)):
-            p.append(Problem("trigger.offset_minutes", "The offset is a whole number of minutes."))
-        grace = trigger.get("grace_minutes", 60)
-        if not _positive(grace):
-            p.append(Problem("trigger.grace_minutes", "Grace must be a positive number."))
-    elif kind == "replenishment":
-        if not _name(trigger.get("event")):
-            p.append(Problem("trigger.event", "Name the purchase event, e.g. order.completed."))
-        if not _name(trigger.get("product_property")):
-            p.append(Problem("trigger.product_property", "Name the product property, e.g. sku."))
-        if not _positive(trigger.get("default_cycle_days")):
-            p.append(Problem("trigger.default_cycle_days", "Give the product's usual cycle."))
-        before = trigger.get("remind_days_before", 0)
-        if not _is_int(before) or before < 0:
-            p.append(Problem("trigger.remind_days_before", "A whole number of days, 0 or more."))
-        minimum = trigger.get("min_purchases", 3)
-        if not _is_int(minimum) or minimum < 2:
-            p.append(
-                Problem("trigger.min_purchases", "At least 2 purchases are needed for a median.")
-            )
-        cycles = trigger.get("product_cycles", {})
-        if not isinstance(cycles, Mapping) or not all(_positive(v) for v in cycles.values()):
-            p.append(Problem("trigger.product_cycles", "Each product's cycle is a day count."))
-    elif kind == "recurring":
-        try:
-            cron_schedule(trigger.get("cron", ""))
-        except ValueError as exc:
-            p.append(Problem("trigger.cron", str(exc)))
-        zone = trigger.get("timezone", "UTC")
-        if zone != "customer":
-            try:
-                zoneinfo.ZoneInfo(str(zone))
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                p.append(Problem("trigger.timezone", f"Unknown time zone {zone!r}."))
-        p += _conditions_problems(
-            trigger.get("segment"),
-            "trigger.segment",
-            allowed=("attribute", "event"),
-            required=False,
-        )
-    elif kind == "segment":
-        p += _conditions_problems(
-            trigger.get("segment"), "trigger.segment", allowed=("attribute", "event"), required=True
-        )
-    return p
-
-
-def cron_schedule(expression: str) -> crontab:
-    """Parse a five-field cron expression; ValueError with a readable message."""
-    fields = str(expression).split()
-    if len(fields) != 5:
-        raise ValueError("Give the schedule as five cron fields, e.g. '0 9 * * 1' (Mon 09:00).")
-    minute, hour, day_of_month, month_of_year, day_of_week = fields
-    try:
-        schedule = crontab(
-            minute=minute,
-            hour=hour,
-            day_of_month=day_of_month,
-            month_of_year=month_of_year,
-            day_of_week=day_of_week,
-        )
-    except Exception as exc:  # celery raises ValueError or its own ParseException
-        raise ValueError(f"The schedule {expression!r} is not valid cron: {exc}") from None
-    return schedule
+    kind = registry.get(trigger.get("kind"))
+    if kind is None:
+        kinds = ", ".join(registry.KINDS)
+        return [Problem("trigger.kind", f"The trigger must be one of {kinds}.")]
+    return kind.validate(trigger)
 
 
 def validate(definition: Any, *, templates: Mapping[str, set[str]] | None = None) -> list[Problem]:
@@ -421,28 +286,28 @@ def validate(definition: Any, *, templates: Mapping[str, set[str]] | None = None
     if not isinstance(topic, str) or not Topic.objects.filter(key=topic).exists():
         p.append(Problem("topic", f"There is no topic {topic!r}."))
     priority = definition.get("priority", 5)
-    if not _is_int(priority) or not 0 <= priority <= 9:
+    if not is_int(priority) or not 0 <= priority <= 9:
         p.append(Problem("priority", "Priority is a whole number from 0 to 9."))
     entry = definition.get("entry") or {}
     rule = entry.get("rule", "every_time") if isinstance(entry, Mapping) else None
     if rule not in Journey.Entry.values:
         p.append(Problem("entry.rule", "Entry must be once, once_per or every_time."))
-    elif rule == "once_per" and (not _is_int(entry.get("days")) or entry["days"] < 1):
+    elif rule == "once_per" and (not is_int(entry.get("days")) or entry["days"] < 1):
         p.append(Problem("entry.days", "Say after how many days a customer may enter again."))
     p += _trigger_problems(definition.get("trigger"))
     exits = definition.get("exit_events") or []
     if not isinstance(exits, list) or not all(
         isinstance(e, Mapping)
-        and _name(e.get("event"))
-        and (not e.get("match") or _name(e.get("match")))
+        and is_name(e.get("event"))
+        and (not e.get("match") or is_name(e.get("match")))
         for e in exits
     ):
         p.append(Problem("exit_events", 'Each exit event is {"event": name, "match": key?}.'))
     goal = definition.get("goal")
     if goal is not None:
-        if not isinstance(goal, Mapping) or not _name(goal.get("event")):
+        if not isinstance(goal, Mapping) or not is_name(goal.get("event")):
             p.append(Problem("goal", "A goal names the event that counts as a conversion."))
-        elif goal.get("within_hours") is not None and not _positive(goal["within_hours"]):
+        elif goal.get("within_hours") is not None and not positive(goal["within_hours"]):
             p.append(Problem("goal.within_hours", "The conversion window is a positive number."))
     if definition.get("on_hold", "defer") not in Journey.OnHold.values:
         p.append(Problem("on_hold", "On hold must be 'defer' or 'skip'."))
@@ -489,10 +354,10 @@ def template_channels() -> dict[str, set[str]]:
     return out
 
 
-# --- writing -------------------------------------------------------------------------
+# --- the stored form ------------------------------------------------------------------
 
 
-def _normalized(definition: Mapping[str, Any]) -> dict[str, Any]:
+def normalized(definition: Mapping[str, Any]) -> dict[str, Any]:
     """The definition with defaults filled in, as stored in a version."""
     entry = definition.get("entry") or {}
     trigger = dict(definition["trigger"])
@@ -531,138 +396,3 @@ def _normalized(definition: Mapping[str, Any]) -> dict[str, Any]:
             for s in definition["steps"]
         ],
     }
-
-
-@transaction.atomic
-def journey_save(definition: Mapping[str, Any], *, key: str | None = None) -> Journey:
-    """Create or replace a journey's draft from a definition; publish it if active.
-
-    Raises DefinitionInvalid with every problem. ``key`` (from a URL) wins over the body's.
-    """
-    if key is not None and isinstance(definition, Mapping):
-        definition = {**definition, "key": key}
-    problems = validate(definition)
-    if problems:
-        raise DefinitionInvalid(problems)
-    d = _normalized(definition)
-    topic = Topic.objects.get(key=d["topic"])
-    trigger = dict(d["trigger"])
-    kind = trigger.pop("kind")
-    journey = Journey.objects.select_for_update().filter(key=d["key"]).first()
-    fields = {
-        "name": d["name"],
-        "description": d["description"],
-        "topic": topic,
-        "priority": d["priority"],
-        "entry": d["entry"]["rule"],
-        "entry_days": d["entry"]["days"],
-        "trigger_kind": kind,
-        "trigger": trigger,
-        "exit_events": d["exit_events"],
-        "goal_event": d["goal"]["event"] if d["goal"] else "",
-        "goal_within_hours": d["goal"]["within_hours"] if d["goal"] else None,
-        "goal_exits": d["goal"]["exits"] if d["goal"] else True,
-        "on_hold": d["on_hold"],
-    }
-    if journey is None:
-        journey = Journey.objects.create(key=d["key"], **fields)
-    else:
-        for name, value in fields.items():
-            setattr(journey, name, value)
-        journey.save()
-        journey.steps.all().delete()
-    Step.objects.bulk_create(
-        Step(
-            journey=journey,
-            key=s["key"],
-            position=i,
-            kind=s["kind"],
-            label=s["label"],
-            next=s["next"],
-            alt_next=s["alt_next"],
-            config=s["config"],
-        )
-        for i, s in enumerate(d["steps"])
-    )
-    if journey.status in (Journey.Status.ACTIVE, Journey.Status.PAUSED):
-        journey_publish(journey=journey)
-        from journeys.triggers import schedules
-
-        schedules.sync_schedule(journey)  # a changed cron or trigger kind reaches beat
-    return journey
-
-
-def journey_publish(*, journey: Journey) -> JourneyVersion:
-    """Publish the draft as a new version unless it equals the current one.
-
-    Running enrollments stay on the version they started; new ones take this one.
-    """
-    definition = definition_of(journey)
-    problems = validate(definition)
-    if problems:
-        raise DefinitionInvalid(problems)
-    definition = _normalized(definition)
-    current = journey.current_version
-    if current is not None and current.definition == definition:
-        return current
-    number = (current.number if current else 0) + 1
-    latest = journey.versions.order_by("-number").values_list("number", flat=True).first()
-    number = max(number, (latest or 0) + 1)
-    version = JourneyVersion.objects.create(journey=journey, number=number, definition=definition)
-    journey.current_version = version
-    journey.save(update_fields=["current_version", "updated_at"])
-    return version
-
-
-@transaction.atomic
-def journey_activate(*, journey: Journey) -> JourneyVersion:
-    """Validate, publish and start the journey (or resume a paused one)."""
-    journey = Journey.objects.select_for_update().get(pk=journey.pk)
-    version = journey_publish(journey=journey)
-    journey.status = Journey.Status.ACTIVE
-    journey.save(update_fields=["status", "updated_at"])
-    from journeys.triggers import schedules
-
-    schedules.sync_schedule(journey)
-    publish_on_commit("journeys.tick")
-    # Sweep at once rather than at the next beat: whoever is already due is reached now.
-    kind = journey.trigger_kind
-    if kind in (Journey.TriggerKind.DATE, Journey.TriggerKind.SEGMENT):
-        publish_on_commit("sweeps.journey_triggers", expires=60)
-    elif kind == Journey.TriggerKind.REPLENISHMENT:
-        publish_on_commit("sweeps.replenishment", expires=60)
-    return version
-
-
-@transaction.atomic
-def journey_pause(*, journey: Journey) -> None:
-    """Hold the journey: nobody enters and running enrollments wait where they are."""
-    journey = Journey.objects.select_for_update().get(pk=journey.pk)
-    if journey.status != Journey.Status.ACTIVE:
-        return
-    journey.status = Journey.Status.PAUSED
-    journey.save(update_fields=["status", "updated_at"])
-    from journeys.triggers import schedules
-
-    schedules.sync_schedule(journey)
-
-
-@transaction.atomic
-def journey_archive(*, journey: Journey) -> None:
-    """Retire the journey: nobody enters it again and its beat task is switched off.
-
-    An active journey is paused first. Enrollments stay where they are; the engine
-    only moves customers on active journeys, so they wait unless it is activated again.
-    """
-    from django.utils import timezone
-
-    from journeys.triggers import schedules
-
-    current = Journey.objects.select_for_update().get(pk=journey.pk)
-    if current.status == Journey.Status.ACTIVE:
-        journey_pause(journey=current)
-    Journey.objects.filter(pk=journey.pk).update(
-        status=Journey.Status.ARCHIVED, updated_at=timezone.now()
-    )
-    journey.refresh_from_db(fields=["status", "updated_at"])
-    schedules.sync_schedule(journey)

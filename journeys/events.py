@@ -23,6 +23,7 @@ from django.utils import timezone
 from journeys import conditions
 from journeys.enrollment import Candidate, enroll
 from journeys.models import Enrollment, Journey, StepRun
+from journeys.triggers import event as event_trigger
 from orchestrator.core.tasking import publish_on_commit
 
 logger = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def _enroll_from_events(
     for journey in journeys:
         if journey.status != Journey.Status.ACTIVE:
             continue
-        if journey.trigger_kind != Journey.TriggerKind.EVENT:
+        if journey.trigger_kind != event_trigger.KIND:
             continue
         wanted = journey.trigger.get("event")
         filters = journey.trigger.get("filter") or []

@@ -27,14 +27,6 @@ class Journey(models.Model):
         ONCE_PER = "once_per", "At most once per N days"
         EVERY_TIME = "every_time", "Every time the trigger fires"
 
-    class TriggerKind(models.TextChoices):
-        EVENT = "event", "An event happens"
-        DATE = "date", "A date (attribute or event time) plus or minus an offset"
-        REPLENISHMENT = "replenishment", "A product is predicted to run out"
-        RECURRING = "recurring", "A recurring schedule, for a segment"
-        SEGMENT = "segment", "A customer enters a segment"
-        MANUAL = "manual", "Only by API or test send"
-
     class OnHold(models.TextChoices):
         DEFER = "defer", "Send when allowed (after quiet hours or once under the cap)"
         SKIP = "skip", "Skip the message if it cannot go within its time to live"
@@ -56,9 +48,9 @@ class Journey(models.Model):
     entry_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="N for 'at most once per N days'."
     )
-    trigger_kind = models.CharField(
-        max_length=16, choices=TriggerKind.choices, default=TriggerKind.EVENT
-    )
+    # The kinds and their labels are the trigger modules (``journeys.triggers.registry``);
+    # validation refuses any other value before it is saved.
+    trigger_kind = models.CharField(max_length=16, default="event")
     trigger = models.JSONField(
         default=dict,
         blank=True,

@@ -2,8 +2,9 @@
 
 Nothing is sent and nothing is written. The forecast has three parts:
 
-1. **Entries per day**, from the trigger: an event trigger repeats the daily average of
-   the last 28 days; a date trigger reads the customers' dates; replenishment reads the
+1. **Entries per day**, from the trigger kind's own ``forecast``
+   (``journeys.triggers.registry``): an event trigger repeats the daily average of the
+   last 28 days; a date trigger reads the customers' dates; replenishment reads the
    predictions; a recurring schedule multiplies its fire times by the segment; a segment
    trigger counts who matches now and is not in yet. The entry rule (once, once per N
    days) is applied against the real enrollments.
@@ -21,15 +22,10 @@ plain words, every assumption a marketer should know about.
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
-import hashlib
 import heapq
-import json
-import math
-import zoneinfo
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +33,12 @@ from django.db import connection
 from django.utils import timezone
 
 from journeys import conditions
-from journeys.definition import DefinitionInvalid, cron_schedule, definition_of, validate
+from journeys.definition import definition_of, validate
 from journeys.engine import next_local_time, parse_instant
+from journeys.forecasting import HISTORY, Entrant, Forecast, Window, draw, zone_of
 from journeys.models import Journey, StepKind
+from journeys.problems import DefinitionInvalid
+from journeys.triggers import registry
 from orchestrator.audience.models import Customer
 from orchestrator.consent.models import Topic
 from orchestrator.consent.selectors import SUPPRESSED, ConsentRequest, consent_decisions
@@ -53,31 +52,8 @@ from orchestrator.delivery.services import (
 
 MAX_DAYS = 60
 MAX_SAMPLE = 10_000
-#: How far back event history is read for averages and probabilities.
-HISTORY = dt.timedelta(days=28)
-#: Most trigger events read to compute an event trigger's average; beyond it, scaled.
-MAX_SCAN = 200_000
 #: Most steps one simulated entrant takes (loops with waits would go on to the horizon).
 MAX_STEPS = 500
-_DAY = dt.timedelta(days=1)
-
-
-@dataclass
-class _Entrant:
-    customer_id: int
-    at: dt.datetime
-    context: dict[str, Any]
-    day: int
-    #: The same customer standing in for several entrants (event history replayed on
-    #: more days than it covers) counts as separate people for caps.
-    replica: int = 0
-
-
-@dataclass
-class _Forecast:
-    per_day: list[float]
-    entrants: list[_Entrant]
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -108,448 +84,11 @@ class _Tally:
             setattr(self, name, [defaultdict(float) for _ in range(self.days)])
 
 
-class _Window:
-    """The forecast's days: calendar days in the project's time zone, today first."""
-
-    def __init__(self, now: dt.datetime, days: int) -> None:
-        self.now = now
-        self.tz = timezone.get_default_timezone()
-        today = now.astimezone(self.tz).date()
-        self.dates = [today + dt.timedelta(days=i) for i in range(days)]
-        self.bounds = [
-            dt.datetime.combine(today + dt.timedelta(days=i), dt.time(), tzinfo=self.tz).astimezone(
-                dt.UTC
-            )
-            for i in range(days + 1)
-        ]
-        self.end = self.bounds[-1]
-
-    def day(self, at: dt.datetime) -> int | None:
-        i = bisect.bisect_right(self.bounds, at) - 1
-        return i if 0 <= i < len(self.dates) else None
-
-    def share_left(self, i: int) -> float:
-        """The part of day ``i`` still ahead of now (today is partly gone)."""
-        start, end = self.bounds[i], self.bounds[i + 1]
-        if self.now <= start:
-            return 1.0
-        return max(0.0, (end - self.now) / (end - start))
-
-
-def _draw(*parts: Any, scale: int = 10_000) -> int:
-    """A stable draw in [0, scale) for these parts (no process-salted ``hash``)."""
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % scale
-
-
-def _json(value: Any) -> dict[str, Any]:
-    """A jsonb column read with a raw cursor arrives as text."""
-    if isinstance(value, str):
-        value = json.loads(value)
-    return value if isinstance(value, dict) else {}
-
-
-def _zone(name: str | None) -> zoneinfo.ZoneInfo:
-    try:
-        return zoneinfo.ZoneInfo(name or "UTC")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return zoneinfo.ZoneInfo("UTC")
-
-
-# --- the entry rule ----------------------------------------------------------------------
-
-
-def _last_entries(journey: Journey, customer_ids: Iterable[int] | None = None) -> dict[int, Any]:
-    """Each customer's latest real entry into this journey."""
-    sql = "SELECT customer_id, max(entered_at) FROM journeys_enrollment WHERE journey_id = %s"
-    params: list[Any] = [journey.id]
-    if customer_ids is not None:
-        sql += " AND customer_id = ANY(%s)"
-        params.append(sorted(set(customer_ids)))
-    with connection.cursor() as cursor:
-        cursor.execute(sql + " GROUP BY customer_id", params)
-        return dict(cursor.fetchall())
-
-
-def _entry_allowed(
-    journey: Journey, last: dt.datetime | None, at: dt.datetime, known: bool
-) -> bool:
-    if journey.entry == Journey.Entry.ONCE:
-        return not known
-    if journey.entry == Journey.Entry.ONCE_PER:
-        return last is None or last <= at - dt.timedelta(days=journey.entry_days or 1)
-    return True
-
-
-def _apply_entry_rule(
-    journey: Journey, rows: Sequence[tuple[int, dt.datetime, dict[str, Any]]]
-) -> list[tuple[int, dt.datetime, dict[str, Any]]]:
-    """Rows (customer, time, context) that would enroll, in time order, under the rule."""
-    rows = sorted(rows, key=lambda r: (r[1], r[0]))
-    if journey.entry == Journey.Entry.EVERY_TIME:
-        return rows
-    last = _last_entries(journey, [r[0] for r in rows])
-    out = []
-    for row in rows:
-        customer_id, at, _context = row
-        if _entry_allowed(journey, last.get(customer_id), at, customer_id in last):
-            out.append(row)
-            last[customer_id] = at
-    return out
-
-
-def _spread(
-    rows: Sequence[tuple[int, dt.datetime, dict[str, Any]]], window: _Window, sample: int
-) -> _Forecast:
-    """Exact entrants: count them per day; sample up to ``sample`` of them, stably."""
-    per_day = [0.0] * len(window.dates)
-    entrants = []
-    for customer_id, at, context in rows:
-        day = window.day(at)
-        if day is None or at < window.now:
-            continue
-        per_day[day] += 1
-        entrants.append(_Entrant(customer_id, at, context, day))
-    if len(entrants) > sample:
-        entrants.sort(key=lambda e: _draw(e.customer_id, e.at.isoformat(), scale=2**62))
-        entrants = sorted(entrants[:sample], key=lambda e: e.at)
-    return _Forecast(per_day, entrants)
-
-
-# --- triggers ----------------------------------------------------------------------------
-
-
-def _event_forecast(
-    journey: Journey, trigger: Mapping[str, Any], window: _Window, sample: int
-) -> _Forecast:
-    since = window.now - HISTORY
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT customer_id, occurred_at, properties FROM audience_event"
-            " WHERE name = %s AND occurred_at >= %s AND occurred_at < %s"
-            " ORDER BY occurred_at DESC LIMIT %s",
-            [trigger["event"], since, window.now, MAX_SCAN + 1],
-        )
-        events = cursor.fetchall()
-    notes = []
-    scale = 1.0
-    if len(events) > MAX_SCAN:
-        events = events[:MAX_SCAN]
-        covered = window.now - events[-1][1]
-        scale = HISTORY / covered if covered.total_seconds() > 0 else 1.0
-        notes.append(
-            f"Only the latest {MAX_SCAN:,} {trigger['event']} events were read; the daily "
-            "average is scaled from the time they cover."
-        )
-    wanted = trigger.get("filter") or []
-    # One entry per customer and day: distinct customers per day, as the average counts.
-    pairs: dict[tuple[int, dt.date], tuple[int, dt.datetime, dict[str, Any]]] = {}
-    for customer_id, occurred_at, properties in events:
-        properties = _json(properties)
-        if wanted and not conditions.matches_properties(wanted, properties):
-            continue
-        day = occurred_at.astimezone(window.tz).date()
-        pairs[(customer_id, day)] = (customer_id, occurred_at, properties)
-    rows = _apply_entry_rule(journey, list(pairs.values()))
-    average = len(rows) * scale / HISTORY.days
-    per_day = [average * window.share_left(i) for i in range(len(window.dates))]
-    notes.append(
-        f"Entries repeat the daily average of the last {HISTORY.days} days: about "
-        f"{average:.1f} a day (distinct customers with a matching {trigger['event']} event)."
-    )
-    entrants: list[_Entrant] = []
-    if rows:
-        # Replay real entries: each forecast day gets a stable slice of them, at the time
-        # of day they happened (quiet hours depend on it).
-        rows.sort(key=lambda r: _draw(r[0], r[1].isoformat(), scale=2**62))
-        per = min(len(rows), max(1, math.ceil(sample / len(window.dates))))
-        for i in range(len(window.dates)):
-            for j in range(per):
-                n = i * per + j
-                customer_id, occurred_at, properties = rows[n % len(rows)]
-                local = occurred_at.astimezone(window.tz)
-                at = dt.datetime.combine(
-                    window.dates[i], local.time(), tzinfo=window.tz
-                ).astimezone(dt.UTC)
-                if at < window.now or at >= window.bounds[i + 1]:
-                    continue
-                entrants.append(_Entrant(customer_id, at, dict(properties), i, n // len(rows)))
-        entrants = entrants[:sample]
-        if any(e.replica for e in entrants):
-            notes.append(
-                "Past entrants stand in for future ones, some on more than one day; each "
-                "stand-in counts as a separate person for frequency caps."
-            )
-    return _Forecast(per_day, entrants, notes)
-
-
-def _date_forecast(
-    journey: Journey, trigger: Mapping[str, Any], window: _Window, sample: int
-) -> _Forecast:
-    offset = dt.timedelta(minutes=int(trigger.get("offset_minutes", 0)))
-    # A string prefilter on the date part (ISO dates sort as text); exact parsing after.
-    lo = (window.now - offset - 2 * _DAY).date().isoformat()
-    hi = (window.end - offset + 2 * _DAY).date().isoformat()
-    rows: list[tuple[int, dt.datetime, dict[str, Any]]] = []
-    source = trigger.get("source", "attribute")
-    with connection.cursor() as cursor:
-        if source == "attribute":
-            name = trigger["attribute"]
-            cursor.execute(
-                """
-                SELECT id, timezone, v FROM (
-                    SELECT id, timezone,
-                        COALESCE(attributes->>%(name)s, attributes #>> %(path)s) AS v
-                    FROM audience_customer
-                ) c WHERE substr(v, 1, 10) BETWEEN %(lo)s AND %(hi)s
-                """,
-                {"name": name, "path": name.split("."), "lo": lo, "hi": hi},
-            )
-            for customer_id, zone, value in cursor.fetchall():
-                when = parse_instant(value, _zone(zone))
-                if when is not None:
-                    rows.append((customer_id, when + offset, {}))
-        else:
-            prop = trigger.get("property")
-            if prop:
-                cursor.execute(
-                    """
-                    SELECT e.customer_id, c.timezone, e.properties->>%(prop)s, e.properties
-                    FROM audience_event e JOIN audience_customer c ON c.id = e.customer_id
-                    WHERE e.name = %(event)s
-                        AND substr(e.properties->>%(prop)s, 1, 10) BETWEEN %(lo)s AND %(hi)s
-                    """,
-                    {"prop": prop, "event": trigger["event"], "lo": lo, "hi": hi},
-                )
-                for customer_id, zone, value, properties in cursor.fetchall():
-                    when = parse_instant(value, _zone(zone))
-                    if when is not None:
-                        rows.append((customer_id, when + offset, _json(properties)))
-            else:
-                cursor.execute(
-                    "SELECT customer_id, occurred_at, properties FROM audience_event"
-                    " WHERE name = %s AND occurred_at >= %s AND occurred_at < %s",
-                    [trigger["event"], window.now - offset, window.end - offset],
-                )
-                rows = [(c, at + offset, _json(p)) for c, at, p in cursor.fetchall()]
-    rows = [r for r in rows if window.now <= r[1] < window.end]
-    forecast = _spread(_apply_entry_rule(journey, rows), window, sample)
-    what = trigger.get("attribute") if source == "attribute" else trigger.get("event")
-    forecast.notes.append(
-        f"Entries are the customers whose {what} date (plus the offset) falls in each day, "
-        "as the data stands now; dates added or changed later are not foreseen."
-    )
-    return forecast
-
-
-def _replenishment_forecast(
-    journey: Journey, trigger: Mapping[str, Any], window: _Window, sample: int
-) -> _Forecast:
-    try:
-        from journeys.triggers.replenishment import predictions_sql
-    except ImportError:
-        return _Forecast(
-            [0.0] * len(window.dates),
-            [],
-            ["Replenishment predictions are not available yet, so no entries are forecast."],
-        )
-    query = predictions_sql(journey)
-    sql, params = query if isinstance(query, tuple) else (query, [])
-    before = dt.timedelta(days=int(trigger.get("remind_days_before", 0)))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT p.customer_id, p.product, p.predicted_at FROM ({sql}) p"  # noqa: S608
-            " WHERE p.predicted_at >= %s AND p.predicted_at < %s",
-            [*params, window.now + before, window.end + before],
-        )
-        found = cursor.fetchall()
-    product_property = trigger.get("product_property") or "product"
-    rows = [
-        (customer_id, predicted_at - before, {product_property: product})
-        for customer_id, product, predicted_at in found
-    ]
-    forecast = _spread(_apply_entry_rule(journey, rows), window, sample)
-    forecast.notes.append(
-        f"Entries are today's re-purchase predictions, {before.days} days before each "
-        "predicted date; purchases made from now on would move them."
-    )
-    return forecast
-
-
-def _segment_condition(segment: Any, now: dt.datetime) -> tuple[str, list[Any]]:
-    """A WHERE condition on ``audience_customer c`` for the segment (TRUE for everyone)."""
-    if not segment:
-        return "TRUE", []
-    from journeys.triggers.segments import segment_sql
-
-    sql, params = segment_sql(segment, now=now)
-    if sql.lstrip().upper().startswith("SELECT"):
-        return f"c.id IN ({sql})", list(params)
-    return f"({sql})", list(params)
-
-
-def _fire_times(cron: str, zone: zoneinfo.ZoneInfo, window: _Window) -> list[dt.datetime]:
-    schedule = cron_schedule(cron)
-    first = window.now.astimezone(zone).date() - _DAY
-    last = window.end.astimezone(zone).date() + _DAY
-    out = []
-    day = first
-    while day <= last:
-        # crontab numbers weekdays from Sunday = 0.
-        if (
-            day.month in schedule.month_of_year
-            and day.day in schedule.day_of_month
-            and day.isoweekday() % 7 in schedule.day_of_week
-        ):
-            for hour in sorted(schedule.hour):
-                for minute in sorted(schedule.minute):
-                    at = dt.datetime.combine(day, dt.time(hour, minute), tzinfo=zone)
-                    at = at.astimezone(dt.UTC)
-                    if window.now <= at < window.end:
-                        out.append(at)
-        day += _DAY
-    return out
-
-
-def _entries_at(
-    journey: Journey, fires: Sequence[dt.datetime], last: dt.datetime | None
-) -> list[dt.datetime]:
-    """Which of a customer's fire times enroll, given their last entry, under the rule."""
-    out = []
-    known = last is not None
-    for at in fires:
-        if _entry_allowed(journey, last, at, known):
-            out.append(at)
-            last, known = at, True
-    return out
-
-
-def _recurring_forecast(
-    journey: Journey, trigger: Mapping[str, Any], window: _Window, sample: int
-) -> _Forecast:
-    where, params = _segment_condition(trigger.get("segment"), window.now)
-    per_customer_zone = trigger.get("timezone", "UTC") == "customer"
-    base = f"""
-        FROM audience_customer c
-        LEFT JOIN (
-            SELECT customer_id, max(entered_at) AS last FROM journeys_enrollment
-            WHERE journey_id = %s GROUP BY customer_id
-        ) e ON e.customer_id = c.id
-        WHERE {where}
-    """  # noqa: S608 - the condition is built from our own fragments; values are params
-    zone_column = "c.timezone" if per_customer_zone else "''"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {zone_column}, e.last, count(*) {base} GROUP BY 1, 2",
-            [journey.id, *params],
-        )
-        groups = cursor.fetchall()
-    fires: dict[str, list[dt.datetime]] = {}
-
-    def fires_in(zone_name: str) -> list[dt.datetime]:
-        if zone_name not in fires:
-            name = zone_name if per_customer_zone else trigger.get("timezone", "UTC")
-            fires[zone_name] = _fire_times(trigger["cron"], _zone(name), window)
-        return fires[zone_name]
-
-    per_day = [0.0] * len(window.dates)
-    most = 1
-    for zone_name, last, count in groups:
-        times = _entries_at(journey, fires_in(zone_name or ""), last)
-        most = max(most, len(times))
-        for at in times:
-            day = window.day(at)
-            if day is not None:
-                per_day[day] += count
-    # Enough customers that their entries fill the sample.
-    customers = max(1, sample // most)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT c.id, {zone_column}, e.last {base} ORDER BY md5(c.id::text) LIMIT %s",
-            [journey.id, *params, customers],
-        )
-        chosen = cursor.fetchall()
-    entrants = []
-    for customer_id, zone_name, last in chosen:
-        for at in _entries_at(journey, fires_in(zone_name or ""), last):
-            day = window.day(at)
-            if day is not None:
-                entrants.append(_Entrant(customer_id, at, {}, day))
-    entrants.sort(key=lambda e: e.at)
-    zone_text = (
-        "each customer's own time zone"
-        if per_customer_zone
-        else f"{trigger.get('timezone', 'UTC')} time"
-    )
-    notes = [
-        f"The schedule {trigger['cron']!r} ({zone_text}) fires {len(fires_in(''))} times in "
-        "the window"
-        if not per_customer_zone
-        else f"The schedule {trigger['cron']!r} runs in {zone_text}.",
-        "Each run enrolls the segment as it is today; people joining or leaving it later "
-        "are not foreseen.",
-    ]
-    return _Forecast(per_day, entrants, notes)
-
-
-def _segment_forecast(
-    journey: Journey, trigger: Mapping[str, Any], window: _Window, sample: int
-) -> _Forecast:
-    where, params = _segment_condition(trigger.get("segment"), window.now)
-    rule_sql = ""
-    rule_params: list[Any] = []
-    if journey.entry == Journey.Entry.ONCE:
-        rule_sql = " AND NOT EXISTS (SELECT 1 FROM journeys_enrollment p"
-        rule_sql += " WHERE p.journey_id = %s AND p.customer_id = c.id)"
-        rule_params = [journey.id]
-    elif journey.entry == Journey.Entry.ONCE_PER:
-        rule_sql = " AND NOT EXISTS (SELECT 1 FROM journeys_enrollment p"
-        rule_sql += " WHERE p.journey_id = %s AND p.customer_id = c.id AND p.entered_at > %s)"
-        rule_params = [journey.id, window.now - dt.timedelta(days=journey.entry_days or 1)]
-    base = f"""
-        FROM audience_customer c WHERE {where}
-        AND NOT EXISTS (SELECT 1 FROM journeys_segmentmember m
-                        WHERE m.journey_id = %s AND m.customer_id = c.id)
-        {rule_sql}
-    """  # noqa: S608 - our own fragments; values are parameters
-    args = [*params, journey.id, *rule_params]
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) {base}", args)
-        total = cursor.fetchone()[0]
-        cursor.execute(
-            f"SELECT c.id {base} ORDER BY md5(c.id::text) LIMIT %s",
-            [*args, sample],
-        )
-        chosen = [row[0] for row in cursor.fetchall()]
-    per_day = [0.0] * len(window.dates)
-    per_day[0] = float(total)
-    entrants = [_Entrant(customer_id, window.now, {}, 0) for customer_id in chosen]
-    notes = [
-        "Everyone who matches the segment today and is not in it yet enters at once; "
-        "who will join the segment later is not foreseen."
-    ]
-    return _Forecast(per_day, entrants, notes)
-
-
 def _forecast(
-    journey: Journey, trigger: Mapping[str, Any], window: _Window, sample: int
-) -> _Forecast:
-    kind = trigger.get("kind")
-    if kind == Journey.TriggerKind.EVENT:
-        return _event_forecast(journey, trigger, window, sample)
-    if kind == Journey.TriggerKind.DATE:
-        return _date_forecast(journey, trigger, window, sample)
-    if kind == Journey.TriggerKind.REPLENISHMENT:
-        return _replenishment_forecast(journey, trigger, window, sample)
-    if kind == Journey.TriggerKind.RECURRING:
-        return _recurring_forecast(journey, trigger, window, sample)
-    if kind == Journey.TriggerKind.SEGMENT:
-        return _segment_forecast(journey, trigger, window, sample)
-    return _Forecast(
-        [0.0] * len(window.dates),
-        [],
-        ["This journey is entered only by API or test sends, so no entries are forecast."],
-    )
+    journey: Journey, trigger: Mapping[str, Any], window: Window, sample: int
+) -> Forecast:
+    # Validation has refused any kind the registry does not know.
+    return registry.KINDS[trigger["kind"]].forecast(journey, trigger, window, sample)
 
 
 # --- the walk ----------------------------------------------------------------------------
@@ -566,12 +105,12 @@ class _World:
     template_channels: dict[str, set[str] | None]
     last_event: dict[tuple[int, str], dt.datetime]
     event_rate: dict[str, float]
-    window: _Window
+    window: Window
     notes: set[str] = field(default_factory=set)
 
 
 def _load_world(
-    journey: Journey, definition: dict[str, Any], entrants: Sequence[_Entrant], window: _Window
+    journey: Journey, definition: dict[str, Any], entrants: Sequence[Entrant], window: Window
 ) -> _World:
     ids = sorted({e.customer_id for e in entrants})
     customers = {c.id: c for c in Customer.objects.select_related("preference").filter(id__in=ids)}
@@ -690,7 +229,7 @@ def _channel_options(world: _World, customer: Customer, config: Mapping[str, Any
 def _walk(
     world: _World,
     index: int,
-    entrant: _Entrant,
+    entrant: Entrant,
     weight: float,
     sends: list[_Send],
     unsent: list[tuple[dt.datetime, str, float]],
@@ -701,7 +240,7 @@ def _walk(
     definition, window = world.definition, world.window
     attributes = dict(customer.attributes or {})
     context = dict(entrant.context)
-    tz = _zone(customer.timezone)
+    tz = zone_of(customer.timezone)
     at = entrant.at
     key = definition["steps"][0]["key"]
     for _ in range(MAX_STEPS):
@@ -751,7 +290,7 @@ def _walk(
         elif kind == StepKind.WAIT_FOR_EVENT:
             timeout = dt.timedelta(minutes=float(config["timeout_minutes"]))
             rate = world.event_rate.get(step["key"], 0.0)
-            if _draw(entrant.customer_id, entrant.replica, index, step["key"]) < rate * 10_000:
+            if draw(entrant.customer_id, entrant.replica, index, step["key"]) < rate * 10_000:
                 at += timeout / 2
             else:
                 at += timeout
@@ -763,7 +302,7 @@ def _walk(
             ):
                 key = step.get("alt_next") or ""
         elif kind == StepKind.SPLIT:
-            if _draw(entrant.customer_id, entrant.replica, index, step["key"], scale=100) >= int(
+            if draw(entrant.customer_id, entrant.replica, index, step["key"], scale=100) >= int(
                 config["percent"]
             ):
                 key = step.get("alt_next") or ""
@@ -894,7 +433,7 @@ def simulate(
     problems = validate(definition)
     if problems:
         raise DefinitionInvalid(problems)
-    window = _Window(now, days)
+    window = Window(now, days)
     forecast = _forecast(journey, definition["trigger"], window, sample)
     per_day_sampled = [0] * days
     for e in forecast.entrants:
@@ -950,7 +489,7 @@ def simulate(
 def _assumptions(
     journey: Journey,
     definition: dict[str, Any],
-    forecast: _Forecast,
+    forecast: Forecast,
     world: _World,
     tally: _Tally,
     weights: Sequence[float],

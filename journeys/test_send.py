@@ -15,6 +15,7 @@ from django.db import transaction
 
 from journeys.definition import definition_of
 from journeys.models import Journey, StepKind
+from journeys.triggers import registry
 from orchestrator.audience.models import Customer, Event
 from orchestrator.delivery.models import Message, MessageTemplate
 from orchestrator.delivery.services import SendRefused, message_create
@@ -34,11 +35,8 @@ def sample_context(journey: Journey, customer: Customer) -> dict[str, Any]:
     """What an enrollment of this customer would carry: the properties of their latest
     trigger event when the journey starts from one, so templates render with real data."""
     name = (journey.trigger or {}).get("event")
-    if not name or journey.trigger_kind not in (
-        Journey.TriggerKind.EVENT,
-        Journey.TriggerKind.REPLENISHMENT,
-        Journey.TriggerKind.DATE,
-    ):
+    kind = registry.get(journey.trigger_kind)
+    if not name or kind is None or not kind.CONTEXT_FROM_EVENT:
         return {}
     event = Event.objects.filter(customer=customer, name=name).order_by("-occurred_at").first()
     if event is None or not isinstance(event.properties, dict):

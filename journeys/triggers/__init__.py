@@ -1,8 +1,9 @@
-"""Scheduled triggers: the journeys that start from the clock rather than from one event.
+"""Trigger kinds: what starts a journey, one module each, listed in ``registry``.
 
-Each kind is a set-based SQL sweep that ends in ``journeys.enrollment.enroll_select``:
-dates (``date``), predicted re-purchases (``replenishment``), cron schedules for a
-segment (``recurring``, beat-driven through ``schedules``) and segment entry
-(``segment_entry``). ``segments`` compiles the condition vocabulary to SQL for all of
-them. The Celery entry points are in ``tasks``.
+``event`` (enrolled from events as they arrive), ``date``, ``replenishment`` (predicted
+re-purchases), ``recurring`` (cron schedules for a segment, beat-driven through
+``schedules``), ``segment_entry`` and ``manual``. Each validates its settings, sweeps
+(a set-based SQL statement ending in ``journeys.enrollment.enroll_select``), forecasts
+for the simulation and declares its builder fields. ``segments`` compiles the condition
+vocabulary to SQL for them; the Celery entry points are in ``tasks``.
 """

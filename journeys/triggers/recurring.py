@@ -14,30 +14,72 @@ run after 09:00 Tokyo time, one in New York by the run after 09:00 there.
 The occurrence is the scheduled local wall time (``recurring:2024-05-06T09:00``), so two
 beats, a retried task or a customer moving zones the same morning never enroll twice.
 A day-of-month and a day-of-week both restrict (celery's crontab, unlike classic cron).
+The forecast multiplies the fire times in the window by the segment as it is today.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 from celery.schedules import crontab
+from django import forms
 from django.db import connection, transaction
 from django.utils import timezone
 
-from journeys.definition import cron_schedule
 from journeys.enrollment import enroll_select
+from journeys.forecasting import DAY, Entrant, Forecast, Window, entry_allowed, zone_of
 from journeys.models import Journey, JourneyCursor
-from journeys.triggers.schedules import CUSTOMER_BEAT_MINUTES
-from journeys.triggers.segments import segment_sql
+from journeys.problems import Problem, conditions_problems
+from journeys.triggers import segment_entry
+from journeys.triggers.segments import segment_sql, segment_where
 
+KIND = "recurring"
+LABEL = "A recurring schedule, for a segment"
+#: Not swept: beat fires each journey on its own crontab (``schedules``), which calls
+#: ``fire``; the minute sweep only reconciles those beat entries.
+SWEEP_TASK = None
+sweep = None
+CONTEXT_FROM_EVENT = False
+EXAMPLE: dict[str, Any] = {"cron": "0 9 * * 1", "timezone": "Asia/Tokyo"}
+#: Settings a builder form leaves unspelled when they have these values.
+DEFAULTS: dict[str, Any] = {"timezone": "UTC"}
+#: Trigger setting -> the builder's form field for it.
+FORM_PLACES = {"cron": "rec_cron", "timezone": "rec_timezone", "segment": "segment"}
+FIELDSETS = (
+    ("Trigger: a schedule", ("rec_cron", "rec_timezone")),
+    *segment_entry.FIELDSETS,
+)
 CURSOR = "recurring"
+#: With ``"timezone": "customer"`` beat runs ``fire`` this often (see ``schedules``).
+CUSTOMER_BEAT_MINUTES = 15
 #: How far back a run looks for missed fire times.
 CATCH_UP = dt.timedelta(hours=1)
 #: A beat that arrives a little early (clock skew between beat and worker) still fires.
 EARLY = dt.timedelta(seconds=30)
 MINUTE = dt.timedelta(minutes=1)
+
+
+def cron_schedule(expression: str) -> crontab:
+    """Parse a five-field cron expression; ValueError with a readable message."""
+    fields = str(expression).split()
+    if len(fields) != 5:
+        raise ValueError("Give the schedule as five cron fields, e.g. '0 9 * * 1' (Mon 09:00).")
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    try:
+        schedule = crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=day_of_month,
+            month_of_year=month_of_year,
+            day_of_week=day_of_week,
+        )
+    except Exception as exc:  # celery raises ValueError or its own ParseException
+        raise ValueError(f"The schedule {expression!r} is not valid cron: {exc}") from None
+    return schedule
 
 
 def fire(journey: Journey, now: dt.datetime | None = None) -> int:
@@ -150,3 +192,155 @@ def _zones() -> frozenset[str]:
         cursor.execute("SELECT name FROM pg_timezone_names")
         pg = {row[0] for row in cursor.fetchall()}
     return frozenset(pg & zoneinfo.available_timezones() | {"UTC"})
+
+
+# --- definition, builder and forecast ------------------------------------------------
+
+
+def validate(trigger: Mapping[str, Any]) -> list[Problem]:
+    p: list[Problem] = []
+    try:
+        cron_schedule(trigger.get("cron", ""))
+    except ValueError as exc:
+        p.append(Problem("trigger.cron", str(exc)))
+    zone = trigger.get("timezone", "UTC")
+    if zone != "customer":
+        try:
+            zoneinfo.ZoneInfo(str(zone))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            p.append(Problem("trigger.timezone", f"Unknown time zone {zone!r}."))
+    p += conditions_problems(
+        trigger.get("segment"), "trigger.segment", allowed=("attribute", "event"), required=False
+    )
+    return p
+
+
+def form_fields() -> dict[str, forms.Field]:
+    return {
+        "rec_cron": forms.CharField(
+            required=False,
+            label="Schedule (cron)",
+            help_text="Five fields: minute hour day month weekday, e.g. 0 9 * * 1 (Mondays 09:00).",
+        ),
+        "rec_timezone": forms.CharField(
+            required=False,
+            label="Time zone",
+            help_text="e.g. Asia/Tokyo, or 'customer' for each customer's own time zone.",
+        ),
+        # Optional here, required for segment entry: one field serves both.
+        **segment_entry.form_fields(),
+    }
+
+
+def form_initial(trigger: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: trigger[key] for key, name in FORM_PLACES.items() if key in trigger}
+
+
+def form_values(cleaned: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "cron": " ".join((cleaned.get("rec_cron") or "").split()),
+        "timezone": cleaned.get("rec_timezone") or "UTC",
+        "segment": cleaned.get("segment"),
+    }
+
+
+def _fire_times(cron: str, zone: zoneinfo.ZoneInfo, window: Window) -> list[dt.datetime]:
+    schedule = cron_schedule(cron)
+    first = window.now.astimezone(zone).date() - DAY
+    last = window.end.astimezone(zone).date() + DAY
+    out = []
+    day = first
+    while day <= last:
+        # crontab numbers weekdays from Sunday = 0.
+        if (
+            day.month in schedule.month_of_year
+            and day.day in schedule.day_of_month
+            and day.isoweekday() % 7 in schedule.day_of_week
+        ):
+            for hour in sorted(schedule.hour):
+                for minute in sorted(schedule.minute):
+                    at = dt.datetime.combine(day, dt.time(hour, minute), tzinfo=zone)
+                    at = at.astimezone(dt.UTC)
+                    if window.now <= at < window.end:
+                        out.append(at)
+        day += DAY
+    return out
+
+
+def _entries_at(
+    journey: Journey, fires: Sequence[dt.datetime], last: dt.datetime | None
+) -> list[dt.datetime]:
+    """Which of a customer's fire times enroll, given their last entry, under the rule."""
+    out = []
+    known = last is not None
+    for at in fires:
+        if entry_allowed(journey, last, at, known):
+            out.append(at)
+            last, known = at, True
+    return out
+
+
+def forecast(journey: Journey, trigger: Mapping[str, Any], window: Window, sample: int) -> Forecast:
+    where, params = segment_where(trigger.get("segment"), now=window.now)
+    per_customer_zone = trigger.get("timezone", "UTC") == "customer"
+    base = f"""
+        FROM audience_customer c
+        LEFT JOIN (
+            SELECT customer_id, max(entered_at) AS last FROM journeys_enrollment
+            WHERE journey_id = %s GROUP BY customer_id
+        ) e ON e.customer_id = c.id
+        WHERE {where}
+    """  # noqa: S608 - the condition is built from our own fragments; values are params
+    zone_column = "c.timezone" if per_customer_zone else "''"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {zone_column}, e.last, count(*) {base} GROUP BY 1, 2",
+            [journey.id, *params],
+        )
+        groups = cursor.fetchall()
+    fires: dict[str, list[dt.datetime]] = {}
+
+    def fires_in(zone_name: str) -> list[dt.datetime]:
+        if zone_name not in fires:
+            name = zone_name if per_customer_zone else trigger.get("timezone", "UTC")
+            fires[zone_name] = _fire_times(trigger["cron"], zone_of(name), window)
+        return fires[zone_name]
+
+    per_day = [0.0] * len(window.dates)
+    most = 1
+    for zone_name, last, count in groups:
+        times = _entries_at(journey, fires_in(zone_name or ""), last)
+        most = max(most, len(times))
+        for at in times:
+            day = window.day(at)
+            if day is not None:
+                per_day[day] += count
+    # Enough customers that their entries fill the sample.
+    customers = max(1, sample // most)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT c.id, {zone_column}, e.last {base} ORDER BY md5(c.id::text) LIMIT %s",
+            [journey.id, *params, customers],
+        )
+        chosen = cursor.fetchall()
+    entrants = []
+    for customer_id, zone_name, last in chosen:
+        for at in _entries_at(journey, fires_in(zone_name or ""), last):
+            day = window.day(at)
+            if day is not None:
+                entrants.append(Entrant(customer_id, at, {}, day))
+    entrants.sort(key=lambda e: e.at)
+    zone_text = (
+        "each customer's own time zone"
+        if per_customer_zone
+        else f"{trigger.get('timezone', 'UTC')} time"
+    )
+    notes = [
+        f"The schedule {trigger['cron']!r} ({zone_text}) fires {len(fires_in(''))} times in "
+        "the window"
+        if not per_customer_zone
+        else f"The schedule {trigger['cron']!r} runs in {zone_text}.",
+        "Each run enrolls the segment as it is today; people joining or leaving it later "
+        "are not foreseen.",
+    ]
+    return Forecast(per_day, entrants, notes)

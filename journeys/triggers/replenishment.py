@@ -11,6 +11,7 @@ the customer's own median interval between purchases once they have bought it
 ``min_purchases`` times (the median, so one odd gap - a holiday, a gift - does not move
 it much), else the product's cycle from ``product_cycles``, else ``default_cycle_days``.
 Purchases less than a day apart count as one (a re-sent event, a split order).
+The forecast reads today's predictions straight from the events.
 
 ``ReplenishmentState`` keeps that per (customer, product), so the daily sweep is a range
 scan on ``predicted_at``. ``refresh`` keeps it current incrementally: it reads purchase
@@ -27,14 +28,51 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
+from django import forms
 from django.db import connection, transaction
 from django.utils import timezone
 
 from journeys.enrollment import enroll_select
+from journeys.forecasting import Forecast, Window, apply_entry_rule, spread
+from journeys.form_fields import number
 from journeys.models import Journey, JourneyCursor
+from journeys.problems import Problem, is_int, is_name, positive
 from journeys.triggers.parsing import iso_utc
+
+KIND = "replenishment"
+LABEL = "A product is predicted to run out"
+#: The beat task whose sweep enrolls this kind (run at once when a journey starts).
+SWEEP_TASK = "sweeps.replenishment"
+CONTEXT_FROM_EVENT = True
+EXAMPLE: dict[str, Any] = {
+    "event": "order.completed",
+    "product_property": "sku",
+    "default_cycle_days": 30,
+}
+#: Settings a builder form leaves unspelled when they have these values.
+DEFAULTS: dict[str, Any] = {"min_purchases": 3, "remind_days_before": 0}
+#: Trigger setting -> the builder's form field for it.
+FORM_PLACES = {
+    "event": "rep_event",
+    "product_property": "rep_product_property",
+    "default_cycle_days": "rep_default_cycle_days",
+    "min_purchases": "rep_min_purchases",
+    "remind_days_before": "rep_remind_days_before",
+}
+FIELDSETS = (
+    (
+        "Trigger: replenishment",
+        (
+            ("rep_event", "rep_product_property"),
+            "rep_default_cycle_days",
+            "rep_min_purchases",
+            "rep_remind_days_before",
+        ),
+    ),
+)
 
 #: Longest a transaction recording events may take to commit.
 COMMIT_LAG = dt.timedelta(minutes=10)
@@ -244,3 +282,84 @@ def sweep(journey: Journey, now: dt.datetime | None = None) -> int:
     refresh(journey, now=now)
     select, params = due_sql(journey, now=now)
     return len(enroll_select(journey, select, params, now=now))
+
+
+# --- definition, builder and forecast ------------------------------------------------
+
+
+def validate(trigger: Mapping[str, Any]) -> list[Problem]:
+    p: list[Problem] = []
+    if not is_name(trigger.get("event")):
+        p.append(Problem("trigger.event", "Name the purchase event, e.g. order.completed."))
+    if not is_name(trigger.get("product_property")):
+        p.append(Problem("trigger.product_property", "Name the product property, e.g. sku."))
+    if not positive(trigger.get("default_cycle_days")):
+        p.append(Problem("trigger.default_cycle_days", "Give the product's usual cycle."))
+    before = trigger.get("remind_days_before", 0)
+    if not is_int(before) or before < 0:
+        p.append(Problem("trigger.remind_days_before", "A whole number of days, 0 or more."))
+    minimum = trigger.get("min_purchases", 3)
+    if not is_int(minimum) or minimum < 2:
+        p.append(Problem("trigger.min_purchases", "At least 2 purchases are needed for a median."))
+    cycles = trigger.get("product_cycles", {})
+    if not isinstance(cycles, Mapping) or not all(positive(v) for v in cycles.values()):
+        p.append(Problem("trigger.product_cycles", "Each product's cycle is a day count."))
+    return p
+
+
+def form_fields() -> dict[str, forms.Field]:
+    return {
+        "rep_event": forms.CharField(required=False, label="Purchase event"),
+        "rep_product_property": forms.CharField(
+            required=False, label="Product property", help_text="e.g. sku"
+        ),
+        "rep_default_cycle_days": forms.FloatField(
+            required=False, min_value=0, label="Usual cycle (days)"
+        ),
+        "rep_min_purchases": forms.IntegerField(
+            required=False,
+            min_value=2,
+            label="Purchases before using the customer's own cycle",
+            help_text="Default 3.",
+        ),
+        "rep_remind_days_before": forms.IntegerField(
+            required=False, min_value=0, label="Remind this many days before"
+        ),
+    }
+
+
+def form_initial(trigger: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: trigger[key] for key, name in FORM_PLACES.items() if key in trigger}
+
+
+def form_values(cleaned: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "event": cleaned.get("rep_event"),
+        "product_property": cleaned.get("rep_product_property"),
+        "default_cycle_days": number(cleaned.get("rep_default_cycle_days")),
+        "min_purchases": cleaned.get("rep_min_purchases"),
+        "remind_days_before": cleaned.get("rep_remind_days_before"),
+    }
+
+
+def forecast(journey: Journey, trigger: Mapping[str, Any], window: Window, sample: int) -> Forecast:
+    sql, params = predictions_sql(journey)
+    before = dt.timedelta(days=int(trigger.get("remind_days_before", 0)))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT p.customer_id, p.product, p.predicted_at FROM ({sql}) p"  # noqa: S608
+            " WHERE p.predicted_at >= %s AND p.predicted_at < %s",
+            [*params, window.now + before, window.end + before],
+        )
+        found = cursor.fetchall()
+    product_property = trigger.get("product_property") or "product"
+    rows = [
+        (customer_id, predicted_at - before, {product_property: product})
+        for customer_id, product, predicted_at in found
+    ]
+    result = spread(apply_entry_rule(journey, rows), window, sample)
+    result.notes.append(
+        f"Entries are today's re-purchase predictions, {before.days} days before each "
+        "predicted date; purchases made from now on would move them."
+    )
+    return result

@@ -20,9 +20,9 @@ from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from journeys.models import Journey
+from journeys.triggers.recurring import CUSTOMER_BEAT_MINUTES, KIND
 
 TASK = "journeys.fire_recurring"
-CUSTOMER_BEAT_MINUTES = 15
 PREFIX = "journey:"
 
 
@@ -58,10 +58,7 @@ def sync_schedule(journey: Journey) -> PeriodicTask | None:
     """Create, update or disable the journey's PeriodicTask; returns it (None if none)."""
     name = task_name(journey)
     task = PeriodicTask.objects.select_for_update().filter(name=name).first()
-    wanted = (
-        journey.status == Journey.Status.ACTIVE
-        and journey.trigger_kind == Journey.TriggerKind.RECURRING
-    )
+    wanted = journey.status == Journey.Status.ACTIVE and journey.trigger_kind == KIND
     if not wanted:
         if task is not None and task.enabled:
             task.enabled = False
@@ -95,7 +92,7 @@ def sync_all() -> int:
     """
     journeys = {
         j.key: j
-        for j in Journey.objects.filter(trigger_kind=Journey.TriggerKind.RECURRING)
+        for j in Journey.objects.filter(trigger_kind=KIND)
         | Journey.objects.filter(
             key__in=[
                 name.removeprefix(PREFIX)

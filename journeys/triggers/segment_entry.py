@@ -12,20 +12,40 @@ journey's entry rule still applies). The first sweep of a journey only records w
 in the segment already - they did not *enter* it - unless ``enroll_existing`` is set.
 Sweeps of one journey take turns on an advisory lock, so two at once enroll nobody
 twice and never both count the same customer as new.
+
+The forecast has everyone who matches today and is not in yet enter at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
+from django import forms
 from django.db import connection, transaction
 from django.utils import timezone
 
 from journeys.enrollment import enroll_select
+from journeys.forecasting import Entrant, Forecast, Window
+from journeys.form_fields import ConditionsField
 from journeys.models import Journey, JourneyCursor
+from journeys.problems import Problem, conditions_problems
 from journeys.triggers.parsing import iso_utc
-from journeys.triggers.segments import segment_sql
+from journeys.triggers.segments import segment_sql, segment_where
 
+KIND = "segment"
+LABEL = "A customer enters a segment"
+#: The beat task whose sweep enrolls this kind (run at once when a journey starts).
+SWEEP_TASK = "sweeps.journey_triggers"
+CONTEXT_FROM_EVENT = False
+EXAMPLE: dict[str, Any] = {
+    "segment": [{"type": "attribute", "name": "tier", "op": "eq", "value": "gold"}]
+}
+DEFAULTS: dict[str, Any] = {}
+#: Trigger setting -> the builder's form field for it.
+FORM_PLACES = {"segment": "segment"}
+FIELDSETS = (("Segment", ("segment",)),)
 CURSOR = "segment"
 #: Lock namespace for pg_advisory_xact_lock(namespace, journey id).
 SEGMENT_LOCK = 7_303
@@ -77,3 +97,63 @@ def sweep(journey: Journey, now: dt.datetime | None = None) -> int:
             WHERE m.journey_id = %s AND m.since = %s
         """  # noqa: S608 - fixed fragments; values are parameters
         return len(enroll_select(journey, select, [journey.id, now], now=now))
+
+
+# --- definition, builder and forecast ------------------------------------------------
+
+
+def validate(trigger: Mapping[str, Any]) -> list[Problem]:
+    return conditions_problems(
+        trigger.get("segment"), "trigger.segment", allowed=("attribute", "event"), required=True
+    )
+
+
+def form_fields() -> dict[str, forms.Field]:
+    return {
+        "segment": ConditionsField(types=("attribute", "event"), label="Segment: customers who"),
+    }
+
+
+def form_initial(trigger: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: trigger[key] for key, name in FORM_PLACES.items() if key in trigger}
+
+
+def form_values(cleaned: Mapping[str, Any]) -> dict[str, Any]:
+    return {"segment": cleaned.get("segment")}
+
+
+def forecast(journey: Journey, trigger: Mapping[str, Any], window: Window, sample: int) -> Forecast:
+    where, params = segment_where(trigger.get("segment"), now=window.now)
+    rule_sql = ""
+    rule_params: list[Any] = []
+    if journey.entry == Journey.Entry.ONCE:
+        rule_sql = " AND NOT EXISTS (SELECT 1 FROM journeys_enrollment p"
+        rule_sql += " WHERE p.journey_id = %s AND p.customer_id = c.id)"
+        rule_params = [journey.id]
+    elif journey.entry == Journey.Entry.ONCE_PER:
+        rule_sql = " AND NOT EXISTS (SELECT 1 FROM journeys_enrollment p"
+        rule_sql += " WHERE p.journey_id = %s AND p.customer_id = c.id AND p.entered_at > %s)"
+        rule_params = [journey.id, window.now - dt.timedelta(days=journey.entry_days or 1)]
+    base = f"""
+        FROM audience_customer c WHERE {where}
+        AND NOT EXISTS (SELECT 1 FROM journeys_segmentmember m
+                        WHERE m.journey_id = %s AND m.customer_id = c.id)
+        {rule_sql}
+    """  # noqa: S608 - our own fragments; values are parameters
+    args = [*params, journey.id, *rule_params]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) {base}", args)
+        total = cursor.fetchone()[0]
+        cursor.execute(
+            f"SELECT c.id {base} ORDER BY md5(c.id::text) LIMIT %s",
+            [*args, sample],
+        )
+        chosen = [row[0] for row in cursor.fetchall()]
+    per_day = [0.0] * len(window.dates)
+    per_day[0] = float(total)
+    entrants = [Entrant(customer_id, window.now, {}, 0) for customer_id in chosen]
+    notes = [
+        "Everyone who matches the segment today and is not in it yet enters at once; "
+        "who will join the segment later is not foreseen."
+    ]
+    return Forecast(per_day, entrants, notes)

@@ -52,6 +52,14 @@ def segment_sql(
     return "(" + " AND ".join(parts) + ")", params
 
 
+def segment_where(segment: Any, *, now: dt.datetime) -> Fragment:
+    """A parenthesized WHERE condition on ``audience_customer c`` (TRUE for no segment)."""
+    if not segment:
+        return "TRUE", []
+    sql, params = segment_sql(segment, now=now)
+    return f"({sql})", list(params)
+
+
 def condition_sql(condition: Mapping[str, Any], *, now: dt.datetime | None = None) -> Fragment:
     kind = condition.get("type")
     if kind == "attribute":

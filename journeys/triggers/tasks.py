@@ -1,9 +1,9 @@
 """Celery entry points of the scheduled triggers: fetch by id, call one service.
 
 - ``journeys.fire_recurring`` (journey id): beat's per-journey crontab (``schedules``).
-- ``sweeps.journey_triggers``: every minute, date and segment-entry sweeps of every
-  active journey of those kinds, and the reconciliation of recurring schedules. With no
-  such journey it costs two small queries.
+- ``sweeps.journey_triggers``: every minute, the sweeps of every active journey whose
+  kind names this task (date, segment entry; see ``registry``), and the reconciliation
+  of recurring schedules. With no such journey it costs two small queries.
 - ``sweeps.replenishment``: refresh and sweep every active replenishment journey.
 
 All of them are idempotent (occurrences are unique per journey and customer), so a
@@ -14,34 +14,40 @@ not stop the others.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from celery import shared_task
 from django.utils import timezone
 
 from journeys.models import Journey
-from journeys.triggers import date, recurring, replenishment, schedules, segment_entry
+from journeys.triggers import recurring, registry, schedules
 
 logger = logging.getLogger(__name__)
 
-SWEEPS: dict[str, Callable[..., int]] = {
-    Journey.TriggerKind.DATE: date.sweep,
-    Journey.TriggerKind.SEGMENT: segment_entry.sweep,
-}
+TRIGGERS_TASK = "sweeps.journey_triggers"
+REPLENISHMENT_TASK = "sweeps.replenishment"
 
 
-def _active(*kinds: str) -> list[Journey]:
-    return list(
-        Journey.objects.filter(
-            status=Journey.Status.ACTIVE, trigger_kind__in=kinds, current_version__isnull=False
-        ).order_by("id")
-    )
+def _sweep(task: str) -> dict[str, int]:
+    """Run the sweep of every active journey whose kind ``task`` sweeps."""
+    now = timezone.now()
+    enrolled: dict[str, int] = {}
+    journeys = Journey.objects.filter(
+        status=Journey.Status.ACTIVE,
+        trigger_kind__in=registry.swept_by(task),
+        current_version__isnull=False,
+    ).order_by("id")
+    for journey in journeys:
+        try:
+            enrolled[journey.key] = registry.KINDS[journey.trigger_kind].sweep(journey, now=now)
+        except Exception:  # one journey's bad config must not hold up the others
+            logger.exception("%s: sweep of journey %s failed", task, journey.key)
+    return enrolled
 
 
 @shared_task(name="journeys.fire_recurring", ignore_result=True)
 def fire_recurring(journey_id: int) -> int:
     journey = Journey.objects.filter(pk=journey_id).first()
-    if journey is None or journey.trigger_kind != Journey.TriggerKind.RECURRING:
+    if journey is None or journey.trigger_kind != recurring.KIND:
         return 0
     if journey.status != Journey.Status.ACTIVE or journey.current_version_id is None:
         return 0  # paused since beat read its schedule
@@ -51,30 +57,18 @@ def fire_recurring(journey_id: int) -> int:
     return enrolled
 
 
-@shared_task(name="sweeps.journey_triggers", ignore_result=True)
+@shared_task(name=TRIGGERS_TASK, ignore_result=True)
 def journey_triggers() -> dict[str, int]:
-    now = timezone.now()
-    enrolled: dict[str, int] = {}
-    for journey in _active(*SWEEPS):
-        try:
-            enrolled[journey.key] = SWEEPS[journey.trigger_kind](journey, now=now)
-        except Exception:  # one journey's bad config must not hold up the others
-            logger.exception("trigger sweep of journey %s failed", journey.key)
+    enrolled = _sweep(TRIGGERS_TASK)
     schedules.sync_all()
     if any(enrolled.values()):
         logger.info("journey triggers enrolled: %s", {k: v for k, v in enrolled.items() if v})
     return enrolled
 
 
-@shared_task(name="sweeps.replenishment", ignore_result=True)
+@shared_task(name=REPLENISHMENT_TASK, ignore_result=True)
 def replenishment_sweep() -> dict[str, int]:
-    now = timezone.now()
-    enrolled: dict[str, int] = {}
-    for journey in _active(Journey.TriggerKind.REPLENISHMENT):
-        try:
-            enrolled[journey.key] = replenishment.sweep(journey, now=now)
-        except Exception:  # one journey's bad config must not hold up the others
-            logger.exception("replenishment sweep of journey %s failed", journey.key)
+    enrolled = _sweep(REPLENISHMENT_TASK)
     if any(enrolled.values()):
         logger.info("replenishment enrolled: %s", {k: v for k, v in enrolled.items() if v})
     return enrolled

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Count, Q
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -19,15 +18,12 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from journeys.definition import (
-    DefinitionInvalid,
-    export,
-    journey_activate,
-    journey_pause,
-    journey_save,
-)
-from journeys.models import Enrollment, Journey, StepKind
+from journeys.definition import export
+from journeys.models import Journey, StepKind
+from journeys.problems import DefinitionInvalid
+from journeys.services import journey_activate, journey_delete, journey_pause, journey_save
 from journeys.simulation import MAX_DAYS, MAX_SAMPLE, simulate
+from journeys.triggers import registry
 from orchestrator.api.errors import ApiError
 from orchestrator.api.serializers import (
     BoundedListField,
@@ -89,7 +85,7 @@ class JourneyEntrySerializer(serializers.Serializer):
 class JourneyTriggerSerializer(serializers.Serializer):
     """The trigger's kind, and its settings alongside (event, filter, cron, segment...)."""
 
-    kind = StrictChoiceField(choices=Journey.TriggerKind.choices)
+    kind = StrictChoiceField(choices=registry.choices())
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         checked = super().to_internal_value(data)
@@ -241,27 +237,6 @@ def _journey(key: str) -> Journey:
 def _exported(journey: Journey) -> dict[str, Any]:
     journey = Journey.objects.select_related("topic", "current_version").get(pk=journey.pk)
     return export(journey)
-
-
-@transaction.atomic
-def journey_delete(*, journey: Journey) -> bool:
-    """Delete a journey nobody has entered; archive one with enrollments instead.
-
-    Enrollments are the record of who got what (and the engine's dedupe of entries), so
-    they are kept: the journey is archived, nobody enters it any more and those still
-    on it stay where they are. Returns True when deleted.
-    """
-    journey = Journey.objects.select_for_update().get(pk=journey.pk)
-    if journey.status == Journey.Status.ACTIVE:
-        journey_pause(journey=journey)  # takes it off the schedules
-    if Enrollment.objects.filter(journey=journey).exists():
-        journey.status = Journey.Status.ARCHIVED
-        journey.save(update_fields=["status", "updated_at"])
-        return False
-    # current_version protects the versions; clear it so they go with the journey.
-    Journey.objects.filter(pk=journey.pk).update(current_version=None)
-    journey.delete()
-    return True
 
 
 # --- views -----------------------------------------------------------------------------

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from journeys.definition import journey_activate, journey_save
 from journeys.models import Journey
+from journeys.services import journey_activate, journey_save
 from tests.delivery.factories import make_customer, make_template, make_topic
 
 

@@ -13,10 +13,10 @@ from django.db import connection
 from django.utils import timezone
 
 from journeys import engine
-from journeys.definition import journey_pause, journey_save
 from journeys.enrollment import Candidate, enroll
 from journeys.events import process_pending
 from journeys.models import Enrollment, StepRun
+from journeys.services import journey_pause, journey_save
 from orchestrator.audience.models import Customer
 from orchestrator.audience.services import event_record
 from orchestrator.delivery.models import Message, MessageStatus
@@ -505,7 +505,7 @@ def test_editing_an_active_journey_versions_it_and_running_enrollments_keep_thei
 
 
 def test_pausing_holds_enrollments_where_they_are_until_it_resumes(template):
-    from journeys.definition import journey_activate
+    from journeys.services import journey_activate
 
     journey = make_journey([send()])
     enrollment = enroll_one(journey, make_customer())

@@ -9,9 +9,10 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from journeys import engine
-from journeys.definition import export, journey_activate, journey_save
+from journeys.definition import export
 from journeys.enrollment import Candidate, enroll
 from journeys.models import Journey, JourneyVersion
+from journeys.services import journey_activate, journey_save
 from orchestrator.delivery.dispatcher import dispatch_due
 from orchestrator.delivery.models import Message, MessageTemplate
 from tests.delivery.factories import make_customer, make_template

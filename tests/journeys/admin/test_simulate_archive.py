@@ -12,9 +12,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from journeys.definition import journey_archive, journey_pause
 from journeys.enrollment import Candidate, enroll
 from journeys.models import Enrollment, Journey, JourneyVersion, Step, StepRun
+from journeys.services import journey_archive, journey_pause
 from orchestrator.delivery.models import Message
 from tests.journeys.admin.helpers import change_url
 from tests.journeys.conftest import make_customer, make_journey, send

@@ -9,9 +9,9 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from journeys.definition import journey_publish, journey_save
 from journeys.enrollment import Candidate, enroll
 from journeys.models import Enrollment, Journey, JourneyVersion
+from journeys.services import journey_publish, journey_save
 from tests.api.conftest import assert_error
 from tests.journeys.conftest import make_customer
 

@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from journeys.definition import journey_save
 from journeys.models import Enrollment, StepRun
+from journeys.services import journey_save
 from journeys.simulation import simulate
 from orchestrator.audience.models import Event
 from orchestrator.consent.models import (

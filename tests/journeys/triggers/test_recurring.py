@@ -8,8 +8,8 @@ import json
 import pytest
 from django_celery_beat.models import PeriodicTask
 
-from journeys.definition import journey_activate, journey_pause, journey_save
 from journeys.models import Enrollment, Journey
+from journeys.services import journey_activate, journey_pause, journey_save
 from journeys.triggers import recurring, schedules
 from journeys.triggers.tasks import fire_recurring
 from orchestrator.audience.models import Customer
