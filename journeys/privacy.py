@@ -1,4 +1,4 @@
-"""The journeys' part of a customer's export and erasure (registered in ``apps.py``)."""
+"""The journeys' part of a customer's export and erasure (called by ``orchestrator.privacy``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from journeys.models import Enrollment, ReplenishmentState, SegmentMember
 from orchestrator.audience.models import Customer
-from orchestrator.audience.privacy import iso
+from orchestrator.core.jsonable import iso
 
 
 def journeys_export(customer: Customer) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The journeys' part of a customer's timeline: entries, exits and conversions.
 
-Registered in ``apps.py`` with ``timeline_source_add``.
+Read by ``orchestrator.analytics.timeline``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from journeys.models import Enrollment
 from orchestrator.audience.models import Customer
-from orchestrator.audience.timeline import Entry
+from orchestrator.core.timeline import Entry
 
 
 def journeys_timeline(

@@ -21,5 +21,5 @@ urlpatterns = [
     path("p/<str:token>/", short_preference_redirect, name="preference-center-short"),
     path("r/<str:token>", clicks.click, name="click"),  # no slash: every SMS character counts
     path("preferences/<str:token>/", include("orchestrator.preferences.urls")),
-    path("", include("orchestrator.core.urls")),
+    path("", include("orchestrator.ops.urls")),
 ]

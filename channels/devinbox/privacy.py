@@ -1,5 +1,5 @@
 """The dev inbox's part of an erasure: its copies of what was "sent" hold addresses
-and rendered content, so they go with the person (registered in ``apps.py``)."""
+and rendered content, so they go with the person (called by ``orchestrator.privacy``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.db.models import Q
 
 from channels.devinbox.models import InboxMessage
 from orchestrator.audience.models import Customer
-from orchestrator.audience.privacy import customer_addresses
+from orchestrator.audience.selectors import customer_addresses
 
 
 def devinbox_erase(customer: Customer) -> None:

@@ -1,4 +1,4 @@
-"""The webhooks' part of a customer's export and erasure (registered in ``apps.py``).
+"""The webhooks' part of a customer's export and erasure (called by ``orchestrator.privacy``).
 
 What providers told us about a person: the messages they sent us (``InboundMessage``)
 and the raw webhook payloads, which carry their address (Twilio ``From``/``To``,
@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from channels.webhooks.models import WebhookEvent
 from orchestrator.audience.models import Customer
-from orchestrator.audience.privacy import customer_addresses, iso
+from orchestrator.audience.selectors import customer_addresses
+from orchestrator.core.jsonable import iso
 from orchestrator.delivery.models import InboundMessage
 
 #: What a scrubbed payload becomes.

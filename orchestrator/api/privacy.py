@@ -18,7 +18,6 @@ from rest_framework.response import Response
 from orchestrator.api.idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from orchestrator.api.views import ApiView, _errors
 from orchestrator.audience.models import Customer
-from orchestrator.audience.privacy import customer_erase, customer_export
 from orchestrator.consent.models import Channel, ConsentRecord
 from orchestrator.consent.preferences import (
     MAX_PER_WEEK,
@@ -26,6 +25,7 @@ from orchestrator.consent.preferences import (
     preferences_get,
     preferences_update,
 )
+from orchestrator.privacy.services import customer_erase, customer_export
 
 EXTERNAL_ID = OpenApiParameter(
     "external_id",

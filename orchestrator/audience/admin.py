@@ -23,12 +23,12 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import slugify
 
+from orchestrator.analytics.timeline import customer_timeline
 from orchestrator.audience.models import Customer, Event
-from orchestrator.audience.privacy import customer_erase, customer_export
-from orchestrator.audience.timeline import customer_timeline
 from orchestrator.consent.models import ChannelPreference, Subscription
 from orchestrator.core.adminkit import ReadOnlyAdminMixin, ReadOnlyInline, admin_link, html_table
 from orchestrator.delivery.models import WAITING_STATUSES
+from orchestrator.privacy.services import customer_erase, customer_export
 
 RECENT_MESSAGES = 15
 TIMELINE_PAGE = 50

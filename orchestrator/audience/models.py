@@ -8,6 +8,9 @@ from django.db.models import Q
 
 from orchestrator.audience.validators import validate_e164, validate_locale, validate_timezone
 
+#: The field holding a customer's address on each channel they can be reached on.
+ADDRESS_FIELDS = {"email": "email", "sms": "phone", "whatsapp": "whatsapp", "line": "line_user_id"}
+
 
 class Customer(models.Model):
     external_id = models.CharField(max_length=255, unique=True)
@@ -44,12 +47,8 @@ class Customer(models.Model):
         return self.external_id
 
     def address_for(self, channel: str) -> str:
-        return {
-            "email": self.email,
-            "sms": self.phone,
-            "whatsapp": self.whatsapp,
-            "line": self.line_user_id,
-        }.get(channel, "")
+        field = ADDRESS_FIELDS.get(channel)
+        return getattr(self, field) if field else ""
 
 
 class Event(models.Model):

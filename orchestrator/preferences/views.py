@@ -31,12 +31,12 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
+from orchestrator.delivery.explain import customer_explanation
 
 from orchestrator.audience.models import Customer
 from orchestrator.consent.models import ConsentRecord
 from orchestrator.consent.preferences import preferences_update, unsubscribe_from_all
 from orchestrator.consent.tokens import preference_customer_id
-from orchestrator.delivery.explain import customer_explanation
 from orchestrator.preferences import selectors
 from orchestrator.preferences.forms import CHANNEL_LABELS, PreferencesForm, local_today
 
@@ -237,7 +237,7 @@ def preference_center(request, token, customer, *, lang, nonce):
 @_entry
 def export(request, token, customer, *, lang, nonce):
     """Download my data: everything we hold about the customer, as a JSON attachment."""
-    from orchestrator.audience.privacy import customer_export
+    from orchestrator.privacy.services import customer_export
 
     body = json.dumps(customer_export(customer=customer), ensure_ascii=False, indent=2, default=str)
     response = HttpResponse(body, content_type="application/json; charset=utf-8")
@@ -250,7 +250,7 @@ def export(request, token, customer, *, lang, nonce):
 def erase(request, token, customer, *, lang, nonce):
     """Erasure: a GET asks for confirmation; only a POST with ``confirm`` erases."""
     if request.method == "POST" and request.POST.get("confirm") == "erase":
-        from orchestrator.audience.privacy import customer_erase
+        from orchestrator.privacy.services import customer_erase
 
         # A second click finds the customer gone: the outcome they asked for already.
         with contextlib.suppress(Customer.DoesNotExist):

@@ -156,7 +156,7 @@ def test_admin_refuses_moving_a_template_without_links_to_a_marketing_topic(admi
 
 
 def test_the_demos_marketing_templates_carry_their_links():
-    from orchestrator.core.demo import load_demo
+    from orchestrator.demo.services import load_demo
 
     load_demo()
     marketing = MessageTemplate.objects.filter(topic__kind=Topic.Kind.MARKETING)

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from orchestrator.core.views import BEAT_DISPATCH_ENTRY, beat_stale_after
+from orchestrator.ops.health import BEAT_DISPATCH_ENTRY, beat_stale_after
 
 pytestmark = pytest.mark.django_db
 

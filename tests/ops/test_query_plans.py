@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from journeys.enrollment import Candidate, enroll
 from journeys.models import Enrollment
-from orchestrator.core import metrics
 from orchestrator.delivery.models import Message
+from orchestrator.ops import metrics
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
 from tests.journeys.conftest import make_journey, send
 

@@ -11,6 +11,6 @@ def pytest_configure(config):
 
 @pytest.fixture
 def demo(db):
-    from orchestrator.core.demo import load_demo
+    from orchestrator.demo.services import load_demo
 
     return load_demo()

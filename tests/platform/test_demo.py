@@ -146,3 +146,35 @@ def test_the_demo_shows_a_reply_for_journeys_and_a_japanese_stop_on_line(demo):
         customer=opt_out.customer, source="inbound_keyword", evidence__text="配信停止"
     ).exists()
     assert InboundMessage.objects.count() == 2
+
+
+def test_the_demo_journeys_are_definition_files_loaded_active_once(demo):
+    from journeys.definition import validate
+    from journeys.models import Journey
+    from orchestrator.demo.services import JOURNEYS_DIR, demo_journeys
+
+    definitions = demo_journeys()
+    keys = {d["key"] for d in definitions}
+    # One file per journey, named by its key.
+    assert {p.stem for p in JOURNEYS_DIR.glob("*.json")} == keys
+    assert keys == {"shoe-replenishment", "fitting-reminders", "first-snow"}
+    for definition in definitions:
+        assert validate(definition) == [], definition["key"]
+    assert demo.journeys == len(keys)
+    journeys = Journey.objects.filter(key__in=keys)
+    assert sorted(j.status for j in journeys) == [Journey.Status.ACTIVE] * len(keys)
+    call_command("load_demo")
+    assert Journey.objects.filter(key__in=keys).count() == len(keys)
+
+
+def test_load_demo_if_empty_leaves_a_database_with_customers_alone(capsys):
+    from orchestrator.audience.services import customer_upsert
+
+    customer_upsert(external_id="someone")
+    call_command("load_demo", "--if-empty")
+    assert Customer.objects.count() == 1
+    assert capsys.readouterr().out == ""
+    Customer.objects.all().delete()
+    call_command("load_demo", "--if-empty")
+    assert Customer.objects.count() == 50
+    assert "Demo data loaded" in capsys.readouterr().out

@@ -11,7 +11,6 @@ from django.utils import timezone
 from channels.webhooks.models import WebhookEvent
 from journeys.models import Enrollment, StepRun
 from orchestrator.audience.models import Customer, Event
-from orchestrator.audience.privacy import customer_erase
 from orchestrator.audience.services import customer_upsert
 from orchestrator.consent.models import (
     ChannelOptOut,
@@ -23,6 +22,7 @@ from orchestrator.consent.models import (
 )
 from orchestrator.delivery.dispatcher import dispatch_due
 from orchestrator.delivery.models import InboundMessage, Message, MessageEvent, MessageStatus
+from orchestrator.privacy.services import customer_erase
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
 from tests.privacy.conftest import EMAIL, PHONE, inbound_sms
 

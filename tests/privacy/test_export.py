@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from orchestrator.audience.privacy import customer_export
 from orchestrator.consent.suppressions import suppressions_add
+from orchestrator.privacy.services import customer_export
 from tests.delivery.factories import make_customer
 from tests.privacy.conftest import EMAIL, PHONE
 

@@ -15,8 +15,8 @@ from django.utils import timezone
 from journeys import engine
 from journeys.enrollment import Candidate, enroll
 from journeys.models import Enrollment
+from orchestrator.analytics.timeline import customer_timeline
 from orchestrator.audience.services import event_record
-from orchestrator.audience.timeline import customer_timeline
 from orchestrator.consent.channel_consent import channel_opt_out
 from orchestrator.delivery.dispatcher import dispatch_due
 from orchestrator.delivery.models import Message, MessageEvent

@@ -157,15 +157,8 @@ class Command(BaseCommand):
         return None
 
     def _load_demo_once(self) -> None:
-        from orchestrator.audience.models import Customer
-        from orchestrator.core import demo
-
-        # Only into an empty database: a developer who deleted demo rows keeps them deleted.
-        if Customer.objects.exists():
-            return
-        self._say("loading the Stride Running demo data...")
-        summary = demo.load_demo()
-        self._say(f"demo data: {summary}")
+        # The demo is an app above the domain: it is asked for by name, not imported here.
+        call_command("load_demo", "--if-empty", stdout=self.stdout)
 
     def _child_env(self, broker_url: str, port: int) -> dict[str, str]:
         child = dict(os.environ)

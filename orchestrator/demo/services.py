@@ -4,19 +4,27 @@ their shoes are due (Alex the runner, from the product brief), in six time zones
 Everything is deterministic (fixed names, a seeded random generator) and loading
 is idempotent: rows that exist are left alone, events carry client ids and
 messages idempotency keys, so a second run changes nothing.
+
+The journeys are JSON definition files under ``journeys/`` (what the journeys API
+accepts), saved and activated through the journeys' own services; the rest is here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import random
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal
+from pathlib import Path
 
 from django.db import transaction
 from django.utils import timezone
 
+from channels.webhooks.processing import Inbound, handle_inbound
+from journeys.services import journey_activate, journey_save
+from journeys.models import Journey
 from orchestrator.audience.models import Customer
 from orchestrator.audience.services import EventInput, customer_upsert, events_record
 from orchestrator.consent.models import ChannelPreference, ConsentRecord, Subscription, Topic
@@ -794,6 +802,11 @@ DEMO_SENDS = [
 
 
 @transaction.atomic
+def database_has_customers() -> bool:
+    """Whether anyone is in the database already (then ``manage.py dev`` loads no demo)."""
+    return Customer.objects.exists()
+
+
 def load_demo(*, today: dt.date | None = None) -> DemoSummary:
     """Load the Stride Running demo; safe to run again (existing rows are left as they are)."""
     summary = DemoSummary()
@@ -890,152 +903,21 @@ def load_demo(*, today: dt.date | None = None) -> DemoSummary:
     return summary
 
 
-#: The demo's journeys, in the same JSON definition the admin exports and the API takes.
-JOURNEYS = [
-    {
-        "key": "shoe-replenishment",
-        "name": "Running shoes due for replacement",
-        "description": "Each runner's own buying rhythm (their median interval between pairs, "
-        "or 150 days for a new customer) predicts when their shoes reach ~600 km; we remind "
-        "them ten days before, once more a week later, and stop the moment they buy.",
-        "topic": "replenishment",
-        "priority": 4,
-        "entry": {"rule": "every_time"},
-        "trigger": {
-            "kind": "replenishment",
-            "event": "order.completed",
-            "product_property": "product",
-            "default_cycle_days": 150,
-            "product_cycles": {"Stride Trail Ridge 2": 120},
-            "min_purchases": 3,
-            "remind_days_before": 10,
-            "grace_days": 3,
-        },
-        "exit_events": [{"event": "order.completed", "match": "product"}],
-        "goal": {"event": "order.completed", "within_hours": 24 * 21, "exits": True},
-        "on_hold": "defer",
-        "steps": [
-            {
-                "key": "remind",
-                "kind": "send",
-                "label": "Reminder on their channel",
-                "next": "week",
-                "config": {"template": "replenishment-reminder", "channel": "preferred"},
-            },
-            {
-                "key": "week",
-                "kind": "wait",
-                "next": "nudge",
-                "config": {"mode": "duration", "minutes": 7 * 24 * 60},
-            },
-            {
-                "key": "nudge",
-                "kind": "send",
-                "label": "Second reminder by email",
-                "config": {"template": "replenishment-reminder", "channel": "email"},
-            },
-        ],
-    },
-    {
-        "key": "fitting-reminders",
-        "name": "Fitting appointment reminders",
-        "description": "The day before (reply 1 to confirm, 2 to change) and two hours before.",
-        "topic": "appointments",
-        "priority": 8,
-        "entry": {"rule": "every_time"},
-        "trigger": {
-            "kind": "date",
-            "source": "attribute",
-            "attribute": "fitting_at",
-            "offset_minutes": -24 * 60,
-            "grace_minutes": 120,
-        },
-        "exit_events": [{"event": "appointment.canceled"}],
-        "on_hold": "defer",
-        "steps": [
-            {
-                "key": "day-before",
-                "kind": "send",
-                "label": "Day-before reminder",
-                "next": "answer",
-                "config": {"template": "fitting-reminder", "channel": "preferred"},
-            },
-            {
-                "key": "answer",
-                "kind": "wait_for_event",
-                "label": "Wait for a reply",
-                "next": "wants-change",
-                "alt_next": "two-hours",
-                "config": {"event": "message.replied", "timeout_minutes": 12 * 60},
-            },
-            {
-                "key": "wants-change",
-                "kind": "branch",
-                "label": "Replied 2 (change)?",
-                "next": "flag",
-                "alt_next": "two-hours",
-                "config": {"conditions": [{"type": "reply", "op": "eq", "value": "2"}]},
-            },
-            {
-                "key": "flag",
-                "kind": "update_attribute",
-                "label": "Flag for the store to call",
-                "next": "done",
-                "config": {"name": "fitting_status", "value": "wants another time"},
-            },
-            {"key": "done", "kind": "exit", "label": "Store calls them back"},
-            {
-                "key": "two-hours",
-                "kind": "wait",
-                "label": "Until two hours before",
-                "next": "soon",
-                "config": {"mode": "until_date", "attribute": "fitting_at", "offset_minutes": -120},
-            },
-            {
-                "key": "soon",
-                "kind": "send",
-                "label": "Two-hour reminder",
-                "config": {"template": "fitting-soon", "channel": "preferred"},
-            },
-        ],
-    },
-    {
-        "key": "first-snow",
-        "name": "First snow day: winter trail shoes",
-        "description": "When the weather feed reports the first snow in a customer's city, "
-        "offer winter trail shoes at once - real-time context, not a batch next week.",
-        "topic": "promotions",
-        "priority": 6,
-        "entry": {"rule": "once_per", "days": 60},
-        "trigger": {
-            "kind": "event",
-            "event": "weather.changed",
-            "filter": [{"type": "property", "name": "condition", "op": "eq", "value": "snow"}],
-        },
-        "on_hold": "skip",
-        "steps": [
-            {
-                "key": "offer",
-                "kind": "send",
-                "label": "Winter trail offer",
-                "config": {
-                    "template": "spring-sale",
-                    "channel": "preferred",
-                    "ttl_hours": 6,
-                    "data": {"collection": "winter trail shoes", "ends_on": "Sunday"},
-                },
-            }
-        ],
-    },
-]
+#: The demo's journeys: one file each, in the JSON definition the journeys API takes
+#: and the admin exports (``journeys.definition`` validates it on save).
+JOURNEYS_DIR = Path(__file__).resolve().parent / "journeys"
+
+
+def demo_journeys() -> list[dict]:
+    """The journey definitions under ``journeys/``, in file-name order."""
+    return [
+        json.loads(path.read_text(encoding="utf-8")) for path in sorted(JOURNEYS_DIR.glob("*.json"))
+    ]
 
 
 def _ensure_journeys() -> int:
-    from journeys.definition import journey_activate, journey_save
-    from journeys.models import Journey
-
     created = 0
-    for definition in JOURNEYS:
+    for definition in demo_journeys():
         if Journey.objects.filter(key=definition["key"]).exists():
             continue
         journey_activate(journey=journey_save(definition))
@@ -1048,8 +930,6 @@ def _inbound_examples(people: list[DemoCustomer]) -> int:
     event for journeys), and one Japanese customer's 配信停止 on LINE (a channel-wide
     marketing opt-out in the consent ledger). Recorded once, through the same code
     the webhooks use."""
-    from channels.webhooks.processing import Inbound, handle_inbound
-
     line_people = [p for p in people if p.line_user_id]
     examples = [
         ("alex", "sms", "+13125550100", "The arch didn't fit, the Pegasus felt better."),

@@ -5,9 +5,9 @@ query that is bounded by the customer and by ``limit`` (through an index leading
 the customer), so a customer with a million messages costs the same as one with ten,
 and no query scans a whole table.
 
-The core must not import the journeys app; it (and any other app) adds its part with
-``timeline_source_add(fn)`` from its ``AppConfig.ready``: ``fn(customer, limit, before)``
-returns entries older than ``before`` (all when None), newest first, at most ``limit``.
+Each source is ``fn(customer, limit, before)`` returning entries older than ``before``
+(all when None), newest first, at most ``limit``; the journeys' part is
+``journeys.timeline``, the rest is read here.
 
 Pagination: the next page is ``before=<the oldest entry's at>``. Entries at exactly
 that instant on the far side of the cut are skipped; with microsecond timestamps that
@@ -19,13 +19,13 @@ on a message from months ago appears when paging reaches that message's window.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from django.urls import reverse
 
+from journeys.timeline import journeys_timeline
 from orchestrator.audience.models import Customer
 from orchestrator.consent.models import ConsentRecord
+from orchestrator.core.timeline import Entry
 from orchestrator.delivery.models import Message, MessageEvent, MessageStatus
 
 #: The status changes worth a line of their own; the rest (queued, sending...) is noise.
@@ -52,33 +52,12 @@ _CAUSAL_ORDER = {"event": 0, "journey": 1, "message": 2, "status": 3, "consent":
 EVENT_PROPERTIES_SHOWN = 4
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One line of the timeline."""
-
-    at: dt.datetime
-    kind: str  # event, message, status, consent, journey
-    title: str
-    detail: str = ""
-    url: str = ""
-
-
-Source = Callable[[Customer, int, dt.datetime | None], list[Entry]]
-_sources: list[Source] = []
-
-
-def timeline_source_add(fn: Source) -> None:
-    """Add ``fn(customer, limit, before)`` to every timeline (once, however often called)."""
-    if fn not in _sources:
-        _sources.append(fn)
-
-
 def customer_timeline(
     *, customer: Customer, limit: int = 100, before: dt.datetime | None = None
 ) -> list[Entry]:
     """The customer's latest ``limit`` entries older than ``before``, newest first."""
     entries: list[Entry] = []
-    for source in (_events, _messages, _consent, *_sources):
+    for source in (_events, _messages, _consent, journeys_timeline):
         entries.extend(source(customer, limit, before))
     entries.sort(key=lambda e: (e.at, _CAUSAL_ORDER.get(e.kind, 0)), reverse=True)
     return entries[:limit]

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from orchestrator.core import views
+from orchestrator.ops import views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),

@@ -1,13 +1,9 @@
 """A person's rights over their data: export (GDPR Art. 15/20) and erasure (Art. 17).
 
-The core knows customers, events, consent and messages. Other apps hold personal data
-too (journeys: enrollments; channels: inbound messages and raw webhook payloads), but
-the core must not import them, so they register here from their ``AppConfig.ready``:
-
-- ``privacy_exporter_add(name, fn)``: ``fn(customer)`` returns JSON-ready data that the
-  export carries under ``name``;
-- ``privacy_eraser_add(fn)``: ``fn(customer)`` runs inside the erasure transaction,
-  before the customer row is deleted, and returns ``{what: count}`` for the summary.
+Customers, events, consent and messages are read here; the apps above delivery that
+hold personal data too have their part in their own ``privacy`` module, called
+directly: journeys (enrollments), the webhooks (inbound messages, raw payloads) and
+the dev inbox (copies of what was sent).
 
 The entry points (API, admin, the preference center) call ``customer_export`` and
 ``customer_erase`` and nothing else.
@@ -15,8 +11,6 @@ The entry points (API, admin, the preference center) call ``customer_export`` an
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,55 +18,22 @@ from django.apps import apps
 from django.db import transaction
 from django.utils import timezone
 
+from channels.devinbox.privacy import devinbox_erase
+from channels.webhooks.privacy import webhooks_erase, webhooks_export
+from journeys.privacy import journeys_erase, journeys_export
 from orchestrator.audience.models import Customer
-from orchestrator.consent.models import CHANNELS, Suppression, address_hash
+from orchestrator.audience.selectors import customer_addresses
+from orchestrator.consent.models import Suppression, address_hash
 from orchestrator.consent.suppressions import suppressions_add
+from orchestrator.core.jsonable import iso
 from orchestrator.delivery.models import WAITING_STATUSES, Message
 from orchestrator.delivery.services import messages_cancel
 
 #: Bumped when a section changes shape, so a client reading old exports can tell.
 EXPORT_FORMAT = 1
 
-Exporter = Callable[[Customer], Any]
-Eraser = Callable[[Customer], dict[str, int] | None]
-
-_CORE_SECTIONS = frozenset(
-    {
-        "format",
-        "exported_at",
-        "customer",
-        "events",
-        "subscriptions",
-        "consent_records",
-        "channel_preference",
-        "channel_opt_outs",
-        "suppressions",
-        "messages",
-    }
-)
-_exporters: dict[str, Exporter] = {}
-_erasers: list[Eraser] = []
-
-
-def privacy_exporter_add(name: str, fn: Exporter) -> None:
-    """Add a section ``name`` to every export. Registering the same name again replaces it."""
-    if name in _CORE_SECTIONS:
-        raise ValueError(f"{name!r} is a section of the core export")
-    _exporters[name] = fn
-
-
-def privacy_eraser_add(fn: Eraser) -> None:
-    """Run ``fn(customer)`` in every erasure, inside its transaction, before the delete."""
-    if fn not in _erasers:
-        _erasers.append(fn)
-
 
 # --- export ----------------------------------------------------------------------------
-
-
-def iso(value: dt.datetime | dt.date | dt.time | None) -> str | None:
-    """ISO 8601 (with offset for datetimes), or None: the export is plain JSON types only."""
-    return value.isoformat() if value is not None else None
 
 
 def _message(message: Message) -> dict[str, Any]:
@@ -110,24 +71,12 @@ def _message(message: Message) -> dict[str, Any]:
     }
 
 
-def customer_addresses(customer: Customer) -> set[tuple[str, str]]:
-    """Every (channel, address) we hold for the customer: the current ones, and those
-    their messages went to (an address changed since is still one they had)."""
-    held = {(c, customer.address_for(c)) for c in CHANNELS}
-    held |= set(
-        Message.objects.filter(customer=customer)
-        .exclude(to_address="")
-        .values_list("channel", "to_address")
-        .distinct()
-    )
-    return {(channel, address.strip()) for channel, address in held if address.strip()}
-
-
 def customer_export(*, customer: Customer) -> dict[str, Any]:
     """Everything held about the customer, as JSON-ready data (Art. 15 access, Art. 20
     portability): the row, events, consent (current state and the full ledger),
     preferences, suppressions of their addresses, every message with its rendered
-    content, decision trail and status history, and the registered apps' sections."""
+    content, decision trail and status history, their journeys, and what providers
+    told us about them (inbound messages, raw webhook payloads)."""
     preference = getattr(customer, "preference", None)
     hashes = {(c, address_hash(c, a)) for c, a in customer_addresses(customer)}
     suppressions = Suppression.objects.filter(address_hash__in={h for _c, h in hashes})
@@ -204,8 +153,8 @@ def customer_export(*, customer: Customer) -> dict[str, Any]:
         ],
         "messages": [_message(m) for m in messages],
     }
-    for name, exporter in _exporters.items():
-        export[name] = exporter(customer)
+    export["webhooks"] = webhooks_export(customer)
+    export["journeys"] = journeys_export(customer)
     return export
 
 
@@ -246,8 +195,9 @@ def customer_erase(*, customer: Customer, source: str) -> ErasureSummary:
        again later with the same address is refused at dispatch. An existing suppression
        (a bounce, say) is kept as it is: the address is blocked either way.
     3. Cancel their messages still waiting, so none is claimed between now and commit.
-    4. Run the registered erasers (journeys exit active enrollments; channels delete
-       inbound messages and scrub raw webhook payloads holding the addresses).
+    4. The other apps' parts: the dev inbox deletes its copies of what was sent to
+       them; the webhooks delete inbound messages and scrub raw webhook payloads
+       holding the addresses; journeys exit active enrollments.
     5. Delete the customer row and everything that cascades from it: events,
        subscriptions, the consent ledger, preferences, opt-outs, messages with their
        rendered content and history, enrollments and their step log, inbound messages.
@@ -286,8 +236,8 @@ def customer_erase(*, customer: Customer, source: str) -> ErasureSummary:
         )
         canceled = messages_cancel(message_ids=waiting, reason="the customer's data was erased")
         counts: dict[str, int] = {}
-        for eraser in _erasers:
-            for what, count in (eraser(locked) or {}).items():
+        for part in (devinbox_erase(locked), webhooks_erase(locked), journeys_erase(locked)):
+            for what, count in (part or {}).items():
                 counts[what] = counts.get(what, 0) + count
         _forget_in_admin_log(locked)
         _total, by_model = locked.delete()
