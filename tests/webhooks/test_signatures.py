@@ -240,3 +240,15 @@ def test_line_forged_or_tampered_is_refused(client, secrets_configured):
 
 def test_get_is_not_allowed(client, secrets_configured):
     assert client.get("/webhooks/twilio/status/").status_code == 405
+
+
+def test_every_provider_module_is_routed_from_the_registry():
+    from django.urls import resolve
+
+    from channels.webhooks.providers import PROVIDERS
+
+    for name, module in PROVIDERS.items():
+        assert name == module.NAME
+        for route, endpoint in module.ENDPOINTS.values():
+            match = resolve(f"/webhooks/{route}")
+            assert match.kwargs == {"provider": name, "endpoint": endpoint}
