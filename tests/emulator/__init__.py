@@ -6,6 +6,6 @@ shapes and error codes, and injects faults on demand. Run it by hand with
 ``python -m tests.emulator``.
 """
 
-from tests.emulator.server import Fault, ProviderEmulator, Received
+from tests.emulator.server import Fault, ProviderEmulator, Received, wait_until
 
-__all__ = ["Fault", "ProviderEmulator", "Received"]
+__all__ = ["Fault", "ProviderEmulator", "Received", "wait_until"]

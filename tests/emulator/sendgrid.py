@@ -45,7 +45,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.emulator.server import ProviderEmulator, Received, Response
+from tests.emulator.server import ProviderEmulator, Received, Response, wait_until
 
 PATH = "/v3/mail/send"
 HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
@@ -165,11 +165,9 @@ class EventHook:
 
     def wait(self, timeout: float = 5.0) -> None:
         """Until every batch scheduled so far has been posted (or failed)."""
-        deadline = time.monotonic() + timeout
-        for thread in list(self._threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                raise TimeoutError(f"SendGrid events still being posted after {timeout}s")
+        threads = list(self._threads)
+        if not wait_until(lambda: not any(thread.is_alive() for thread in threads), timeout):
+            raise TimeoutError(f"SendGrid events still being posted after {timeout}s")
 
 
 _event_hooks: weakref.WeakKeyDictionary[ProviderEmulator, EventHook] = weakref.WeakKeyDictionary()

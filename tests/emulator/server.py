@@ -14,6 +14,10 @@ Faults are queued per path prefix and consumed by the next matching requests:
 A timeout fault still records the request and, unless ``drop`` is set, lets the
 provider handler accept it after the delay: the case of a provider that took the
 message while the client gave up waiting.
+
+The emulator's own waits (``wait_until``) poll with short sleeps instead of blocking
+in a timed lock wait, so they keep their timeouts when the suite runs under
+libfaketime at another hour.
 """
 
 from __future__ import annotations
@@ -30,6 +34,25 @@ from urllib.parse import parse_qs, urlsplit
 
 Response = tuple[int, dict[str, str], Any]
 Handler = Callable[["Received"], Response]
+
+#: Seconds between two looks of a polling wait.
+POLL_INTERVAL = 0.005
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """True once ``condition()`` holds, False if it still does not after ``timeout`` seconds.
+
+    A timed lock wait (``Condition.wait(t)``, ``Event.wait(t)``, ``Thread.join(t)``)
+    never times out under libfaketime, which CI uses to run the suite at other hours:
+    CPython takes the deadline from the faked monotonic clock while the kernel waits
+    on the real one. ``time.sleep`` and ``time.monotonic`` stay consistent there.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return condition()
+        time.sleep(POLL_INTERVAL)
+    return True
 
 
 @dataclass

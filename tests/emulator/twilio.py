@@ -122,7 +122,13 @@ from urllib.parse import urlencode, urlsplit
 from twilio.request_validator import RequestValidator
 
 from channels.adapters.sms import segments
-from tests.emulator.server import ProviderEmulator, Received, Response
+from tests.emulator.server import (
+    POLL_INTERVAL,
+    ProviderEmulator,
+    Received,
+    Response,
+    wait_until,
+)
 
 API_VERSION = "2010-04-01"
 #: The account the emulator knows by default (any AC + 32 hex would do).
@@ -686,13 +692,12 @@ class _CallbackWorker:
                 self._thread.start()
             self._cond.notify_all()
 
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
     def wait_idle(self, timeout: float) -> bool:
+        return wait_until(self._idle, timeout)
+
+    def _idle(self) -> bool:
         with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+            return not self._queue and not self._busy
 
     def close(self) -> None:
         """Drop pending steps and stop the thread, waiting for a callback in flight."""
@@ -702,23 +707,23 @@ class _CallbackWorker:
             self._cond.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(self._twilio.callback_timeout + 1)
+            wait_until(lambda: not thread.is_alive(), self._twilio.callback_timeout + 1)
 
     def _next(self) -> _Step | None:
-        with self._cond:
-            while True:
+        while True:
+            with self._cond:
                 if self._closed:
                     return None
-                wait: float | None = None
-                if self._queue:
-                    if self._twilio.callbacks == "hold":
-                        wait = 0.02
-                    else:
-                        wait = self._queue[0][0] - time.monotonic()
-                        if wait <= 0:
-                            self._busy = True
-                            return heapq.heappop(self._queue)[2]
-                self._cond.wait(wait)
+                if not self._queue:
+                    # Nothing scheduled: an untimed wait, ``schedule`` and ``close`` notify.
+                    self._cond.wait()
+                    continue
+                if self._twilio.callbacks != "hold" and self._queue[0][0] <= time.monotonic():
+                    self._busy = True
+                    return heapq.heappop(self._queue)[2]
+            # A step not yet due, or held: look again shortly (see ``wait_until`` for why
+            # not ``self._cond.wait(seconds)``).
+            time.sleep(POLL_INTERVAL)
 
     def _run(self) -> None:
         while (step := self._next()) is not None:
@@ -774,8 +779,8 @@ class _CallbackWorker:
 def release_callbacks(emulator: ProviderEmulator) -> None:
     """Deliver the callbacks held with ``state.callbacks = "hold"`` (and later ones)."""
     twilio = state(emulator)
+    # The worker looks at held steps every POLL_INTERVAL: it sees the switch by itself.
     twilio.callbacks = "deliver"
-    twilio.worker.wake()
 
 
 def wait_for_callbacks(
