@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
@@ -24,6 +26,9 @@ from tests.webhooks.conftest import TWILIO_TOKEN, twilio_post
 EMAIL = "mika@example.com"
 PHONE = "+14155550123"
 SHOP_NUMBER = "+15005550006"
+#: Noon in Tokyo, Mika's timezone, outside her quiet hours (22:00-08:00): her
+#: marketing mail goes out at once whatever the hour the suite runs at.
+TOKYO_NOON = dt.datetime(2026, 6, 1, 3, 0, tzinfo=dt.UTC)
 
 
 @dataclass
@@ -61,7 +66,14 @@ def run_engine() -> None:
 
 
 @pytest.fixture
-def person(db, outbox, client, webhooks_configured) -> Person:
+def at_tokyo_noon():
+    """The test runs from noon in Tokyo on (the clock ticks on from there)."""
+    with time_machine.travel(TOKYO_NOON, tick=True):
+        yield
+
+
+@pytest.fixture
+def person(db, outbox, client, webhooks_configured, at_tokyo_noon) -> Person:
     """Mika: addresses, an event, consent choices, preferences, a sent message with its
     status history, a waiting one, an active journey enrollment and an inbound SMS."""
     promos = make_topic("promos", default_opt_in=False)
@@ -112,8 +124,6 @@ def person(db, outbox, client, webhooks_configured) -> Person:
 
 
 def _later():
-    import datetime as dt
-
     from django.utils import timezone
 
     return timezone.now() + dt.timedelta(days=2)
