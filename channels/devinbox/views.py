@@ -20,9 +20,9 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_safe
 
 from channels.adapters import get_adapter
+from channels.adapters.sms import segments
 from channels.devinbox.adapter import DevInboxAdapter
 from channels.devinbox.models import InboxMessage
-from channels.adapters.sms import segments
 
 CHANNEL_LABELS = {"email": "Email", "sms": "SMS", "whatsapp": "WhatsApp", "line": "LINE"}
 #: How each channel is drawn: an email, a phone's SMS bubble, or a chat app bubble.
