@@ -23,8 +23,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from channels.webhooks.processing import Inbound, handle_inbound
-from journeys.services import journey_activate, journey_save
 from journeys.models import Journey
+from journeys.services import journey_activate, journey_save
 from orchestrator.audience.models import Customer
 from orchestrator.audience.services import EventInput, customer_upsert, events_record
 from orchestrator.consent.models import ChannelPreference, ConsentRecord, Subscription, Topic
