@@ -20,8 +20,8 @@ from rest_framework import serializers
 from orchestrator.audience.models import Customer
 from orchestrator.audience.validators import normalize_phone
 from orchestrator.consent.models import CHANNELS, Channel, Topic
-from orchestrator.delivery.explain import customer_explanation
 from orchestrator.delivery.models import FrequencyRule, Message, MessageTemplate
+from orchestrator.delivery.selectors import customer_explanation
 
 #: Datetimes outside this range are refused: PostgreSQL would store them, but Python's
 #: datetime could not read some of them back once shifted to UTC.
@@ -477,6 +477,11 @@ class VariantSerializer(serializers.Serializer):
     )
     body = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False)
     html = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    provider_options = JsonObjectField(
+        required=False,
+        help_text="WhatsApp content_sid and content_variables, or a LINE kind; "
+        "left out, the variant keeps its options.",
+    )
 
 
 class TemplateSerializer(serializers.Serializer):
@@ -506,6 +511,7 @@ class TemplateSerializer(serializers.Serializer):
                 "subject": v.subject,
                 "body": v.body,
                 "html": v.html,
+                "provider_options": v.provider_options,
             }
             for v in template.variants.all()
         ]

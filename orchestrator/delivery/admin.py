@@ -9,7 +9,6 @@ suppressed) as tables a marketer can read.
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 from django import forms
 from django.contrib import admin, messages
@@ -27,7 +26,6 @@ from orchestrator.core.adminkit import (
     pretty_json,
 )
 from orchestrator.delivery.admin_views import fatigue_overview
-from orchestrator.delivery.explain import customer_explanation
 from orchestrator.delivery.models import (
     FrequencyRule,
     Message,
@@ -37,8 +35,12 @@ from orchestrator.delivery.models import (
 )
 from orchestrator.delivery.rendering import TemplateProblem, check_syntax
 from orchestrator.delivery.rule_services import clean_rule
+from orchestrator.delivery.selectors import customer_explanation
 from orchestrator.delivery.services import messages_cancel
-from orchestrator.delivery.template_services import opt_out_link_problem
+from orchestrator.delivery.template_services import (
+    opt_out_link_problem,
+    provider_options_problem,
+)
 
 
 class TemplateVariantForm(forms.ModelForm):
@@ -68,50 +70,6 @@ class TemplateVariantForm(forms.ModelForm):
         if problem:
             self.add_error("provider_options", problem)
         return cleaned
-
-
-_CONTENT_SID = re.compile(r"^HX[0-9a-f]{32}$")
-
-
-def provider_options_problem(channel: str | None, options) -> str:
-    """Why a variant's provider options cannot work for its channel, or ""."""
-    if not options:
-        return ""
-    if not isinstance(options, dict):
-        return "Provider options must be a JSON object."
-    if channel == "whatsapp":
-        unknown = set(options) - {"content_sid", "content_variables"}
-        if unknown:
-            return f"WhatsApp takes content_sid and content_variables, not {sorted(unknown)}."
-        if not _CONTENT_SID.match(str(options.get("content_sid", ""))):
-            return "content_sid must be an approved Content template SID: HX and 32 hex digits."
-        variables = options.get("content_variables", {})
-        if not isinstance(variables, dict) or not all(
-            isinstance(v, str) for v in variables.values()
-        ):
-            return 'content_variables must map placeholders to text, e.g. {"1": "..."}.'
-    elif channel == "line":
-        if options.get("kind") not in ("template", "flex"):
-            return 'LINE options need "kind": "template" or "flex".'
-    else:
-        return f"{channel} variants take no provider options."
-
-    def strings(value):
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, dict):
-            for item in value.values():
-                yield from strings(item)
-        elif isinstance(value, list):
-            for item in value:
-                yield from strings(item)
-
-    for text in strings(options):
-        try:
-            check_syntax(text, field="provider_options")
-        except TemplateProblem as problem:
-            return f"Liquid in provider options: {problem.args[0]}"
-    return ""
 
 
 class TemplateVariantFormSet(forms.BaseInlineFormSet):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.template.response import TemplateResponse
 
 from orchestrator.core.charts import Series, bar_chart
-from orchestrator.delivery.overview import holds_by_day, messages_per_customer_week
+from orchestrator.delivery.selectors import holds_by_day, messages_per_customer_week
 
 
 def fatigue_overview(request, *, admin_site, days: int = 14) -> TemplateResponse:

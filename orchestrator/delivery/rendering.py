@@ -8,6 +8,7 @@ loops, output size and nesting, treat an undefined variable as an error (the
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -135,6 +136,18 @@ def render_options(options: Any, context: dict[str, Any], *, depth: int = 0) -> 
     if isinstance(options, list):
         return [render_options(v, context, depth=depth + 1) for v in options]
     return options
+
+
+def option_strings(options: Any) -> Iterator[str]:
+    """Every string inside a variant's provider options (nested dicts and lists)."""
+    if isinstance(options, str):
+        yield options
+    elif isinstance(options, dict):
+        for item in options.values():
+            yield from option_strings(item)
+    elif isinstance(options, list):
+        for item in options:
+            yield from option_strings(item)
 
 
 def customer_context(customer) -> dict[str, Any]:

@@ -4,6 +4,10 @@ Every Liquid source is syntax-checked before anything is written, and all proble
 come back at once as field errors naming the variant, the field and the line, e.g.
 ``{"variants.0.body": ["line 2: missing expression"]}``.
 
+A variant's provider options (a WhatsApp Content template, a LINE template or flex
+message) are checked against its channel by ``provider_options_problem``, for the
+admin form and the API alike.
+
 A template whose topic is marketing must carry an opt-out link in what the customer
 reads (``opt_out_link_problem``): the law asks for a visible one (CAN-SPAM, Japan's
 Act on Specified Electronic Mail), so for email the List-Unsubscribe header alone
@@ -12,6 +16,7 @@ is not enough.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +27,12 @@ from django.db import IntegrityError, transaction
 from orchestrator.audience.validators import validate_locale
 from orchestrator.consent.models import CHANNELS, Topic
 from orchestrator.delivery.models import MessageTemplate, TemplateVariant
-from orchestrator.delivery.rendering import TemplateProblem, check_syntax, variables_used
+from orchestrator.delivery.rendering import (
+    TemplateProblem,
+    check_syntax,
+    option_strings,
+    variables_used,
+)
 
 VARIANT_FIELDS = ("subject", "body", "html")
 
@@ -41,6 +51,40 @@ class TemplateInUse(Exception):
             f"Template {key!r} is referred to by {messages} message(s); it cannot be deleted. "
             "Keep it, or change its variants instead."
         )
+
+
+#: A Twilio Content template SID: WhatsApp outside the session window sends only these.
+_CONTENT_SID = re.compile(r"^HX[0-9a-f]{32}$")
+
+
+def provider_options_problem(channel: str | None, options: Any) -> str:
+    """Why a variant's provider options cannot work for its channel, or ""."""
+    if not options:
+        return ""
+    if not isinstance(options, dict):
+        return "Provider options must be a JSON object."
+    if channel == "whatsapp":
+        unknown = set(options) - {"content_sid", "content_variables"}
+        if unknown:
+            return f"WhatsApp takes content_sid and content_variables, not {sorted(unknown)}."
+        if not _CONTENT_SID.match(str(options.get("content_sid", ""))):
+            return "content_sid must be an approved Content template SID: HX and 32 hex digits."
+        variables = options.get("content_variables", {})
+        if not isinstance(variables, dict) or not all(
+            isinstance(v, str) for v in variables.values()
+        ):
+            return 'content_variables must map placeholders to text, e.g. {"1": "..."}.'
+    elif channel == "line":
+        if options.get("kind") not in ("template", "flex"):
+            return 'LINE options need "kind": "template" or "flex".'
+    else:
+        return f"{channel} variants take no provider options."
+    for text in option_strings(options):
+        try:
+            check_syntax(text, field="provider_options")
+        except TemplateProblem as problem:
+            return f"Liquid in provider options: {problem.args[0]}"
+    return ""
 
 
 def opt_out_link_problem(*, channel: str, locale: str, field: str, source: str) -> str:
@@ -93,19 +137,25 @@ def _problem_text(problem: TemplateProblem) -> str:
     return f"line {problem.line}: {message}" if problem.line else message
 
 
-def _clean_variants(variants: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, str]], dict]:
+def _clean_variants(variants: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], dict]:
     errors: dict[str, list[str]] = {}
-    cleaned: list[dict[str, str]] = []
+    cleaned: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     if not variants:
         errors["variants"] = ["At least one variant is required."]
     for index, raw in enumerate(variants):
         where = f"variants.{index}"
-        variant = {
+        variant: dict[str, Any] = {
             "channel": raw.get("channel", ""),
             "locale": raw.get("locale") or "en",
             **{name: raw.get(name) or "" for name in VARIANT_FIELDS},
         }
+        # Left out, a variant keeps the options it has (set in the admin, say).
+        if "provider_options" in raw:
+            variant["provider_options"] = raw["provider_options"] or {}
+            problem = provider_options_problem(variant["channel"], variant["provider_options"])
+            if problem:
+                errors.setdefault(f"{where}.provider_options", []).append(problem)
         if variant["channel"] not in CHANNELS:
             errors[f"{where}.channel"] = [f"Must be one of {', '.join(CHANNELS)}."]
         try:
@@ -135,7 +185,7 @@ def _clean_variants(variants: Sequence[Mapping[str, Any]]) -> tuple[list[dict[st
 
 def _clean(
     *, key: str, name: str, topic: str | None, variants: Sequence[Mapping[str, Any]]
-) -> tuple[Topic | None, list[dict[str, str]]]:
+) -> tuple[Topic | None, list[dict[str, Any]]]:
     cleaned, errors = _clean_variants(variants)
     try:
         validate_slug(key)
@@ -157,8 +207,11 @@ def _clean(
     return topic_row, cleaned
 
 
-def _write_variants(template: MessageTemplate, variants: list[dict[str, str]]) -> None:
-    """Make the template's variants exactly ``variants``, keeping rows that stay."""
+def _write_variants(template: MessageTemplate, variants: list[dict[str, Any]]) -> None:
+    """Make the template's variants exactly ``variants``, keeping rows that stay.
+
+    A variant given without ``provider_options`` keeps the ones it has.
+    """
     wanted = {(v["channel"], v["locale"]): v for v in variants}
     existing = {(v.channel, v.locale): v for v in template.variants.all()}
     stale = [row.pk for pair, row in existing.items() if pair not in wanted]
@@ -168,10 +221,12 @@ def _write_variants(template: MessageTemplate, variants: list[dict[str, str]]) -
         row = existing.get(pair)
         if row is None:
             TemplateVariant.objects.create(template=template, **variant)
-        elif any(getattr(row, name) != variant[name] for name in VARIANT_FIELDS):
-            for name in VARIANT_FIELDS:
+            continue
+        names = [name for name in (*VARIANT_FIELDS, "provider_options") if name in variant]
+        if any(getattr(row, name) != variant[name] for name in names):
+            for name in names:
                 setattr(row, name, variant[name])
-            row.save(update_fields=[*VARIANT_FIELDS, "updated_at"])
+            row.save(update_fields=[*names, "updated_at"])
 
 
 def template_create(

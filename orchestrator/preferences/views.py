@@ -31,12 +31,12 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
-from orchestrator.delivery.explain import customer_explanation
 
 from orchestrator.audience.models import Customer
 from orchestrator.consent.models import ConsentRecord
 from orchestrator.consent.preferences import preferences_update, unsubscribe_from_all
 from orchestrator.consent.tokens import preference_customer_id
+from orchestrator.delivery.selectors import customer_explanation
 from orchestrator.preferences import selectors
 from orchestrator.preferences.forms import CHANNEL_LABELS, PreferencesForm, local_today
 

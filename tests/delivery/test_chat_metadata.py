@@ -123,7 +123,7 @@ def test_a_broken_option_template_fails_the_message_before_any_send(outbox):
     ],
 )
 def test_the_admin_refuses_provider_options_that_cannot_work(channel, options, problem):
-    from orchestrator.delivery.admin import provider_options_problem
+    from orchestrator.delivery.template_services import provider_options_problem
 
     found = provider_options_problem(channel, options)
     assert (problem in found) if problem else found == ""

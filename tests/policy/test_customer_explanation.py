@@ -7,7 +7,7 @@ import time_machine
 
 from orchestrator.consent.models import ChannelPreference, Subscription
 from orchestrator.delivery import dispatcher
-from orchestrator.delivery.explain import customer_explanation
+from orchestrator.delivery.selectors import customer_explanation
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
 
 pytestmark = pytest.mark.django_db
