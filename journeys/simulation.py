@@ -11,7 +11,7 @@ Nothing is sent and nothing is written. The forecast has three parts:
 2. **A walk** of a deterministic sample of those entrants through the steps, the way the
    engine moves them: waits move the clock, branches read current data, splits use a
    stable hash, and each send is routed and consent-checked the way the dispatcher
-   would (``resolve_channel``, then consent and suppression for each channel option).
+   would (``delivery.routing``, then consent and suppression for each channel option).
 3. **The fatigue policy** (caps, gaps, quiet hours in each customer's own time zone)
    over the simulated sends plus each customer's real recent history, so the forecast
    shows what would be deferred or dropped, and why.
@@ -42,13 +42,8 @@ from journeys.triggers import registry
 from orchestrator.audience.models import Customer
 from orchestrator.consent.models import Topic
 from orchestrator.consent.selectors import SUPPRESSED, ConsentRequest, consent_decisions
-from orchestrator.delivery import fatigue, policy
+from orchestrator.delivery import fatigue, policy, routing
 from orchestrator.delivery.models import FrequencyRule, MessageTemplate
-from orchestrator.delivery.services import (
-    DEFAULT_CHANNEL_ORDER,
-    SendRefused,
-    resolve_channel,
-)
 
 MAX_DAYS = 60
 MAX_SAMPLE = 10_000
@@ -203,27 +198,27 @@ def _channel_options(world: _World, customer: Customer, config: Mapping[str, Any
     if channels is None:
         world.notes.add(f"Template {config['template']!r} does not exist: its sends are skipped.")
         return []
-    requested = config.get("channel") or "preferred"
-    try:
-        resolved, _how = resolve_channel(
-            customer=customer,
-            topic=world.topic,
-            template_channels=channels,
-            requested=requested,
-        )
-    except SendRefused:
+    requested = config.get("channel") or routing.PREFERRED
+    order, own = routing.customer_channel_order(customer)
+    route = routing.resolve_channel(
+        requested,
+        order=order,
+        own_order=own,
+        topic_channels=world.topic.channels,
+        template_channels=channels,
+        address_for=customer.address_for,
+    )
+    if route is None or route[0] not in channels:
         return []
-    if resolved not in channels:
-        return []
-    if requested != "preferred":
-        return [resolved]
     # The dispatcher re-routes "preferred" at send time: every reachable channel, in order.
-    preference = getattr(customer, "preference", None)
-    own = list(preference.channel_order) if preference and preference.channel_order else []
-    order = own + [c for c in DEFAULT_CHANNEL_ORDER if c not in own]
-    return [
-        c for c in order if c in world.topic.channels and c in channels and customer.address_for(c)
-    ] or [resolved]
+    return routing.send_options(
+        requested,
+        route[0],
+        order=order,
+        topic_channels=world.topic.channels,
+        template_channels=channels,
+        address_for=customer.address_for,
+    )
 
 
 def _walk(
@@ -337,13 +332,12 @@ def _consent(world: _World, sends: Sequence[_Send]) -> list[tuple[_Send, str]]:
         per_send[i].append((channel, decision))
     stopped = []
     for i, s in enumerate(sends):
-        allowed = [(c, d) for c, d in per_send[i] if d.allowed]
-        if not allowed:
-            code = per_send[i][0][1].code
-            stopped.append((s, "suppressed" if code == SUPPRESSED else "consent"))
+        channel, decision, alternatives = routing.choose_consented(per_send[i])
+        if not decision.allowed:
+            stopped.append((s, "suppressed" if decision.code == SUPPRESSED else "consent"))
             continue
-        s.channel = allowed[0][0]
-        s.alternatives = tuple(c for c, _d in allowed[1:])
+        s.channel = channel
+        s.alternatives = alternatives
     return stopped
 
 

@@ -12,14 +12,11 @@ from django.utils import timezone
 from orchestrator.audience.models import Customer
 from orchestrator.consent.models import CHANNELS, Topic
 from orchestrator.core.tasking import publish_on_commit
-from orchestrator.delivery.explain import explain
+from orchestrator.delivery import routing
 from orchestrator.delivery.models import Message, MessageEvent, MessageStatus, MessageTemplate
+from orchestrator.delivery.trail import explain
 
 logger = logging.getLogger(__name__)
-
-#: Used for "preferred" when the customer has not said: email first (half of consumers
-#: prefer it), then the messaging apps, then SMS.
-DEFAULT_CHANNEL_ORDER = ("email", "line", "whatsapp", "sms")
 
 
 class SendRefused(ValueError):
@@ -31,41 +28,31 @@ class SendRefused(ValueError):
         self.code = code
 
 
-def pick_locale(customer_locale: str, available: set[str]) -> str | None:
-    """The customer's locale, else its language, else English, else any variant."""
-    if not available:
-        return None
-    wanted = (customer_locale or "en").replace("_", "-")
-    for candidate in (wanted, wanted.split("-")[0], "en"):
-        if candidate in available:
-            return candidate
-    return sorted(available)[0]
-
-
-def resolve_channel(
+def _route(
     *, customer: Customer, topic: Topic, template_channels: set[str], requested: str
 ) -> tuple[str, str]:
-    """Return (channel, how it was chosen) or raise SendRefused."""
-    if requested != "preferred":
-        if requested not in CHANNELS:
-            raise SendRefused(f"Unknown channel {requested!r}.", field="channel")
-        return requested, f"{requested} as requested"
-    preference = getattr(customer, "preference", None)
-    own = list(preference.channel_order) if preference and preference.channel_order else []
-    order = own + [c for c in DEFAULT_CHANNEL_ORDER if c not in own]
-    source = "the customer's channel order" if own else "the default order"
-    for channel in order:
-        if (
-            channel in topic.channels
-            and channel in template_channels
-            and customer.address_for(channel)
-        ):
-            return channel, f"{channel}: first reachable channel in {source}"
-    raise SendRefused(
-        "No channel the customer can be reached on is allowed for this topic and template.",
-        field="channel",
-        code="no_reachable_channel",
+    """(channel, how it was chosen) by the routing rule, or raise SendRefused."""
+    if requested != routing.PREFERRED and requested not in CHANNELS:
+        raise SendRefused(f"Unknown channel {requested!r}.", field="channel")
+    # Only "preferred" reads the customer's order (a query unless it was loaded).
+    order, own = (
+        routing.customer_channel_order(customer) if requested == routing.PREFERRED else ([], False)
     )
+    route = routing.resolve_channel(
+        requested,
+        order=order,
+        own_order=own,
+        topic_channels=topic.channels,
+        template_channels=template_channels,
+        address_for=customer.address_for,
+    )
+    if route is None:
+        raise SendRefused(
+            "No channel the customer can be reached on is allowed for this topic and template.",
+            field="channel",
+            code="no_reachable_channel",
+        )
+    return route
 
 
 def message_create(
@@ -139,7 +126,7 @@ def message_build(
     if variants is None:
         variants = list(template.variants.values_list("channel", "locale"))
     template_channels = {c for c, _ in variants}
-    resolved, how = resolve_channel(
+    resolved, how = _route(
         customer=customer, topic=topic, template_channels=template_channels, requested=channel
     )
     if resolved not in template_channels:
@@ -156,7 +143,7 @@ def message_build(
                 f"Template {template.key!r} has no {fallback_channel} variant for the fallback.",
                 field="fallback_channel",
             )
-    locale = pick_locale(customer.locale, {loc for c, loc in variants if c == resolved})
+    locale = routing.pick_locale(customer.locale, {loc for c, loc in variants if c == resolved})
     now = timezone.now()
     send_after = max(send_at, now) if send_at else now
     if expires_at is not None and expires_at <= send_after:

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from channels.devinbox.models import InboxMessage
 from orchestrator.delivery import dispatcher
+from orchestrator.delivery.dispatcher import claim
 from orchestrator.delivery.models import Message, MessageStatus
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
 
@@ -114,7 +115,7 @@ def test_worker_killed_before_the_hand_off_leaves_the_message_waiting_and_it_is_
 
     def claim_then_die():
         with transaction.atomic(), connection.cursor() as cursor:
-            claimed, _expired = dispatcher._lock_due(cursor, limit=10, now=timezone.now())
+            claimed, _expired = claim.lock_due(cursor, limit=10, now=timezone.now())
             assert [m.id for m in claimed] == [message.id]
             os._exit(137)  # killed between the claim and the hand-off
 
@@ -169,7 +170,7 @@ def test_messages_a_stuck_worker_holds_are_skipped_not_sent_twice(outbox):
 
     def stuck_worker():
         with transaction.atomic(), connection.cursor() as cursor:
-            dispatcher._lock_due(cursor, limit=10, now=timezone.now())
+            claim.lock_due(cursor, limit=10, now=timezone.now())
             locked.set()
             release.wait(10)
             transaction.set_rollback(True)  # it never gets to the hand-off

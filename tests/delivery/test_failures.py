@@ -9,8 +9,7 @@ import time_machine
 from django.utils import timezone
 
 from channels.adapters import locmem
-from orchestrator.delivery import dispatcher
-from orchestrator.delivery.dispatcher import dispatch_due
+from orchestrator.delivery.dispatcher import dispatch_due, outcomes, recover_stalled
 from orchestrator.delivery.models import MessageStatus
 from tests.delivery.factories import (
     locmem_adapters,
@@ -122,14 +121,14 @@ def test_transient_failure_requeues_with_bounded_backoff_then_fails_after_max_at
 
     now = timezone.now()
     with time_machine.travel(now, tick=False) as traveller:
-        for attempt in range(1, dispatcher.MAX_ATTEMPTS):
+        for attempt in range(1, outcomes.MAX_ATTEMPTS):
             stats, _ = dispatch_due()
             assert stats.retrying == 1
             message.refresh_from_db()
             assert (message.status, message.attempts) == (MessageStatus.QUEUED, attempt)
             assert message.handed_off_at is None
             delay = message.send_after - timezone.now()
-            nominal = min(dispatcher.BACKOFF_BASE * 2 ** (attempt - 1), dispatcher.BACKOFF_MAX)
+            nominal = min(outcomes.BACKOFF_BASE * 2 ** (attempt - 1), outcomes.BACKOFF_MAX)
             assert nominal / 2 <= delay <= nominal
             delays.append(delay)
             # Not due yet: a second dispatch right away leaves it alone.
@@ -140,9 +139,9 @@ def test_transient_failure_requeues_with_bounded_backoff_then_fails_after_max_at
     assert stats.failed == 1
     message.refresh_from_db()
     assert message.status == MessageStatus.FAILED
-    assert message.attempts == dispatcher.MAX_ATTEMPTS
-    assert f"gave up after {dispatcher.MAX_ATTEMPTS} attempts" in message.explanation[-1]["reason"]
-    assert len(locmem.attempts) == dispatcher.MAX_ATTEMPTS
+    assert message.attempts == outcomes.MAX_ATTEMPTS
+    assert f"gave up after {outcomes.MAX_ATTEMPTS} attempts" in message.explanation[-1]["reason"]
+    assert len(locmem.attempts) == outcomes.MAX_ATTEMPTS
     assert outbox == []
     assert delays[-1] > delays[0]
 
@@ -154,7 +153,7 @@ def test_transient_failure_then_success_sends_exactly_once(settings, outbox):
     dispatch_due()
 
     settings.CHANNEL_ADAPTERS = locmem_adapters()
-    with time_machine.travel(timezone.now() + dispatcher.BACKOFF_MAX, tick=False):
+    with time_machine.travel(timezone.now() + outcomes.BACKOFF_MAX, tick=False):
         dispatch_due()
         dispatch_due()
 
@@ -170,7 +169,7 @@ def test_unknown_provider_outcome_stays_sending_and_is_never_resent(settings, ou
 
     stats, _ = dispatch_due()
     with time_machine.travel(timezone.now() + dt.timedelta(hours=1), tick=False):
-        dispatcher.recover_stalled()
+        recover_stalled()
         dispatch_due()
 
     assert stats.unknown == 1

@@ -9,8 +9,8 @@ from django.urls import reverse
 from orchestrator.api.auth import hash_key
 from orchestrator.api.models import ApiKey, IdempotencyRecord
 from orchestrator.consent.models import ConsentRecord, Suppression, address_hash
-from orchestrator.delivery.explain import explain
 from orchestrator.delivery.models import Message, MessageEvent, MessageTemplate
+from orchestrator.delivery.trail import explain
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,352 @@
+"""What a dispatch attempt did to each message, and writing it down.
+
+A provider's answer (``SendResult``) becomes a status here: sent, "maybe sent"
+(left ``sending`` for reconciliation), a fallback, a retry with backoff, or a
+failure; refused addresses are suppressed with the outcome. Every outcome is one
+row of one set-based statement that updates the messages and inserts their
+history rows, guarded by the claim (see ``record``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from django.conf import settings
+
+from channels.adapters import OutboundMessage, SendResult
+from orchestrator.consent.suppressions import suppressions_add
+from orchestrator.delivery.models import MessageStatus
+from orchestrator.delivery.trail import explain
+
+#: Provider attempts before a transiently failing message is given up as ``failed``.
+MAX_ATTEMPTS = getattr(settings, "DISPATCH_MAX_ATTEMPTS", 5)
+#: Backoff after the n-th transient failure: BASE * 2**(n-1), at most MAX, with jitter.
+BACKOFF_BASE = dt.timedelta(seconds=getattr(settings, "DISPATCH_BACKOFF_BASE_SECONDS", 30))
+BACKOFF_MAX = dt.timedelta(seconds=getattr(settings, "DISPATCH_BACKOFF_MAX_SECONDS", 3600))
+
+
+@dataclass
+class DispatchStats:
+    batches: int = 0
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    suppressed: int = 0
+    expired: int = 0
+    retrying: int = 0
+    deferred: int = 0
+    unknown: int = 0
+    #: Rows this worker claimed but lost before handing off (reclaimed elsewhere).
+    lost: int = 0
+    #: Claimed but left due for a later batch: another dispatcher was deciding for the
+    #: same customer.
+    busy: int = 0
+    #: Wall time spent in the fatigue policy stage (locks, history, decisions, writes).
+    policy_seconds: float = 0.0
+
+    def add(self, other: DispatchStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What to write for one message: new status, history reason, trail entry, columns."""
+
+    message_id: int
+    status: str
+    reason: str
+    entry: dict[str, Any]
+    provider: str | None = None
+    provider_message_id: str | None = None
+    sent_at: dt.datetime | None = None
+    last_error: str | None = None
+    send_after: dt.datetime | None = None
+    keep_handed_off: bool = True
+    #: Machine code for the history row (e.g. rule:<key>, quiet_hours, consent:...).
+    code: str = ""
+    #: Move the message to this channel (a fallback after a permanent failure).
+    channel: str | None = None
+    address: str | None = None
+
+
+# Each batch statement takes its rows as one JSON document (``jsonb_to_recordset``): one
+# parameter to quote instead of thousands of array elements, which the driver would
+# otherwise escape one by one in Python.
+
+#: Rows still waiting: locked by this transaction and not yet handed off.
+_WAITING = "m.status IN ('queued', 'scheduled', 'deferred')"
+
+# The outcome update and its history rows in one statement: history is written only
+# for the rows the update matched - rows still locked and waiting (before the hand-off)
+# or still under this worker's attempt id (after the provider call).
+_RECORD_SQL = """
+WITH u AS (
+    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(
+        id bigint, status text, reason text, entry jsonb, provider text,
+        provider_message_id text, sent_at timestamptz, last_error text,
+        send_after timestamptz, keep_handed_off boolean, code text, channel text,
+        address text)
+), updated AS (
+    UPDATE delivery_message AS m SET
+        status = u.status,
+        provider = COALESCE(u.provider, m.provider),
+        provider_message_id = COALESCE(u.provider_message_id, m.provider_message_id),
+        sent_at = COALESCE(u.sent_at, m.sent_at),
+        last_error = COALESCE(u.last_error, m.last_error),
+        send_after = COALESCE(u.send_after, m.send_after),
+        handed_off_at = CASE WHEN u.keep_handed_off THEN m.handed_off_at END,
+        channel = COALESCE(u.channel, m.channel),
+        to_address = COALESCE(u.address, m.to_address),
+        -- A fallback is used once: moving to it clears it.
+        fallback_channel = CASE WHEN u.channel IS NULL THEN m.fallback_channel ELSE '' END,
+        decided_at = CASE WHEN u.channel IS NULL THEN m.decided_at END,
+        explanation = m.explanation || jsonb_build_array(u.entry),
+        updated_at = %(now)s
+    FROM u
+    WHERE m.id = u.id AND {guard}
+    RETURNING m.id, u.status, u.reason, u.code
+)
+INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason, code)
+SELECT id, status, %(now)s, reason, COALESCE(code, '') FROM updated
+RETURNING message_id
+"""
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def as_json(rows: Any) -> str:
+    return json.dumps(rows, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def insert_events(cursor, rows: Sequence[tuple[int, str, str]], now: dt.datetime) -> None:
+    if not rows:
+        return
+    cursor.execute(
+        "INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason, code) "
+        "SELECT u.id, u.status, %(now)s, u.reason, '' "
+        "FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(id bigint, status text, reason text)",
+        {
+            "now": now,
+            "rows": as_json([{"id": i, "status": st, "reason": r} for i, st, r in rows]),
+        },
+    )
+
+
+_RECORD_LOCKED_SQL = _RECORD_SQL.format(guard=_WAITING)
+_RECORD_SENT_SQL = _RECORD_SQL.format(
+    guard="m.attempt_id = %(attempt_id)s AND m.status = 'sending'"
+)
+
+
+def record(
+    cursor,
+    outcomes: Sequence[Outcome],
+    attempt_id: uuid.UUID | None,
+    now: dt.datetime,
+    *,
+    locked: bool = False,
+) -> set:
+    """Write outcomes with their history; returns the ids written.
+
+    ``locked``: rows this transaction holds (not yet handed off); otherwise only rows
+    still under ``attempt_id`` (a reclaimed row is not overwritten by a late worker).
+    """
+    if not outcomes:
+        return set()
+    rows = [
+        {
+            "id": o.message_id,
+            "status": str(o.status),
+            "reason": o.reason,
+            "entry": o.entry,
+            "provider": o.provider,
+            "provider_message_id": o.provider_message_id,
+            "sent_at": o.sent_at,
+            "last_error": o.last_error,
+            "send_after": o.send_after,
+            "keep_handed_off": o.keep_handed_off,
+            "code": o.code,
+            "channel": o.channel,
+            "address": o.address,
+        }
+        for o in outcomes
+    ]
+    sql = _RECORD_LOCKED_SQL if locked else _RECORD_SENT_SQL
+    cursor.execute(sql, {"rows": as_json(rows), "attempt_id": attempt_id, "now": now})
+    return {row[0] for row in cursor.fetchall()}
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """Delay before the next try after ``attempts`` tries: exponential, capped, jittered.
+
+    The jitter (50-100% of the delay) spreads a burst of failures over time so a
+    recovering provider is not hit by the whole batch again at once.
+    """
+    exponent = max(attempts - 1, 0)
+    delay = min(BACKOFF_BASE * (2**exponent), BACKOFF_MAX)
+    return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
+
+
+def result_outcome(
+    result: SendResult,
+    *,
+    provider: str,
+    attempts: int,
+    now: dt.datetime,
+    fallback: tuple[str, str] | None = None,
+) -> Outcome:
+    """What a provider's answer means for the message. ``fallback``: (channel, address)."""
+    mid = result.message_id
+    if result.accepted:
+        reason = f"accepted by {provider}"
+        return Outcome(
+            mid,
+            MessageStatus.SENT,
+            reason,
+            explain(
+                "send",
+                MessageStatus.SENT,
+                reason,
+                provider=provider,
+                provider_message_id=result.provider_message_id,
+                attempt=attempts,
+                **({"provider_detail": result.detail} if result.detail else {}),
+            ),
+            provider=provider,
+            provider_message_id=result.provider_message_id,
+            sent_at=now,
+        )
+    error = result.error or "refused without a reason"
+    code = result.error_code
+    if result.unknown:
+        reason = f"outcome unknown ({error}); awaiting provider status, not resent"
+        return Outcome(
+            mid,
+            MessageStatus.SENDING,
+            reason,
+            explain("send", "unknown", reason, provider=provider, code=result.error_code),
+            provider=provider,
+            last_error=error,
+        )
+    if result.permanent and fallback is not None:
+        channel, address = fallback
+        reason = f"{provider} refused it permanently ({error}); trying the fallback, {channel}"
+        return Outcome(
+            mid,
+            MessageStatus.QUEUED,
+            reason,
+            explain("send", "fallback", reason, provider=provider, code=code, fallback=channel),
+            provider=provider,
+            last_error=error,
+            send_after=now,
+            keep_handed_off=False,
+            code="fallback",
+            channel=channel,
+            address=address,
+        )
+    if result.permanent:
+        reason = f"{provider} refused it permanently: {error}"
+        if result.suppress:
+            reason += f"; the address is suppressed from now on ({result.suppress})"
+        return Outcome(
+            mid,
+            MessageStatus.FAILED,
+            reason,
+            explain("send", MessageStatus.FAILED, reason, provider=provider, code=code),
+            provider=provider,
+            last_error=error,
+            keep_handed_off=False,
+        )
+    if attempts >= MAX_ATTEMPTS:
+        reason = f"gave up after {attempts} attempts; last error from {provider}: {error}"
+        return Outcome(
+            mid,
+            MessageStatus.FAILED,
+            reason,
+            explain("send", MessageStatus.FAILED, reason, provider=provider, code=code),
+            provider=provider,
+            last_error=error,
+            keep_handed_off=False,
+        )
+    retry_at = now + backoff(attempts)
+    reason = (
+        f"{provider} failed transiently ({error}); retry {attempts + 1} of {MAX_ATTEMPTS} "
+        f"at {retry_at:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    return Outcome(
+        mid,
+        MessageStatus.QUEUED,
+        reason,
+        explain(
+            "send",
+            "retry",
+            reason,
+            provider=provider,
+            code=result.error_code,
+            attempt=attempts,
+            retry_at=retry_at.isoformat(),
+        ),
+        provider=provider,
+        last_error=error,
+        send_after=retry_at,
+        # The provider said no: it definitely does not have it, so a resend is safe.
+        keep_handed_off=False,
+    )
+
+
+def suppress_refused_addresses(
+    results: Sequence[tuple[SendResult, str]],
+    sent: dict[int, OutboundMessage],
+    written: set,
+) -> None:
+    """Suppress the addresses a provider called unusable, with the recorded outcome.
+
+    The address itself is unusable (an opt-out at the carrier, a dead number): no
+    later send of any kind should try it again. Only the provider's code goes in the
+    detail: its text may quote the address.
+    """
+    suppressions_add(
+        (
+            sent[r.message_id].channel,
+            sent[r.message_id].to,
+            r.suppress,
+            f"{provider} {r.error_code}".strip(),
+        )
+        for r, provider in results
+        if r.suppress and not r.accepted and r.message_id in written
+    )
+
+
+#: The counter each recorded outcome adds to; any other status counts as failed.
+_COUNTER_FOR_STATUS = {
+    MessageStatus.SENT: "sent",
+    MessageStatus.QUEUED: "retrying",  # a transient failure, tried again later
+    MessageStatus.SENDING: "unknown",  # the provider may have it: awaiting its status
+    MessageStatus.DEFERRED: "deferred",
+    MessageStatus.EXPIRED: "expired",
+    MessageStatus.SUPPRESSED: "suppressed",
+}
+
+
+def tally(stats: DispatchStats, outcomes: Sequence[Outcome], written: set) -> None:
+    for outcome in outcomes:
+        counter = (
+            _COUNTER_FOR_STATUS.get(outcome.status, "failed")
+            if outcome.message_id in written
+            else "lost"
+        )
+        setattr(stats, counter, getattr(stats, counter) + 1)
