@@ -31,6 +31,8 @@ STALLED_AFTER = dt.timedelta(minutes=5)
 
 @dataclass(slots=True)
 class Claimed:
+    """A due message locked by this transaction: the columns the batch works from."""
+
     id: int
     customer_id: int
     topic_id: int

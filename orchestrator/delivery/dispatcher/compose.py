@@ -50,6 +50,8 @@ from orchestrator.delivery.trail import explain
 
 @dataclass
 class Prepared:
+    """The rendered batch: (message, snapshot) pairs to hand off, outcomes for the rest."""
+
     sendable: list[tuple[OutboundMessage, dict[str, Any]]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
 

@@ -31,7 +31,7 @@ def apply_policy(
 
     Returns the messages that may go now, the outcomes of the held ones (deferred,
     dropped, expired), and the policy's explanation entry per message let through.
-    Consent-blocked messages pass through untouched (``_prepare`` suppresses them).
+    Consent-blocked messages pass through untouched (``compose.prepare`` suppresses them).
     """
     items = [
         fatigue.PolicyInput(

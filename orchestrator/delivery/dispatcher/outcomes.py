@@ -33,6 +33,8 @@ BACKOFF_MAX = dt.timedelta(seconds=getattr(settings, "DISPATCH_BACKOFF_MAX_SECON
 
 @dataclass
 class DispatchStats:
+    """What one or more batches did, counted by what became of each message."""
+
     batches: int = 0
     claimed: int = 0
     sent: int = 0
