@@ -157,6 +157,9 @@ class Message(models.Model):
         help_text="Set just before the provider call: a stalled send with this set may have "
         "gone out and is reconciled, never blindly resent.",
     )
+    #: LINE's ``X-Line-Retry-Key`` of the current attempt: random, set when the attempt is
+    #: handed off, reused only to reconcile that same attempt (LINE runs a key once).
+    retry_key = models.UUIDField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     explanation = models.JSONField(
