@@ -588,7 +588,7 @@ def _customers(today: dt.date) -> list[DemoCustomer]:
             channel_order=["line", "email"] if has_line else ["email"],
             shoe_size=f"{rng.choice([23.5, 24.0, 24.5, 25.5, 26.0, 26.5, 27.0, 27.5])} cm",
             city=rng.choice(["Tokyo", "Yokohama", "Osaka", "Fukuoka", "Sapporo"]),
-            opted_in=True if i == 0 else None,  # 健太 gets the LINE reminder in the demo sends
+            opted_in=True if i == 0 else None,  # 健太 gets the journey's LINE reminder
         )
     regions = [
         (CHICAGO, "America/Chicago", "Chicago", "USD", "+1312555{:04d}", 101),
@@ -789,6 +789,8 @@ def _midday(day: dt.date, tz_name: str) -> dt.datetime:
 
 
 #: (external_id, template, channel) for the messages queued so the dev inbox has something.
+#: Replenishment reminders are not here: the shoe-replenishment journey sends Alex's and
+#: Kenta's as soon as it starts, and a second copy queued here reached them twice.
 DEMO_SENDS = [
     ("alex", "order-confirmation", "email"),
     ("kenta-sato", "order-confirmation", "preferred"),
@@ -796,8 +798,6 @@ DEMO_SENDS = [
     ("maria-garcia", "order-confirmation", "sms"),
     ("oliver-hughes", "order-confirmation", "email"),
     ("misaki-suzuki", "order-confirmation", "line"),
-    ("alex", "replenishment-reminder", "email"),
-    ("kenta-sato", "replenishment-reminder", "preferred"),
 ]
 
 
