@@ -11,9 +11,12 @@ the next run, so the dispatcher's own record is never lost. A message whose outc
 was unknown (the provider call timed out) is reconciled here: the provider's report
 sets its status and provider id.
 
-Inbound messages are handled one by one: STOP-family keywords opt the sender out
-of marketing on that channel, START-family opt back in, HELP answers with help
-text, and anything else becomes a ``message.replied`` event for journeys.
+Inbound messages are handled one by one: a STOP-family keyword from a phone number
+stops every send from the sender it was texted to (our number) to that number,
+transactional included, whichever customer records hold it, but its one
+confirmation; START-family undoes exactly that; HELP answers with help text; and
+anything else becomes a ``message.replied`` event for journeys. On LINE, which has
+no numbers, STOP opts every record holding the user id out of marketing.
 """
 
 from __future__ import annotations
@@ -30,9 +33,17 @@ from django.utils import timezone
 from channels.webhooks.events import ContactChange, Event, Inbound, StatusChange, StoredEvent
 from channels.webhooks.models import WebhookEvent
 from channels.webhooks.providers import PROVIDERS
-from orchestrator.consent.channel_consent import channel_opt_in, channel_opt_out
+from orchestrator.consent.channel_consent import (
+    address_holders,
+    channel_opt_in,
+    channel_opt_out,
+    number_opt_in,
+    number_opt_out,
+    stop_confirmation_allow,
+)
 from orchestrator.consent.keywords import HELP, START, STOP, classify, keyword_reply
-from orchestrator.consent.models import ConsentRecord
+from orchestrator.consent.models import ConsentRecord, Suppression
+from orchestrator.consent.senders import SENDER_KEYED, sender_address
 from orchestrator.consent.suppressions import suppressions_add
 from orchestrator.delivery.models import InboundMessage, Message, MessageEvent, MessageStatus
 from orchestrator.delivery.status import FAILED_OUTCOMES, may_move
@@ -326,28 +337,33 @@ def handle_inbound(inbound: Inbound) -> InboundMessage | None:
     }
     reply_to = _last_sent(customer.id, inbound.channel) if customer else None
     changed = False
+    stop: Suppression | None = None
     if keyword == STOP:
         outcome = InboundMessage.Outcome.OPTED_OUT
-        if customer is not None:
-            changed = channel_opt_out(
-                customer_id=customer.id,
+        if inbound.channel in SENDER_KEYED:
+            stop = number_opt_out(
                 channel=inbound.channel,
+                address=inbound.from_address,
+                sender=sender_address(inbound.to_address),
+                source=ConsentRecord.Source.INBOUND_KEYWORD,
+                evidence=evidence,
+                detail=f"inbound STOP {inbound.provider_message_id}",
+            )
+            changed = stop is not None
+        else:
+            changed = _line_opt_out(inbound, evidence)
+    elif keyword == START:
+        outcome = InboundMessage.Outcome.OPTED_IN
+        if inbound.channel in SENDER_KEYED:
+            changed = number_opt_in(
+                channel=inbound.channel,
+                address=inbound.from_address,
+                sender=sender_address(inbound.to_address),
                 source=ConsentRecord.Source.INBOUND_KEYWORD,
                 evidence=evidence,
             )
-        else:  # nobody we know: keep the number from ever getting marketing from us
-            changed = bool(
-                suppressions_add([(inbound.channel, inbound.from_address, "stop", "inbound STOP")])
-            )
-    elif keyword == START:
-        outcome = InboundMessage.Outcome.OPTED_IN
-        changed = channel_opt_in(
-            customer_id=customer.id if customer else None,
-            channel=inbound.channel,
-            address=inbound.from_address,
-            source=ConsentRecord.Source.INBOUND_KEYWORD,
-            evidence=evidence,
-        )
+        else:
+            changed = _line_opt_in(inbound, evidence)
     elif keyword == HELP:
         outcome = InboundMessage.Outcome.HELP
         changed = True
@@ -371,8 +387,43 @@ def handle_inbound(inbound: Inbound) -> InboundMessage | None:
     if outcome == InboundMessage.Outcome.REPLY:
         _record_reply(row, customer, reply_to)
     elif keyword and changed and customer is not None and settings.KEYWORD_CONFIRMATIONS:
-        _confirm(customer, inbound.channel, keyword)
+        confirmation = _confirm(customer, inbound.channel, keyword)
+        if stop is not None:
+            stop_confirmation_allow(suppression_id=stop.id, message_id=confirmation.id)
     return row
+
+
+def _line_opt_out(inbound: Inbound, evidence: dict[str, Any]) -> bool:
+    """STOP on a channel without numbers: every record holding the id opts out of marketing."""
+    holders = address_holders(inbound.channel, [inbound.from_address]).get(inbound.from_address, [])
+    if not holders:  # nobody we know: keep the id from ever getting marketing from us
+        entry = (inbound.channel, inbound.from_address, "stop", "inbound STOP")
+        return bool(suppressions_add([entry]))
+    changes = [
+        channel_opt_out(
+            customer_id=customer_id,
+            channel=inbound.channel,
+            source=ConsentRecord.Source.INBOUND_KEYWORD,
+            evidence=evidence,
+        )
+        for customer_id in holders
+    ]
+    return any(changes)
+
+
+def _line_opt_in(inbound: Inbound, evidence: dict[str, Any]) -> bool:
+    holders = address_holders(inbound.channel, [inbound.from_address]).get(inbound.from_address, [])
+    changes = [
+        channel_opt_in(
+            customer_id=customer_id,
+            channel=inbound.channel,
+            address=inbound.from_address,
+            source=ConsentRecord.Source.INBOUND_KEYWORD,
+            evidence=evidence,
+        )
+        for customer_id in holders or [None]
+    ]
+    return any(changes)
 
 
 def _last_sent(customer_id: int, channel: str) -> Message | None:
@@ -418,13 +469,13 @@ def _record_reply(row: InboundMessage, customer, reply_to: Message | None) -> No
     )
 
 
-def _confirm(customer, channel: str, keyword: str) -> None:
+def _confirm(customer, channel: str, keyword: str) -> Message:
     """One confirmation, through the outbox like any other send (recorded, retried)."""
     from orchestrator.delivery.services import message_create
     from orchestrator.delivery.system import keyword_reply_template
 
     text = keyword_reply(keyword, locale=customer.locale, brand=settings.BRAND_NAME)
-    message_create(
+    return message_create(
         customer=customer,
         template=keyword_reply_template(),
         channel=channel,

@@ -198,7 +198,15 @@ def address_hash(channel: str, address: str) -> str:
 
 
 class Suppression(models.Model):
-    """A hard stop for one address on one channel. Even transactional sends respect it."""
+    """A hard stop for one address on one channel. Even transactional sends respect it.
+
+    A STOP is about a phone number and one of our senders, not about a customer
+    record: a row with a ``sender`` (our number, as the STOP came in or as the
+    carrier's 21610 refused us) blocks every send from that sender to the number,
+    whichever records hold it, until START from the number to that sender. A row
+    without one (a bounce, a complaint, an erasure, or a STOP whose sender is not
+    known) blocks every sender.
+    """
 
     class Reason(models.TextChoices):
         BOUNCE = "bounce", "Hard bounce"
@@ -212,15 +220,22 @@ class Suppression(models.Model):
     address_hash = models.CharField(max_length=64)
     reason = models.CharField(max_length=16, choices=Reason.choices)
     detail = models.TextField(blank=True, default="")
+    #: Our sender the STOP was sent to (E.164, or a messaging service SID); empty: every sender.
+    sender = models.CharField(max_length=64, blank=True, default="", db_default="")
+    #: The one message that may still go despite the row: the confirmation of the STOP.
+    allows_message_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["channel", "address_hash"], name="suppression_unique"),
+            models.UniqueConstraint(
+                fields=["channel", "address_hash", "sender"], name="suppression_unique"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.channel}:{self.address_hash[:12]} ({self.reason})"
+        to = f" to {self.sender}" if self.sender else ""
+        return f"{self.channel}:{self.address_hash[:12]} ({self.reason}{to})"
 
 
 __all__ = [

@@ -3,8 +3,10 @@
 The rules, in the order they are applied:
 
 1. no address on the channel -> not sent;
-2. a hard ``Suppression`` of the address (bounce, complaint, carrier STOP,
-   erasure) blocks every send, transactional included;
+2. a hard ``Suppression`` of the address (bounce, complaint, erasure) blocks every
+   send, transactional included; a STOP from the number to one of our senders
+   blocks every send from that sender (see ``senders``) but its one confirmation,
+   whichever customer record holds the number;
 3. a channel the topic does not allow is refused;
 4. a transactional topic ignores marketing opt-outs;
 5. a ``ChannelOptOut`` (an SMS STOP, say) refuses every marketing topic on
@@ -15,6 +17,7 @@ The rules, in the order they are applied:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +25,7 @@ from typing import Any
 from django.db import connection
 
 from orchestrator.consent.models import Subscription, Suppression, Topic, address_hash
+from orchestrator.consent.senders import channel_from_number, sender_applies
 
 # Reason codes, stable for admin filters and reports.
 NO_ADDRESS = "no_address"
@@ -41,6 +45,8 @@ class ConsentRequest:
     topic_id: int
     channel: str
     address: str
+    #: The outbox message asking; the confirmation of a STOP is let through by its id.
+    message_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +60,11 @@ class ConsentDecision:
 def consent_decisions(
     requests: Sequence[ConsentRequest], *, topics: Mapping[int, Topic] | None = None
 ) -> list[ConsentDecision]:
-    """One decision per request, in order. Three queries at most (topics, suppressions, subs)."""
+    """One decision per request, in order. Three queries at most (topics, suppressions, subs).
+
+    The sender of each channel is the one its adapter is configured with
+    (``settings.CHANNEL_ADAPTERS``), read once per call.
+    """
     if not requests:
         return []
     if topics is None:
@@ -63,17 +73,20 @@ def consent_decisions(
     hashes = [address_hash(r.channel, r.address) if r.address.strip() else "" for r in requests]
     # "= ANY(array)": one parameter per list, where IN (...) would be a placeholder
     # per element that the driver quotes one by one.
-    suppressed: dict[tuple[str, str], str] = {}
+    suppressed: dict[tuple[str, str], list[tuple[str, str, int | None]]] = defaultdict(list)
     marketing = [r for r in requests if not topics[r.topic_id].is_transactional]
     subscriptions: dict[tuple[int, int | None, str], str] = {}
     with connection.cursor() as cursor:
         if any(hashes):
             cursor.execute(
-                "SELECT channel, address_hash, reason FROM consent_suppression"
-                " WHERE address_hash = ANY(%s)",
+                "SELECT channel, address_hash, reason, sender, allows_message_id"
+                " FROM consent_suppression WHERE address_hash = ANY(%s)"
+                # Rows for every sender first: their reason (a bounce, an erasure) wins.
+                " ORDER BY sender = '' DESC, id",
                 [sorted(set(hashes) - {""})],
             )
-            suppressed = {(c, h): reason for c, h, reason in cursor.fetchall()}
+            for c, h, reason, sender, allows in cursor.fetchall():
+                suppressed[(c, h)].append((reason, sender, allows))
         if marketing:
             # A channel-wide opt-out comes back as a row with no topic.
             cursor.execute(
@@ -89,31 +102,61 @@ def consent_decisions(
                 ],
             )
             subscriptions = {(c, t, ch): status for c, t, ch, status in cursor.fetchall()}
+    senders = {channel: channel_from_number(channel) for channel in {r.channel for r in requests}}
     return [
-        _decide(r, h, topics[r.topic_id], suppressed, subscriptions)
+        _decide(r, h, topics[r.topic_id], suppressed, subscriptions, senders[r.channel])
         for r, h in zip(requests, hashes, strict=True)
     ]
+
+
+def _suppression(
+    request: ConsentRequest,
+    rows: Sequence[tuple[str, str, int | None]],
+    from_number: str,
+) -> ConsentDecision | None:
+    """The first of the address's suppressions that holds for this send, as a decision."""
+    channel = request.channel
+    for reason, sender, allows in rows:
+        if not sender_applies(sender, from_number):
+            continue  # a STOP to another of our senders
+        if allows is not None and allows == request.message_id:
+            continue  # the one confirmation of this STOP
+        details: dict[str, Any] = {"suppression": reason}
+        if sender:
+            details["sender"] = sender
+            return ConsentDecision(
+                False,
+                SUPPRESSED,
+                f"the {channel} number replied STOP to {sender}: nothing from that sender "
+                "until it replies START",
+                details,
+            )
+        label = Suppression.Reason(reason).label if reason in Suppression.Reason.values else reason
+        return ConsentDecision(
+            False,
+            SUPPRESSED,
+            f"the {channel} address is suppressed ({label}); no send of any kind",
+            details,
+        )
+    return None
 
 
 def _decide(
     request: ConsentRequest,
     hashed_address: str,
     topic: Topic,
-    suppressed: Mapping[tuple[str, str], str],
+    suppressed: Mapping[tuple[str, str], list[tuple[str, str, int | None]]],
     subscriptions: Mapping[tuple[int, int | None, str], str],
+    from_number: str,
 ) -> ConsentDecision:
     channel = request.channel
     if not request.address.strip():
         return ConsentDecision(False, NO_ADDRESS, f"the customer has no {channel} address")
-    reason = suppressed.get((channel, hashed_address))
-    if reason is not None:
-        label = Suppression.Reason(reason).label if reason in Suppression.Reason.values else reason
-        return ConsentDecision(
-            False,
-            SUPPRESSED,
-            f"the {channel} address is suppressed ({label}); no send of any kind",
-            {"suppression": reason},
-        )
+    rows = suppressed.get((channel, hashed_address))
+    if rows:
+        refused = _suppression(request, rows, from_number)
+        if refused is not None:
+            return refused
     if channel not in topic.channels:
         return ConsentDecision(
             False,

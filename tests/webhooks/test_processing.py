@@ -254,16 +254,18 @@ def test_stop_variants_opt_out_of_marketing_with_one_confirmation(client, secret
     inbound(client, text)
     inbound(client, text)  # said twice: still one confirmation
 
-    assert _marketing_allowed(customer, promo) == (False, "channel_opted_out")
+    assert _marketing_allowed(customer, promo) == (False, "suppressed")
     record = ConsentRecord.objects.get(customer=customer)
     assert (record.action, record.source, record.channel) == ("opt_out", "inbound_keyword", "sms")
     assert record.evidence["text"] == text
+    assert record.evidence["sender"] == "+15005550006"
+    assert record.evidence["address"] == "+14*****0111"
     [confirmation] = confirmations(customer)
     assert confirmation.channel == "sms" and confirmation.priority == 9
     assert "START" in confirmation.data["text"]
-    # Transactional messages still go: STOP is about marketing.
+    # STOP stops the sender, transactional messages included (the carrier would refuse them).
     receipt = make_topic("receipts", kind="transactional")
-    assert _marketing_allowed(customer, receipt)[0]
+    assert _marketing_allowed(customer, receipt) == (False, "suppressed")
     # A marketing topic created later is covered too.
     assert _marketing_allowed(customer, make_topic("new-drops"))[0] is False
 

@@ -119,7 +119,9 @@ def load_batch(claimed: Sequence[Claimed]) -> Loaded:
         )
         for channel in options:
             requests.append(
-                ConsentRequest(m.customer_id, m.topic_id, channel, customer.address_for(channel))
+                ConsentRequest(
+                    m.customer_id, m.topic_id, channel, customer.address_for(channel), m.id
+                )
             )
             owners.append((m.id, channel))
     decisions = consent_decisions(requests, topics=topics)
