@@ -3,7 +3,9 @@
 Python's ``json`` raises RecursionError on very deep nesting, accepts NaN and
 Infinity (which PostgreSQL's jsonb refuses), and happily decodes NUL characters
 and lone surrogates that PostgreSQL text cannot store. Each of those would
-surface as a 500 deep in the ORM, so they are refused here, at the edge.
+surface as a 500 deep in the ORM, so they are refused here, at the edge, naming
+the field. A key given twice in one object is refused too: ``json`` would keep the
+last one silently, while a proxy or a signature check may have read the first.
 """
 
 from __future__ import annotations
@@ -47,25 +49,53 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _unstorable(field: str) -> ApiError:
+    message = "Must not contain NUL characters or lone surrogates (PostgreSQL cannot store them)."
+    return ApiError(
+        code="malformed_json",
+        message=f"{field}: {message}",
+        fields={field: [message]},
+    )
+
+
 def check_structure(data: Any) -> None:
-    """Refuse nesting deeper than MAX_DEPTH and strings PostgreSQL cannot store.
+    """Refuse nesting deeper than MAX_DEPTH and strings PostgreSQL cannot store; an
+    unstorable string is named by its path (``data.note``, ``events.0.name``).
 
     Iterative, so it cannot itself run out of stack.
     """
-    stack: list[tuple[Any, int]] = [(data, 1)]
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
     while stack:
-        value, depth = stack.pop()
+        value, depth, path = stack.pop()
         if isinstance(value, str):
             if _UNSTORABLE.search(value):
-                raise ParseError("Strings must not contain NUL characters or lone surrogates.")
+                raise _unstorable(path or "non_field_errors")
         elif isinstance(value, dict | list):
             if depth > MAX_DEPTH:
                 raise ParseError(f"JSON is nested more than {MAX_DEPTH} levels deep.")
-            items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+            items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
-                if key is not None:
-                    stack.append((key, depth))
-                stack.append((item, depth + 1))
+                child = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and _UNSTORABLE.search(key):
+                    raise _unstorable(_UNSTORABLE.sub("?", child))
+                stack.append((item, depth + 1, child))
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return data
 
 
 class SafeJSONParser(JSONParser):
@@ -83,7 +113,19 @@ class SafeJSONParser(JSONParser):
         except (UnicodeDecodeError, LookupError):
             raise ParseError("The body is not valid UTF-8.") from None
         try:
-            data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+            data = json.loads(
+                text,
+                parse_constant=_refuse_constant,
+                parse_float=_finite_float,
+                object_pairs_hook=_unique_keys,
+            )
+        except _DuplicateKey as exc:
+            key = _UNSTORABLE.sub("?", exc.key)[:100]
+            raise ApiError(
+                code="duplicate_key",
+                message=f"The key {key!r} appears more than once in one JSON object.",
+                fields={key: ["Given more than once in the same object."]},
+            ) from None
         except RecursionError:
             raise ParseError(f"JSON is nested more than {MAX_DEPTH} levels deep.") from None
         except ValueError as exc:

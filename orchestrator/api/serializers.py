@@ -12,20 +12,18 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from orchestrator.audience.models import Customer
-from orchestrator.audience.validators import normalize_phone
+from orchestrator.audience.validators import (
+    DATETIME_MESSAGES,
+    normalize_phone,
+    parse_aware_datetime,
+)
 from orchestrator.consent.models import CHANNELS, Channel, Topic
 from orchestrator.delivery.models import FrequencyRule, Message, MessageTemplate
 from orchestrator.delivery.selectors import customer_explanation
-
-#: Datetimes outside this range are refused: PostgreSQL would store them, but Python's
-#: datetime could not read some of them back once shifted to UTC.
-_MIN_YEAR, _MAX_YEAR = 1900, 9000
 
 
 class StrictCharField(serializers.CharField):
@@ -95,28 +93,16 @@ class RequestedChannelField(StrictChoiceField):
 
 
 class AwareDateTimeField(serializers.DateTimeField):
-    """ISO 8601 with an explicit offset; a naive time would be guessed, so it is refused."""
+    """ISO 8601 with an explicit offset the database can store (``parse_aware_datetime``);
+    a naive time would be guessed, so it is refused."""
 
-    default_error_messages = {
-        "invalid": "Must be an ISO 8601 date-time with offset, e.g. 2025-04-01T09:00:00+09:00.",
-        "naive": "Must include a UTC offset (Z or +09:00): a time without one is ambiguous.",
-        "range": f"Must be between the years {_MIN_YEAR} and {_MAX_YEAR}.",
-    }
+    default_error_messages = DATETIME_MESSAGES
 
     def to_internal_value(self, value: Any) -> dt.datetime:
-        if not isinstance(value, str):
-            self.fail("invalid")
         try:
-            parsed = parse_datetime(value.strip())
-        except ValueError:
-            parsed = None
-        if parsed is None:
-            self.fail("invalid")
-        if timezone.is_naive(parsed):
-            self.fail("naive")
-        if not _MIN_YEAR <= parsed.year <= _MAX_YEAR:
-            self.fail("range")
-        return parsed
+            return parse_aware_datetime(value)
+        except DjangoValidationError as exc:
+            self.fail(exc.code or "invalid")
 
 
 class BoundedListField(serializers.ListField):

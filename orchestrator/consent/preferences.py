@@ -45,10 +45,9 @@ from zoneinfo import ZoneInfo
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from orchestrator.audience.models import Customer
-from orchestrator.audience.validators import validate_timezone
+from orchestrator.audience.validators import parse_aware_datetime, validate_timezone
 from orchestrator.consent.channel_consent import channel_marketing_set, topic_subscription_set
 from orchestrator.consent.models import (
     CHANNELS,
@@ -227,16 +226,11 @@ def _clean_quiet_hours(value: Any, errors: _Errors) -> tuple[dt.time, dt.time] |
 def _clean_paused_until(value: Any, errors: _Errors) -> dt.datetime | None:
     if value is None:
         return None
-    parsed = None
-    if isinstance(value, str):
-        try:
-            parsed = parse_datetime(value)
-        except ValueError:
-            parsed = None
-    if parsed is None or timezone.is_naive(parsed):
-        errors.add("paused_until", "Must be null or an ISO 8601 date and time with an offset.")
+    try:
+        return parse_aware_datetime(value)
+    except ValidationError as exc:
+        errors.add("paused_until", f"Must be null or a date-time: {exc.messages[0]}")
         return None
-    return parsed
 
 
 def _clean_channel_order(value: Any, errors: _Errors) -> tuple[str, ...]:
