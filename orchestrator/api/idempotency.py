@@ -55,6 +55,9 @@ HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 #: An in_flight claim older than this belongs to a process that died; it may be taken over.
 ABANDONED_AFTER = dt.timedelta(seconds=60)
+#: Seconds a client is told to wait (``Retry-After``) before retrying a request in flight:
+#: the first request usually finishes within a second.
+RETRY_AFTER_SECONDS = 1
 #: Claim attempts before answering 409: each retry follows a row vanishing or changing hands.
 _CLAIM_ATTEMPTS = 3
 
@@ -189,6 +192,7 @@ def _in_flight() -> ApiError:
         code="idempotency_key_in_flight",
         message=f"A request with this {HEADER} is still being processed; retry shortly.",
         status_code=409,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 

@@ -21,7 +21,7 @@ from orchestrator.audience.services import EventInput, EventsRecorded, customer_
 from orchestrator.audience.services import events_record as audience_events_record
 from orchestrator.consent.models import Topic
 from orchestrator.delivery.models import Message, MessageTemplate
-from orchestrator.delivery.services import SendRefused, message_create
+from orchestrator.delivery.services import SendRefused, SendUnrenderable, message_create
 
 
 def recipient_resolve(to: Mapping[str, str]) -> Customer:
@@ -64,7 +64,8 @@ def message_send(
     priority: int = 5,
     fallback_channel: str = "",
 ) -> Message:
-    """Queue one API-triggered message; unknown references and refusals raise ApiError 400."""
+    """Queue one API-triggered message; unknown references and refusals raise ApiError 400,
+    a template that cannot render with ``data`` ApiError 422 naming the missing variables."""
     customer = recipient_resolve(to)
     template_row = MessageTemplate.objects.filter(key=template).first()
     topic_row = Topic.objects.filter(key=topic).first() if topic is not None else None
@@ -88,7 +89,16 @@ def message_send(
             priority=priority,
             source=Message.Source.API,
             fallback_channel=fallback_channel,
+            check_render=True,
         )
+    except SendUnrenderable as exc:
+        fields = {
+            name: [f"Undefined; the template needs it ({', '.join(variants)})."]
+            for name, variants in exc.missing.items()
+        }
+        if exc.problems:
+            fields["template"] = [f"{v}: {p}" for v, p in exc.problems.items()]
+        raise ApiError(code=exc.code, message=str(exc), status_code=422, fields=fields) from None
     except SendRefused as exc:
         raise ApiError(code=exc.code, message=str(exc), fields={exc.field: [str(exc)]}) from None
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from liquid import Environment, StrictDefaultUndefined
-from liquid.exceptions import LiquidError, TemplateNotFoundError
+from liquid.exceptions import LiquidError, TemplateNotFoundError, UndefinedError
 
 from orchestrator.consent.message_links import preference_link
 
@@ -35,10 +35,19 @@ _WS = re.compile(r"\s+")
 class TemplateProblem(ValueError):
     """A template that does not parse or does not render, with its line when known."""
 
-    def __init__(self, message: str, *, field: str = "body", line: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str = "body",
+        line: int | None = None,
+        undefined: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.line = line
+        #: The variable's path (``data.order_id``) when the problem is an undefined one.
+        self.undefined = undefined
 
     def __str__(self) -> str:
         where = f"{self.field}, line {self.line}" if self.line else self.field
@@ -95,6 +104,11 @@ def render_string(source: str, context: dict[str, Any], *, field: str, html: boo
         return ""
     try:
         return _parse(source, html).render(**context)
+    except UndefinedError as exc:
+        message = _first_line(exc)
+        raise TemplateProblem(
+            message, field=field, line=_line_of(exc), undefined=_undefined_path(message)
+        ) from None
     except LiquidError as exc:
         raise TemplateProblem(_first_line(exc), field=field, line=_line_of(exc)) from None
     except (RecursionError, MemoryError) as exc:
@@ -123,6 +137,131 @@ def render_variant(
     if channel == "email" and not rendered_subject:
         raise TemplateProblem("email subject rendered empty", field="subject")
     return Rendered(rendered_subject, rendered_body, rendered_html)
+
+
+def render_message(
+    *,
+    channel: str,
+    subject: str,
+    body: str,
+    html: str,
+    options: Any,
+    context: dict[str, Any],
+) -> tuple[Rendered, Any]:
+    """What the dispatcher renders of a variant for ``channel``: the subject and the HTML
+    for email only, the body, and the provider options of a WhatsApp or LINE variant."""
+    rendered = render_variant(
+        subject=subject if channel == "email" else "",
+        body=body,
+        html=html if channel == "email" else "",
+        channel=channel,
+        context=context,
+    )
+    rendered_options = None
+    if channel == "whatsapp" or (channel == "line" and (options or {}).get("kind")):
+        rendered_options = render_options(options or {}, context)
+    return rendered, rendered_options
+
+
+#: Enough to name every variable a real template lacks; the check stops after this many.
+_MAX_MISSING = 50
+# Liquid's messages: "'name' is undefined" for a top-level name, "data.a['b c'] is
+# undefined" for a path (segments as Python reprs; list indexes are left out).
+_UNDEFINED = re.compile(r"^(?:'(?P<root>[^']+)'|(?P<path>\S.*?)) is undefined$")
+_SEGMENT = re.compile(
+    r"""\.?(?:\['(?P<single>[^']*)'\]|\["(?P<double>[^"]*)"\]|(?P<name>[^.\[\]'"]+))"""
+)
+
+
+def _undefined_path(message: str) -> str | None:
+    found = _UNDEFINED.match(message)
+    if found is None:
+        return None
+    return found["root"] or found["path"]
+
+
+class _Placeholder(str):
+    """Stands in for a missing variable while the check looks for further ones; becomes
+    an object if the template reads a property of it (``data.shop`` of ``data.shop.name``)."""
+
+    __slots__ = ()
+
+
+def _with_placeholder(context: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """A copy of ``context`` with ``path`` defined as "", or None if it cannot be placed
+    (a segment that is not an object key, a parent that is not an object)."""
+    segments = [
+        next(s for s in (m["single"], m["double"], m["name"]) if s is not None)
+        for m in _SEGMENT.finditer(path)
+    ]
+    if not segments:
+        return None
+    root = dict(context)
+    node = root
+    for segment in segments[:-1]:
+        child = node.get(segment)
+        if child is None or isinstance(child, _Placeholder):
+            child = {}
+        elif not isinstance(child, dict):
+            return None
+        node[segment] = child = dict(child)
+        node = child
+    if segments[-1] in node:
+        return None
+    node[segments[-1]] = _Placeholder()
+    return root
+
+
+@dataclass(frozen=True)
+class RenderCheck:
+    """Whether a variant renders with a context: the variables it lacks (paths as the
+    template writes them), or another problem (an empty result, a failing filter)."""
+
+    missing: tuple[str, ...] = ()
+    problem: TemplateProblem | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and self.problem is None
+
+
+def render_check(
+    *,
+    channel: str,
+    subject: str,
+    body: str,
+    html: str,
+    options: Any,
+    context: dict[str, Any],
+) -> RenderCheck:
+    """Render as the dispatcher would (``render_message``); name every undefined variable.
+
+    Liquid stops at the first undefined variable, so each one found is given a
+    placeholder and the variant is rendered again, until it renders or fails otherwise.
+    """
+    missing: list[str] = []
+    while True:
+        try:
+            render_message(
+                channel=channel,
+                subject=subject,
+                body=body,
+                html=html,
+                options=options,
+                context=context,
+            )
+        except TemplateProblem as exc:
+            if exc.undefined is None:
+                return RenderCheck(tuple(missing), None if missing else exc)
+            # "data.shop" found first, then "data.shop.name": the deeper path is the one.
+            missing = [m for m in missing if not exc.undefined.startswith(f"{m}.")]
+            missing.append(exc.undefined)
+            placed = _with_placeholder(context, exc.undefined)
+            if placed is None or len(missing) >= _MAX_MISSING:
+                return RenderCheck(tuple(missing))
+            context = placed
+        else:
+            return RenderCheck(tuple(missing))
 
 
 def render_options(options: Any, context: dict[str, Any], *, depth: int = 0) -> Any:

@@ -14,6 +14,7 @@ from orchestrator.consent.models import CHANNELS, Topic
 from orchestrator.core.tasking import publish_on_commit
 from orchestrator.delivery import routing
 from orchestrator.delivery.models import Message, MessageEvent, MessageStatus, MessageTemplate
+from orchestrator.delivery.rendering import build_context, render_check
 from orchestrator.delivery.trail import explain
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,21 @@ class SendRefused(ValueError):
         super().__init__(message)
         self.field = field
         self.code = code
+
+
+class SendUnrenderable(SendRefused):
+    """The template cannot render with the data given on a variant the send could use.
+
+    ``missing`` maps each undefined variable (``data.order_id``) to the variants that
+    need it (``email/en``); ``problems`` are other failures, by variant.
+    """
+
+    def __init__(
+        self, message: str, *, missing: dict[str, list[str]], problems: dict[str, str]
+    ) -> None:
+        super().__init__(message, field="data", code="template_cannot_render")
+        self.missing = missing
+        self.problems = problems
 
 
 def _route(
@@ -45,6 +61,7 @@ def _route(
         topic_channels=topic.channels,
         template_channels=template_channels,
         address_for=customer.address_for,
+        consented=routing.topic_consent(customer, topic),
     )
     if route is None:
         raise SendRefused(
@@ -70,12 +87,23 @@ def message_create(
     fallback_channel: str = "",
     journey: str = "",
     enrollment_id: int | None = None,
+    check_render: bool = False,
 ) -> Message:
     """Queue one message in the caller's transaction; the dispatcher is woken on commit.
 
     Consent, suppression and rendering are decided by the dispatcher at send time,
     so a message queued for later honours whatever the customer says until then.
+    With ``check_render`` the template is also rendered now with ``data``, on every
+    variant the send could use, and a send that could not render is refused
+    (``SendUnrenderable``) rather than queued to fail later.
     """
+    rows = None
+    if check_render:
+        rows = list(
+            template.variants.values_list(
+                "channel", "locale", "subject", "body", "html", "provider_options"
+            )
+        )
     message = message_build(
         customer=customer,
         template=template,
@@ -90,9 +118,76 @@ def message_create(
         fallback_channel=fallback_channel,
         journey=journey,
         enrollment_id=enrollment_id,
+        variants=None if rows is None else [(row[0], row[1]) for row in rows],
     )
+    if rows is not None:
+        _check_renderable(message, rows)
     messages_queue([message])
     return message
+
+
+def _check_renderable(message: Message, rows: list[tuple]) -> None:
+    """Render each variant ``message`` could go out on, as the dispatcher will; raise
+    SendUnrenderable naming the missing variables and the variants that need them.
+
+    A named channel uses its own variant; "preferred" any reachable channel, since the
+    customer's order and consent are read again at send time. A fallback channel the
+    customer has an address on is checked too.
+    """
+    customer = message.customer
+    by_channel: dict[str, dict[str, tuple]] = {}
+    for channel, locale, subject, body, html, options in rows:
+        by_channel.setdefault(channel, {})[locale] = (subject, body, html, options)
+    if message.requested_channel == routing.PREFERRED:
+        channels = routing.reachable_channels(
+            CHANNELS,
+            topic_channels=message.topic.channels,
+            template_channels=by_channel.keys(),
+            address_for=customer.address_for,
+        ) or [message.channel]
+    else:
+        channels = [message.channel]
+    fallback = message.fallback_channel
+    if fallback and fallback not in channels and customer.address_for(fallback):
+        channels.append(fallback)
+    context = build_context(customer=customer, message_data=message.data)
+    missing: dict[str, list[str]] = {}
+    problems: dict[str, str] = {}
+    for channel in channels:
+        locales = by_channel.get(channel, {})
+        locale = routing.pick_locale(message.locale or customer.locale, locales.keys())
+        if locale is None:
+            continue
+        subject, body, html, options = locales[locale]
+        check = render_check(
+            channel=channel,
+            subject=subject,
+            body=body,
+            html=html,
+            options=options,
+            context=context,
+        )
+        variant = f"{channel}/{locale}"
+        for name in check.missing:
+            missing.setdefault(name, []).append(variant)
+        if check.problem is not None:
+            problems[variant] = str(check.problem)
+    if not missing and not problems:
+        return
+    which = (
+        "a variant a 'preferred' send could use"
+        if message.requested_channel == routing.PREFERRED
+        else "the variant this send uses"
+    )
+    parts = [f"{name} is undefined ({', '.join(v)})" for name, v in missing.items()]
+    parts += [f"{variant}: {problem}" for variant, problem in problems.items()]
+    raise SendUnrenderable(
+        f"Template {message.template.key!r} cannot render with the data given on {which}: "
+        + "; ".join(parts)
+        + ".",
+        missing=missing,
+        problems=problems,
+    )
 
 
 def message_build(
@@ -184,15 +279,22 @@ def message_build(
 
 
 def messages_queue(messages: list[Message]) -> list[Message]:
-    """Insert built messages and their first history rows, two statements for the batch."""
+    """Insert built messages and their first history rows, two statements for the batch.
+
+    In one transaction: a dispatcher must never find a message whose first history row
+    is not there yet (its trail would start with its own "deferred" before "queued").
+    """
     if not messages:
         return messages
-    Message.objects.bulk_create(messages)
     now = timezone.now()
-    MessageEvent.objects.bulk_create(
-        MessageEvent(message=m, status=m.status, occurred_at=now, reason=m.explanation[0]["reason"])
-        for m in messages
-    )
+    with transaction.atomic():
+        Message.objects.bulk_create(messages)
+        MessageEvent.objects.bulk_create(
+            MessageEvent(
+                message=m, status=m.status, occurred_at=now, reason=m.explanation[0]["reason"]
+            )
+            for m in messages
+        )
     if any(m.status == MessageStatus.QUEUED for m in messages):
         kick_dispatcher()
     return messages
