@@ -46,14 +46,29 @@ The limit belongs to the *sender*, not the alias: two aliases that send through
 one sender (the same Twilio number, the same SendGrid account) must set the same
 ``rate_key``, and the same ``rate_per_second`` and ``rate_burst``, so that they
 draw from one budget.
+
+The provider's reset
+--------------------
+
+A refusal that names when to come back (``Retry-After`` in seconds or as an HTTP
+date, ``X-RateLimit-Reset`` in epoch seconds) is reported the same way by every
+adapter: ``SendResult.retry_after``, in seconds (``provider_reset``). A 429 with a
+reset is the sender's limit, not the message's: it also *holds the sender*
+(``channels.adapters.ratelimit.SenderHold``, on the same store as the send rate,
+keyed by ``rate_key``) so that until the reset ``attempt`` makes no request for any
+message of any worker and reports them ``held`` (``SendResult.attempted`` False,
+``retry_after`` the time left) instead of spending their attempts on certain 429s.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -73,7 +88,7 @@ from urllib3.exceptions import (
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
 if TYPE_CHECKING:
-    from channels.adapters.ratelimit import Limiter
+    from channels.adapters.ratelimit import Limiter, SenderHold
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +101,11 @@ RATE_LIMIT_OPTIONS = frozenset({"rate_per_second", "rate_burst", "rate_key", "ra
 TRANSPORT_OPTIONS = frozenset({"timeout", "concurrency"})
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONCURRENCY = 8
+#: The longest hold a provider's reset sets on a sender: a reset further away (or a
+#: garbled one) is cut to this, and the messages' own retries take it from there.
+MAX_HOLD_SECONDS = 6 * 3600.0
+#: An ``X-RateLimit-Reset`` above this is an epoch time; below, a number of seconds.
+_EPOCH_THRESHOLD = 1_000_000_000
 
 #: urllib3 errors raised before a request is written: the provider never saw it.
 #: (``NewConnectionError`` - refused, DNS - is a ``ConnectTimeoutError``; a pool closed
@@ -120,6 +140,7 @@ class AdapterError(Exception):
         unknown: bool = False,
         suppress: str = "",
         detail: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.permanent = permanent
@@ -127,6 +148,8 @@ class AdapterError(Exception):
         self.unknown = unknown
         self.suppress = suppress
         self.detail = detail or {}
+        #: Seconds until the provider's reset, when it named one (``provider_reset``).
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +180,60 @@ class SendResult:
     #: ("stop", "invalid", "bounce", "complaint") to suppress it with, else empty.
     suppress: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    #: Seconds from now before which the provider asked not to be tried again
+    #: (``Retry-After``, ``X-RateLimit-Reset``); None when it did not say.
+    retry_after: float | None = None
+    #: False when no request was made for it (the sender is held until the provider's
+    #: reset): the try does not count as an attempt.
+    attempted: bool = True
+
+
+def provider_reset(headers: Any, *, now: float | None = None) -> float | None:
+    """Seconds until the reset a provider's answer names; None if it names none.
+
+    ``Retry-After`` is read as seconds or as an HTTP date, ``X-RateLimit-Reset`` as
+    epoch seconds (SendGrid) or, when small, as seconds; with both, the later wins.
+    A reset already past is 0.0. Header names are matched case-insensitively.
+    """
+    if not headers:
+        return None
+    now = time.time() if now is None else now
+    found: list[float] = []
+    retry_after = _header(headers, "retry-after")
+    if retry_after:
+        seconds = _number(retry_after)
+        if seconds is None:
+            try:
+                when = email.utils.parsedate_to_datetime(retry_after)
+            except (TypeError, ValueError, IndexError):
+                when = None
+            if when is not None:
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=dt.UTC)
+                seconds = when.timestamp() - now
+        if seconds is not None:
+            found.append(seconds)
+    reset = _number(_header(headers, "x-ratelimit-reset"))
+    if reset is not None:
+        found.append(reset - now if reset > _EPOCH_THRESHOLD else reset)
+    if not found:
+        return None
+    return max(0.0, max(found))
+
+
+def _header(headers: Any, name: str) -> str:
+    value = headers.get(name) if hasattr(headers, "get") else None
+    if value is None and hasattr(headers, "items"):
+        value = next((v for k, v in headers.items() if str(k).lower() == name), None)
+    return str(value).strip() if value is not None else ""
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 # Guards the lazy creation of adapters' limiters; re-created in a forked child, where
@@ -215,6 +292,7 @@ class ChannelAdapter:
     #: The send rate from ``OPTIONS``; None: not throttled.
     rate_per_second: float | None = None
     _limiter: Limiter | None = None
+    _hold: SenderHold | None = None
 
     def __init__(self, *, alias: str, **options: Any) -> None:
         self.alias = alias
@@ -260,6 +338,34 @@ class ChannelAdapter:
                 if limiter is None:
                     limiter = self._limiter = self._make_limiter()
         return limiter
+
+    # --- the provider's reset --------------------------------------------------------
+
+    def sender_hold(self) -> SenderHold:
+        """This sender's hold (``rate_key``), on the rate limit's store if there is one."""
+        hold = self._hold
+        if hold is None:
+            from channels.adapters.ratelimit import sender_hold
+
+            url = self.rate_limit_url if self.rate_per_second is not None else None
+            if url is None:
+                url = _default_rate_limit_url()
+            hold = self._hold = sender_hold(self.rate_key, url)
+        return hold
+
+    def provider_reset(self, headers: Any, *, status: int) -> float | None:
+        """Seconds until the reset the answer's headers name (``provider_reset``).
+
+        A 429 with a reset is the sender's limit: every worker holds back all requests
+        for this sender until then.
+        """
+        seconds = provider_reset(headers)
+        if seconds is not None and status == 429 and seconds > 0:
+            self.sender_hold().hold(min(seconds, MAX_HOLD_SECONDS))
+            logger.warning(
+                "%s rate limited %s: no requests for %.0f s", self.label, self.rate_key, seconds
+            )
+        return seconds
 
     def _make_limiter(self) -> Limiter:
         from channels.adapters.ratelimit import RateLimiter, local_limiter
@@ -362,7 +468,14 @@ class ChannelAdapter:
         unknown_detail: dict[str, Any] | None = None,
     ) -> list[SendResult]:
         """Run one provider request for ``messages`` (the provider's build, post and
-        parse); whatever it raises becomes their results, never an exception."""
+        parse); whatever it raises becomes their results, never an exception.
+
+        While the sender is held until the provider's reset, no request is made: the
+        messages come back ``held``.
+        """
+        wait = self.sender_hold().remaining()
+        if wait > 0:
+            return self.held(messages, wait)
         try:
             return request()
         except AdapterError as exc:
@@ -408,6 +521,26 @@ class ChannelAdapter:
                 error_code=exc.code,
                 suppress=exc.suppress,
                 detail=dict(exc.detail),
+                retry_after=exc.retry_after,
+            )
+            for message in messages
+        ]
+
+    def held(self, messages: Sequence[OutboundMessage], wait: float) -> list[SendResult]:
+        """Not sent: the provider asked for no requests from this sender for ``wait`` s."""
+        until = dt.datetime.fromtimestamp(time.time() + wait, tz=dt.UTC)
+        error = (
+            f"{self.label} rate limited this sender until {until:%Y-%m-%d %H:%M:%S} UTC; "
+            "no request made"
+        )
+        return [
+            SendResult(
+                message_id=message.message_id,
+                accepted=False,
+                error=error,
+                error_code=f"{self.provider}:held",
+                retry_after=wait,
+                attempted=False,
             )
             for message in messages
         ]

@@ -10,7 +10,6 @@ Configuration::
             "base_url": "https://api.line.me",   # tests: the local provider emulator
             "timeout": 10,                       # seconds per request, connect included
             "concurrency": 8,                    # requests in flight per batch
-            "retry_key_namespace": "",           # optional, see "Retry keys" below
         },
     }}
 
@@ -50,20 +49,19 @@ left to LINE, which answers 400 (permanent) when one is exceeded.
 Retry keys
 ----------
 
-Every push carries ``X-Line-Retry-Key``, a UUID derived from the message id and
-``metadata["attempt_key"]`` when given (``uuid5(namespace, "<id>:<attempt_key>")``,
-else ``uuid5(namespace, "<id>")``). LINE executes a request only once per key for
-24 hours after the first attempt and answers a repeat with **409** and the
-original's request id in ``x-line-accepted-request-id``: that is an accepted
-result (``detail["duplicate"] = True``). So a message whose outcome was unknown
-may be pushed again with the same ``attempt_key`` within 24 hours without
-reaching the user twice; a new ``attempt_key`` makes it a new message. The key
-is in ``detail["retry_key"]`` of every result that made a request.
+Every push carries ``X-Line-Retry-Key``: ``metadata["retry_key"]`` (a UUID), which
+the dispatcher draws at random for each attempt and stores with the message, else a
+fresh random UUID. LINE executes a request only once per key for 24 hours after the
+first attempt and answers a repeat with **409** and the original's request id in
+``x-line-accepted-request-id``: that is an accepted result (``detail["duplicate"] =
+True``). So a message whose outcome was unknown may be pushed again with the same
+stored key within 24 hours without reaching the user twice. The key is in
+``detail["retry_key"]`` of every result that made a request.
 
-Message ids restart when a database is recreated; two databases pushing through
-one channel within 24 hours (a staging copy, a rebuilt test database) would have
-their messages taken for retries of each other and dropped. Give each such
-installation its own ``retry_key_namespace`` (any string).
+Keys are random, never derived from our ids: two installations pushing through one
+channel (production and a staging copy, a rebuilt database whose ids restart) would
+otherwise send the same keys, and LINE would drop one's messages as repeats of the
+other's.
 
 How outcomes map to ``SendResult``
 ----------------------------------
@@ -82,7 +80,8 @@ know), 413, 415 and other 4xx
 401 (token invalid, expired, revoked),   transient: the channel's credentials, plan or
 403 (plan or permission), 404 (no such   our ``base_url``, not the message: messages
 endpoint: a wrong ``base_url``)          wait with backoff for the fix
-429 rate limit                           transient, ``line:429``
+429 rate limit                           transient, ``line:429``; ``Retry-After`` as
+                                         ``retry_after``, holding the channel until then
 429 "You have reached your monthly       transient, ``line:monthly_limit``; ``detail``
 limit."                                  has ``monthly_limit`` and a ``hint``: nothing
                                          goes out until the quota resets next month or
@@ -166,8 +165,6 @@ MONTHLY_LIMIT_HINT = (
 )
 #: 4xx statuses worth retrying: the channel's credentials, plan or our configuration.
 TRANSIENT_STATUSES = frozenset({401, 403, 404, 429})
-#: The namespace of retry keys (uuid5), unless ``retry_key_namespace`` is configured.
-RETRY_KEY_NAMESPACE = uuid.UUID("6f1c3a52-1d8e-5b7a-9c4e-2a0b7d3e8f15")
 
 #: ``MessagingApi.push_message_with_http_info`` without the SDK's argument validation
 #: (the undecorated function pydantic's ``validate_arguments`` keeps as ``raw_function``).
@@ -180,7 +177,7 @@ _push_message = getattr(
 _OPTIONS = (
     RATE_LIMIT_OPTIONS
     | TRANSPORT_OPTIONS
-    | frozenset({"channel_access_token", "channel_secret", "base_url", "retry_key_namespace"})
+    | frozenset({"channel_access_token", "channel_secret", "base_url"})
 )
 
 
@@ -192,14 +189,6 @@ def _invalid(message: str, code: str, *, suppress: str = "", **detail: Any) -> A
 def utf16_length(text: str) -> int:
     """The length LINE counts for a text: UTF-16 code units (an emoji counts 2)."""
     return len(text.encode("utf-16-le")) // 2
-
-
-def retry_key(message_id: int, attempt_key: Any = None, *, namespace: uuid.UUID) -> str:
-    """The ``X-Line-Retry-Key`` of a message: the same inputs give the same UUID."""
-    name = str(message_id)
-    if attempt_key not in (None, ""):
-        name = f"{name}:{attempt_key}"
-    return str(uuid.uuid5(namespace, name))
 
 
 def _where(alias: str) -> str:
@@ -215,6 +204,9 @@ class LineAdapter(ChannelAdapter):
     unexpected_code = "line:unexpected"
     unknown_advice = "resend only with the same retry key"
     thread_name_prefix = "line"
+    #: A resend with the attempt's stored retry key is executed at most once by LINE: the
+    #: dispatcher reconciles a "maybe sent" push by resending it.
+    idempotent_resend = True
 
     def __init__(self, *, alias: str, **options: Any) -> None:
         super().__init__(alias=alias, **options)
@@ -241,13 +233,6 @@ class LineAdapter(ChannelAdapter):
 
         self.base_url = option_http_url(options, "base_url", DEFAULT_BASE_URL, where=where)
         self.configure_transport(options, where=where)
-
-        namespace = options.get("retry_key_namespace") or ""
-        if not isinstance(namespace, str):
-            raise ImproperlyConfigured(f"{where}: 'retry_key_namespace' must be a string")
-        self.retry_key_namespace = (
-            uuid.uuid5(RETRY_KEY_NAMESPACE, namespace) if namespace else RETRY_KEY_NAMESPACE
-        )
 
         self._configuration = Configuration(host=self.base_url, access_token=token)
         # No retries inside urllib3: a failed connect is reported as such (transient), a
@@ -300,12 +285,24 @@ class LineAdapter(ChannelAdapter):
 
     # --- sending -------------------------------------------------------------------
 
-    def retry_key_for(self, message: OutboundMessage) -> str:
-        return retry_key(
-            message.message_id,
-            message.metadata.get("attempt_key"),
-            namespace=self.retry_key_namespace,
-        )
+    @staticmethod
+    def retry_key_for(message: OutboundMessage) -> str:
+        """The attempt's stored key (``metadata["retry_key"]``), else a fresh random one.
+
+        A stored key that is not a UUID is a bug upstream: replaced by a random key,
+        with a warning, rather than sent for LINE to refuse.
+        """
+        stored = message.metadata.get("retry_key")
+        if stored:
+            try:
+                return str(uuid.UUID(str(stored)))
+            except ValueError:
+                logger.warning(
+                    "LINE message %s: retry key %r is not a UUID; a random one is used",
+                    message.message_id,
+                    stored,
+                )
+        return str(uuid.uuid4())
 
     def send_one(self, message: OutboundMessage) -> SendResult:
         """One push: never raises, whatever happens to the request."""
@@ -576,7 +573,11 @@ class LineAdapter(ChannelAdapter):
             "permanent" if permanent else "transient",
         )
         raise AdapterError(
-            f"LINE {status}: {summary}", permanent=permanent, code=error_code, detail=detail
+            f"LINE {status}: {summary}",
+            permanent=permanent,
+            code=error_code,
+            detail=detail,
+            retry_after=None if permanent else self.provider_reset(headers, status=status),
         )
 
 

@@ -29,6 +29,11 @@ from then on.
 ``LocalRateLimiter`` is the same algorithm on ``time.monotonic()`` behind a
 lock: thread-safe, per process. It is the fallback, and the limiter used when
 no store is configured.
+
+``SenderHold`` is the provider's own word on the same store: a "not before" time
+per sender, set when the provider answers 429 with its reset (``Retry-After``,
+``X-RateLimit-Reset``), read before every request by every worker, so a limited
+provider is not hammered by the rest of the backlog until the reset.
 """
 
 from __future__ import annotations
@@ -388,3 +393,128 @@ class RateLimiter:
                 redacted(self.url),
                 self.key,
             )
+
+
+# --- the provider's "not before" ---------------------------------------------------------
+
+#: Every hold key starts with this (the rest is the sender's rate key).
+HOLD_PREFIX = "orchestrator:hold:"
+
+# KEYS[1]: the key. ARGV: the "not before" time (epoch seconds, the workers' clock, as
+# text), the key's lifetime in milliseconds. A hold only ever moves later.
+_HOLD_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+
+
+class SenderHold:
+    """Until when a sender must make no provider request, shared by every worker.
+
+    The time is kept as epoch seconds of the workers' own (NTP-synchronized) clock,
+    since the provider's reset is a wall-clock time too. Each process also keeps the
+    latest hold it knows in memory: if the store is unreachable (or none is
+    configured) the hold still applies to this process, and the store is tried again
+    every ``retry_interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        url: str = "",
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.key = f"{HOLD_PREFIX}{key}"
+        self.url = url
+        self.retry_interval = float(retry_interval)
+        self._clock = clock
+        self._local = 0.0
+        self._retry_at = 0.0
+        self._lock = threading.Lock()
+        _with_locks.add(self)
+
+    def __repr__(self) -> str:
+        return f"SenderHold({self.key!r}, url={redacted(self.url)!r})"
+
+    def hold(self, seconds: float) -> float:
+        """No request before ``seconds`` from now (a later hold already set wins).
+
+        Returns the "not before" time (epoch seconds).
+        """
+        until = self._clock() + max(float(seconds), 0.0)
+        with self._lock:
+            self._local = max(self._local, until)
+        client = self._store()
+        if client is not None:
+            ttl_ms = max(math.ceil(seconds * 1000), 0) + 1000
+            try:
+                client.eval(_HOLD_SCRIPT, 1, self.key, repr(until), ttl_ms)
+            except RedisError as exc:
+                self._store_failed(exc)
+        return until
+
+    def remaining(self) -> float:
+        """Seconds until requests may go out again; 0.0 when there is no hold."""
+        until = self._local
+        client = self._store()
+        if client is not None:
+            try:
+                stored = client.get(self.key)
+            except RedisError as exc:
+                self._store_failed(exc)
+            else:
+                if stored is not None:
+                    until = max(until, float(stored))
+        return max(until - self._clock(), 0.0)
+
+    def clear(self) -> None:
+        """Lift the hold (tests, or an operator who knows the limit was raised)."""
+        with self._lock:
+            self._local = 0.0
+        client = self._store()
+        if client is not None:
+            try:
+                client.delete(self.key)
+            except RedisError as exc:
+                self._store_failed(exc)
+
+    def _store(self) -> redis.Redis | None:
+        if not self.url or time.monotonic() < self._retry_at:
+            return None
+        client, _script = _client(self.url, DEFAULT_SOCKET_TIMEOUT, DEFAULT_CONNECT_TIMEOUT)
+        return client
+
+    def _store_failed(self, exc: RedisError) -> None:
+        logger.warning(
+            "Rate limit store %s unreachable (%s): the provider's hold %r is kept in this "
+            "process only for now",
+            redacted(self.url),
+            exc,
+            self.key,
+        )
+        self._retry_at = time.monotonic() + self.retry_interval
+
+
+_holds: dict[tuple[str, str], SenderHold] = {}
+
+
+def sender_hold(key: str, url: str = "") -> SenderHold:
+    """The process-wide ``SenderHold`` of ``key`` on ``url`` ("": this process only)."""
+    with _registry_lock:
+        found = _holds.get((key, url))
+        if found is None:
+            found = _holds[(key, url)] = SenderHold(key, url=url)
+        return found
+
+
+def clear_holds() -> None:
+    """Lift every hold this process knows of, in memory and in their stores."""
+    with _registry_lock:
+        holds = list(_holds.values())
+    for hold in holds:
+        hold.clear()

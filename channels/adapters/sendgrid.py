@@ -43,7 +43,9 @@ SendGrid's answer                         ``SendResult``
                                           (above), each getting its own answer
 401, 403 (key, sender identity), 408,     transient (``permanent=False``): retried
 429, 5xx                                  with backoff; a 429 carries
-                                          ``X-RateLimit-Reset`` in ``detail``
+                                          ``X-RateLimit-Reset`` in ``detail``, and
+                                          as ``retry_after`` (also ``Retry-After``),
+                                          holding the sender until the reset
 connection refused, DNS failure, connect  transient: the request never left, so a
 timeout                                   retry cannot duplicate
 timeout or dropped connection while       ``unknown``: SendGrid may have queued it and
@@ -398,11 +400,13 @@ class SendGridAdapter(ChannelAdapter):
             )
             or f"HTTP {status} {getattr(exc, 'reason', '')}".rstrip()
         )
+        permanent = 400 <= status < 500 and status not in TRANSIENT_STATUSES
         refused = AdapterError(
             f"SendGrid {status}: {text}",
-            permanent=400 <= status < 500 and status not in TRANSIENT_STATUSES,
+            permanent=permanent,
             code=f"sendgrid:{status}",
             detail=detail,
+            retry_after=None if permanent else self.provider_reset(headers, status=status),
         )
         return self.failed(messages, refused)
 

@@ -32,7 +32,8 @@ How outcomes map to ``SendResult``:
     address (21211 invalid To, 21214, 21408 region not enabled, 21610 recipient
     replied STOP, 21612 unroutable, 21614 not a mobile number, 30005 unknown
     handset, 30006 landline, 30007 carrier filtering) - and every other 4xx;
-  - transient: 429 and code 20429 (rate limited), 30001 (queue overflow),
+  - transient: 429 and code 20429 (rate limited: ``retry_after`` is Twilio's
+    ``Retry-After`` when it sends one, and holds the sender until then), 30001 (queue overflow),
     30003 (handset switched off or out of reach: it may come back), 5xx, and
     20003 (authentication): wrong or rotated credentials are the account's
     problem, not the message's, so messages wait with backoff for the fix
@@ -178,6 +179,9 @@ class PooledHttpClient(HttpClient):
         self._manager, self._pool = self._connections()
         self._auth: tuple[tuple[str, str], str] | None = None
         self._timeout = urllib3.Timeout(timeout, timeout) if timeout is not None else None
+        # The SDK's exceptions carry no headers: each thread's last answer keeps them, so a
+        # refusal's reset (``Retry-After``) can be read.
+        self._answers = threading.local()
 
     def _connections(self) -> tuple[urllib3.PoolManager, urllib3.HTTPConnectionPool | None]:
         manager = pool_manager(self.proxy, self._maxsize)
@@ -259,7 +263,12 @@ class PooledHttpClient(HttpClient):
     def _response(self, response: urllib3.BaseHTTPResponse) -> Response:
         if self.logger.isEnabledFor(logging.INFO):
             self.log_response(response.status, response)  # type: ignore[arg-type]
+        self._answers.headers = response.headers
         return Response(response.status, _text(response), response.headers)
+
+    def last_headers(self) -> Mapping[str, str]:
+        """The headers of the last answer this thread received ({} before any)."""
+        return getattr(self._answers, "headers", None) or {}
 
     def close(self) -> None:
         """Close the pooled connections; the client stays usable, on new ones."""
@@ -450,11 +459,12 @@ class TwilioSmsAdapter(ChannelAdapter):
 
     def _create(self, message: OutboundMessage, params: dict[str, Any]) -> MessageInstance:
         """One Messages API call: the created Message; a refusal raises ``AdapterError``."""
-        try:
-            with self._clients.client() as client:
+        with self._clients.client() as client:
+            try:
                 instance = client.messages.create(**params)
-        except (TwilioRestException, TwilioServiceException) as exc:
-            raise self._refused(message, exc) from exc
+            except (TwilioRestException, TwilioServiceException) as exc:
+                headers = client.http_client.last_headers()  # type: ignore[attr-defined]
+                raise self._refused(message, exc, headers) from exc
         if not instance.sid:
             raise AdapterError(
                 "Twilio answered 2xx without a Message SID",
@@ -474,7 +484,10 @@ class TwilioSmsAdapter(ChannelAdapter):
     # --- failures --------------------------------------------------------------------
 
     def _refused(
-        self, message: OutboundMessage, exc: TwilioRestException | TwilioServiceException
+        self,
+        message: OutboundMessage,
+        exc: TwilioRestException | TwilioServiceException,
+        headers: Mapping[str, str] | None = None,
     ) -> AdapterError:
         status = int(exc.status)
         # Without a JSON error body the SDK reports the HTTP status as the code.
@@ -501,4 +514,5 @@ class TwilioSmsAdapter(ChannelAdapter):
             code=f"twilio:{code}" if code is not None else f"twilio:http_{status}",
             suppress=self.suppress_reasons.get(code, "") if permanent and code else "",
             detail={"http_status": status, "twilio_code": code},
+            retry_after=None if permanent else self.provider_reset(headers, status=status),
         )

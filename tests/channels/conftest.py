@@ -17,3 +17,13 @@ def emulator() -> Iterator[ProviderEmulator]:
         yield emulator
     finally:
         emulator.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_provider_holds() -> Iterator[None]:
+    """A provider's reset holds its sender in the shared store: never past a test."""
+    from channels.adapters.ratelimit import clear_holds
+
+    clear_holds()
+    yield
+    clear_holds()

@@ -10,6 +10,13 @@ Faults are queued per path prefix and consumed by the next matching requests:
     emulator.fail_next("/2010-04-01/", status=429, times=2)   # two 429s
     emulator.fail_next("/v3/mail/send", timeout=True)         # hold past the client's timeout
     emulator.fail_next("/2010-04-01/", status=400, body={...}) # a provider error body
+    emulator.fail_next("/v2/bot/", status=429, headers={"Retry-After": "600"})
+    emulator.fail_next(PATH, status=500, times=5, match=lambda r: b"+1415" in r.body)
+                                                               # one recipient's requests only
+
+Each request records the status it was answered with (``Received.status``; a timeout
+fault's, when the provider handler took it after the delay), so a test can count
+what the provider accepted apart from what it refused.
 
 A timeout fault still records the request and, unless ``drop`` is set, lets the
 provider handler accept it after the delay: the case of a provider that took the
@@ -66,6 +73,8 @@ class Received:
     body: bytes
     #: Named groups of the route's pattern (e.g. the account SID).
     params: dict[str, str] = field(default_factory=dict)
+    #: The HTTP status it was answered with (None until answered).
+    status: int | None = None
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -88,6 +97,8 @@ class Fault:
     delay: float = 5.0
     #: With ``timeout``: do not let the provider accept it after the delay.
     drop: bool = False
+    #: Only requests for which this returns True take the fault (e.g. one recipient's).
+    match: Callable[[Received], bool] | None = None
 
 
 class ProviderEmulator:
@@ -193,17 +204,24 @@ class ProviderEmulator:
             self._faults.clear()
             self.received.clear()
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, request: Received) -> Fault | None:
         with self._lock:
             for i, fault in enumerate(self._faults):
-                if path.startswith(fault.prefix):
+                if request.path.startswith(fault.prefix) and (
+                    fault.match is None or fault.match(request)
+                ):
                     return self._faults.pop(i)
         return None
 
     def _dispatch(self, request: Received) -> Response:
         with self._lock:
             self.received.append(request)
-        fault = self._take_fault(request.path)
+        response = self._answer(request)
+        request.status = response[0]
+        return response
+
+    def _answer(self, request: Received) -> Response:
+        fault = self._take_fault(request)
         if fault is not None and not fault.timeout:
             return fault.status, fault.headers, fault.body
         if fault is not None:
