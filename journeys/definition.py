@@ -14,6 +14,10 @@
                  "alt_next": "", "config": {...}}, ...]
     }
 
+A published version holds all of it. Exit events and the goal travel with the
+enrollment like the steps do: a customer keeps those of the version they entered on
+(``journeys.events``), so editing them only changes the path of new entries.
+
 The first step is the entry. ``validate`` returns every problem at once, each with
 where it is (``field``) and a sentence a marketer understands; publishing refuses a
 definition with any problem. The trigger's own settings are checked by its kind's

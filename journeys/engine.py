@@ -582,14 +582,16 @@ def enrollments_exit(exits: Sequence[tuple[Enrollment, str]], *, now: dt.datetim
     if not exits:
         return
     ids = [e.id for e, _ in exits]
-    for enrollment, reason in exits:
-        Enrollment.objects.filter(id=enrollment.id).update(
-            status=Enrollment.Status.EXITED,
-            finished_at=now,
-            exit_reason=reason[:200],
-            due_at=None,
-            waiting=False,
-            waiting_for="",
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE journeys_enrollment e SET
+                status = 'exited', finished_at = %s, exit_reason = u.reason, due_at = NULL,
+                waiting = FALSE, waiting_for = ''
+            FROM unnest(%s::bigint[], %s::text[]) AS u(id, reason)
+            WHERE e.id = u.id
+            """,
+            [now, ids, [reason[:200] for _e, reason in exits]],
         )
     StepRun.objects.bulk_create(
         StepRun(

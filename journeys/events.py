@@ -6,6 +6,10 @@ Recording an event also writes a PendingEvent row in the same transaction; the
 handles them set by set and deletes them in one transaction. An event is therefore
 seen exactly once, even when the broker is down (beat sweeps the queue too) or two
 workers run at once.
+
+Exit events and goals are read from the version each enrollment runs on, like its steps:
+editing them on a live journey changes them for new entries only. One query per batch
+finds every enrollment the batch's events may act on, whatever its version.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import F, Q
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from journeys import conditions
@@ -28,6 +34,8 @@ from orchestrator.core.tasking import publish_on_commit
 
 logger = logging.getLogger(__name__)
 
+#: Journeys whose exit events take customers out (an archived one keeps them as they are).
+_RUNNING = (Journey.Status.ACTIVE, Journey.Status.PAUSED)
 #: An event that happened longer ago than this (a history backfill) enrolls nobody.
 STALE_EVENT = dt.timedelta(days=1)
 
@@ -117,47 +125,26 @@ def _active_journeys() -> list[Journey]:
 
 def handle_events(events: list[_Event], *, stats: EventStats) -> None:
     now = timezone.now()
-    journeys = _active_journeys()
-    names = {e.name for e in events}
-    _enroll_from_events(events, journeys, now, stats)
-    exit_journeys = [
-        j for j in journeys if any(x.get("event") in names for x in j.exit_events or [])
-    ]
-    goal_journeys = [j for j in Journey.objects.filter(goal_event__in=names)]
-    customers = {e.customer_id for e in events}
-    active = list(
-        Enrollment.objects.filter(customer_id__in=customers, status=Enrollment.Status.ACTIVE)
-        .filter(journey_id__in={j.id for j in exit_journeys} | _waiting_journeys(names, customers))
-        .select_for_update()
-        .order_by("id")
-    )
+    _enroll_from_events(events, _active_journeys(), now, stats)
     by_customer: dict[int, list[Enrollment]] = defaultdict(list)
-    for enrollment in active:
+    for enrollment in _listening(events):
         by_customer[enrollment.customer_id].append(enrollment)
-    exits = {j.id: j.exit_events for j in exit_journeys}
     exited: list[tuple[Enrollment, str]] = []
+    exit_events = 0
     resumed: list[Enrollment] = []
+    converted: list[Enrollment] = []
+    runs: list[StepRun] = []
     for event in events:
         for enrollment in by_customer.get(event.customer_id, []):
-            if enrollment.status != Enrollment.Status.ACTIVE:
-                continue
-            if event.occurred_at < enrollment.entered_at - dt.timedelta(seconds=1):
-                continue  # an old event reported late does not act on a newer enrollment
-            rule = next(
-                (
-                    x
-                    for x in exits.get(enrollment.journey_id, [])
-                    if x.get("event") == event.name and _same(x, enrollment, event)
-                ),
-                None,
-            )
-            if rule is not None:
-                enrollment.status = Enrollment.Status.EXITED
-                exited.append((enrollment, f"exit event {event.name}"))
-                continue
-            if enrollment.waiting and enrollment.waiting_for == event.name:
-                wanted = enrollment.context.get("_wait_filter") or []
-                if conditions.matches_properties(wanted, event.properties):
+            if enrollment.status == Enrollment.Status.ACTIVE and not (
+                # An old event reported late does not act on a newer enrollment.
+                event.occurred_at < enrollment.entered_at - dt.timedelta(seconds=1)
+            ):
+                if _exits_on(enrollment, event):
+                    enrollment.status = Enrollment.Status.EXITED
+                    exited.append((enrollment, f"exit event {event.name}"))
+                    exit_events += 1
+                elif _resumes_on(enrollment, event):
                     enrollment.context = {
                         **enrollment.context,
                         "_matched_event": {"name": event.name, "id": event.id},
@@ -166,30 +153,104 @@ def handle_events(events: list[_Event], *, stats: EventStats) -> None:
                     enrollment.due_at = now
                     enrollment.waiting_for = ""
                     resumed.append(enrollment)
+            if _converts_on(enrollment, event):
+                enrollment.converted_at = event.occurred_at
+                converted.append(enrollment)
+                runs.append(
+                    StepRun(
+                        enrollment=enrollment,
+                        journey_id=enrollment.journey_id,
+                        step=enrollment.step,
+                        kind="goal",
+                        outcome="converted",
+                        detail={"event": event.name, "event_id": event.id},
+                        at=now,
+                    )
+                )
+                if (enrollment.goal_rule or {}).get("exits", True) and (
+                    enrollment.status == Enrollment.Status.ACTIVE
+                ):
+                    enrollment.status = Enrollment.Status.EXITED
+                    exited.append((enrollment, f"goal {event.name}"))
     if resumed:
         Enrollment.objects.bulk_update(resumed, ["context", "due_at", "waiting_for"])
         stats.resumed = len(resumed)
         from journeys.engine import kick_engine
 
         kick_engine()
+    if converted:
+        Enrollment.objects.bulk_update(converted, ["converted_at"])
+        StepRun.objects.bulk_create(runs)
+        stats.converted = len(converted)
     if exited:
         from journeys.engine import enrollments_exit
 
         enrollments_exit(exited, now=now)
-        stats.exited = len(exited)
-    if goal_journeys:
-        stats.converted = _convert(events, goal_journeys, now)
+        stats.exited = exit_events
 
 
-def _waiting_journeys(names: set[str], customers: set[int]) -> set[int]:
-    return set(
-        Enrollment.objects.filter(
-            customer_id__in=customers,
-            status=Enrollment.Status.ACTIVE,
-            waiting=True,
-            waiting_for__in=names,
-        ).values_list("journey_id", flat=True)
+def _listening(events: list[_Event]) -> list[Enrollment]:
+    """The enrollments of the batch's customers that one of its events may act on, locked,
+    with the exit events and goal of the version each one runs on: one query.
+
+    Exit events and the goal are part of the published definition, like the steps: a
+    customer keeps those of the version they entered on, whatever was published since.
+    """
+    names = sorted({e.name for e in events})
+    customers = {e.customer_id for e in events}
+    on_exit = Q()
+    for name in names:
+        on_exit |= Q(version__definition__exit_events__contains=[{"event": name}])
+    goal = Q(version__definition__goal__event__in=names)
+    listening = (
+        Q(status=Enrollment.Status.ACTIVE, waiting=True, waiting_for__in=names)
+        | Q(on_exit, status=Enrollment.Status.ACTIVE, journey__status__in=_RUNNING)
+        # A conversion counts after the journey ended too, within the goal's window.
+        | Q(goal, converted_at__isnull=True)
     )
+    rows = (
+        Enrollment.objects.filter(listening, customer_id__in=customers)
+        .annotate(
+            exit_rules=KeyTransform("exit_events", "version__definition"),
+            goal_rule=KeyTransform("goal", "version__definition"),
+            journey_status=F("journey__status"),
+        )
+        .select_for_update(of=("self",))
+        .order_by("id")
+    )
+    return list(rows)
+
+
+def _exits_on(enrollment: Enrollment, event: _Event) -> bool:
+    """Whether one of the enrollment's version's exit events is this event (with the same
+    value under the rule's ``match`` key in the event and the enrollment's context)."""
+    if enrollment.journey_status not in _RUNNING:
+        return False
+    return any(
+        rule.get("event") == event.name and _same(rule, enrollment, event)
+        for rule in enrollment.exit_rules or []
+    )
+
+
+def _resumes_on(enrollment: Enrollment, event: _Event) -> bool:
+    if not (enrollment.waiting and enrollment.waiting_for == event.name):
+        return False
+    wanted = enrollment.context.get("_wait_filter") or []
+    return conditions.matches_properties(wanted, event.properties)
+
+
+def _converts_on(enrollment: Enrollment, event: _Event) -> bool:
+    """An enrollment converts on the first event of its version's goal after entry, within
+    the goal's window; the trigger event itself does not convert the enrollment it started."""
+    goal = enrollment.goal_rule or {}
+    if enrollment.converted_at is not None or goal.get("event") != event.name:
+        return False
+    if enrollment.occurrence == f"event:{event.id}":
+        return False
+    if event.occurred_at < enrollment.entered_at:
+        return False
+    window = goal.get("within_hours")
+    return not window or event.occurred_at <= enrollment.entered_at + dt.timedelta(hours=window)
 
 
 def _same(rule: dict[str, Any], enrollment: Enrollment, event: _Event) -> bool:
@@ -224,45 +285,3 @@ def _enroll_from_events(
         ]
         if candidates:
             stats.enrolled += len(enroll(journey, candidates, now=now))
-
-
-def _convert(events: list[_Event], journeys: list[Journey], now: dt.datetime) -> int:
-    """Mark conversions: an enrollment converts on the first goal event after entry."""
-    by_name = defaultdict(list)
-    for journey in journeys:
-        by_name[journey.goal_event].append(journey)
-    converted = 0
-    exiting: list[tuple[Enrollment, str]] = []
-    for event in events:
-        for journey in by_name.get(event.name, []):
-            candidates = Enrollment.objects.select_for_update().filter(
-                journey=journey,
-                customer_id=event.customer_id,
-                converted_at__isnull=True,
-                entered_at__lte=event.occurred_at,
-            )
-            if journey.goal_within_hours:
-                window = dt.timedelta(hours=journey.goal_within_hours)
-                candidates = candidates.filter(entered_at__gte=event.occurred_at - window)
-            # The trigger event itself does not convert the enrollment it started.
-            candidates = candidates.exclude(occurrence=f"event:{event.id}")
-            for enrollment in candidates:
-                enrollment.converted_at = event.occurred_at
-                enrollment.save(update_fields=["converted_at"])
-                StepRun.objects.create(
-                    enrollment=enrollment,
-                    journey=journey,
-                    step=enrollment.step,
-                    kind="goal",
-                    outcome="converted",
-                    detail={"event": event.name, "event_id": event.id},
-                    at=now,
-                )
-                converted += 1
-                if journey.goal_exits and enrollment.status == Enrollment.Status.ACTIVE:
-                    exiting.append((enrollment, f"goal {event.name}"))
-    if exiting:
-        from journeys.engine import enrollments_exit
-
-        enrollments_exit(exiting, now=now)
-    return converted
