@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from orchestrator.consent.models import Channel
+from orchestrator.consent.models import Channel, localized_name
 
 
 class Journey(models.Model):
@@ -33,6 +33,18 @@ class Journey(models.Model):
 
     key = models.SlugField(max_length=100, unique=True)
     name = models.CharField(max_length=200)
+    #: The marketer's ``name`` is internal ("Shoes 60d A/B v2"); customers read this.
+    customer_name = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="The series name customers read; empty: the name.",
+    )
+    customer_names = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='The customer name per language: {"ja": "シューズの買い替えのお知らせ"}.',
+    )
     description = models.TextField(blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     topic = models.ForeignKey(
@@ -97,6 +109,10 @@ class Journey(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def customer_name_in(self, language: str | None = None) -> str:
+        """The series name customers read in ``language`` (default: the active one)."""
+        return localized_name(self.customer_names, self.customer_name or self.name, language)
 
 
 class JourneyVersion(models.Model):

@@ -20,7 +20,8 @@ class JourneyDay(models.Model):
     level, and once for each step the converting enrollment had passed), a message
     outcome (``sent``, ``delivered``, ``opened``, ``clicked``, ``bounced``, ``failed``,
     ``undelivered``, ``complained``, ``replied``, ``expired``, ``canceled``) counted
-    once per message, or a hold (``deferred``, ``suppressed``) with its reason code.
+    once per message, or a hold (``deferred``, ``suppressed``) once per cause with that
+    cause's code (a hold with two causes is two rows), and ``held`` once per held message.
     A/B arms: ``arm_entered``, ``arm_converted``, ``arm_sent`` and ``arm_clicked``
     carry the split step as ``step`` and the arm taken there as ``arm``.
     """

@@ -11,6 +11,8 @@ in id order by :mod:`orchestrator.core.rollup`:
 * ``delivery_messageevent`` (the message history): each message's outcomes, once per
   message and outcome (a second "open" or a double click adds nothing), for channel
   health and, for journey messages, per journey step and A/B arm; delivery latency.
+  A hold held by several causes at once (``rule:weekly,quiet_hours``) counts once under
+  each cause, and once as ``held`` for its step.
 
 Every statement is set-based: one INSERT ... SELECT ... ON CONFLICT per batch.
 """
@@ -31,6 +33,8 @@ LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 21600)
 
 #: Outcomes whose reason code is kept: holds and failures, by why.
 REASONED = ("deferred", "suppressed", "failed", "bounced", "undelivered", "expired", "canceled")
+#: Outcomes of the fatigue policy and consent, whose code lists every cause (comma-separated).
+HOLDS = ("deferred", "suppressed", "expired")
 
 # Step-log outcomes that continue a visit already counted, or are not a visit at all.
 _NOT_AN_ENTRY = ("event", "timeout", "converted", "exited")
@@ -122,7 +126,7 @@ MESSAGE_EVENTS_SQL = f"""
     ), firsts AS (
         SELECT b.outcome, m.channel, m.provider, m.enrollment_id, m.journey_step,
                (b.occurred_at AT TIME ZONE %(tz)s)::date AS day,
-               CASE WHEN b.outcome IN {REASONED!r} THEN left(b.code, 64) ELSE '' END AS reason,
+               CASE WHEN b.outcome IN {REASONED!r} THEN b.code ELSE '' END AS reason,
                extract(epoch FROM b.occurred_at - coalesce(m.decided_at, m.send_after))
                    AS latency_s
         FROM batch b
@@ -132,9 +136,17 @@ MESSAGE_EVENTS_SQL = f"""
             WHERE p.message_id = b.message_id AND p.id < b.id
               AND {_OUTCOME.format(e="p")} = b.outcome
         )
+    ), causes AS (
+        -- One row per cause of a hold; any other outcome keeps its one code.
+        SELECT f.*, left(cause, 64) AS cause
+        FROM firsts f
+        CROSS JOIN LATERAL unnest(
+            CASE WHEN f.outcome IN {HOLDS!r} AND f.reason <> ''
+                THEN string_to_array(f.reason, ',') ELSE ARRAY[f.reason] END
+        ) AS cause
     ), channel_facts AS (
-        SELECT day, channel, provider, outcome AS metric, reason AS code, 1::bigint AS n
-        FROM firsts
+        SELECT day, channel, provider, outcome AS metric, cause AS code, 1::bigint AS n
+        FROM causes
         UNION ALL
         SELECT day, channel, provider, 'latency', {_BUCKET}, 1
         FROM firsts WHERE outcome = 'delivered'
@@ -149,8 +161,12 @@ MESSAGE_EVENTS_SQL = f"""
         DO UPDATE SET count = analytics_channelday.count + EXCLUDED.count
     ), journey_facts AS (
         SELECT en.journey_id, f.day, f.journey_step AS step, f.outcome AS metric,
-               f.reason, '' AS arm
+               f.cause AS reason, '' AS arm
+        FROM causes f JOIN journeys_enrollment en ON en.id = f.enrollment_id
+        UNION ALL
+        SELECT en.journey_id, f.day, f.journey_step, 'held', '', ''
         FROM firsts f JOIN journeys_enrollment en ON en.id = f.enrollment_id
+        WHERE f.outcome IN ('deferred', 'suppressed')
         UNION ALL
         SELECT en.journey_id, f.day, arms.key, 'arm_' || f.outcome, '', left(arms.value, 50)
         FROM firsts f

@@ -291,7 +291,10 @@ def journey_analytics(journey: Journey, start: dt.date, end: dt.date) -> Journey
                 days[day].converted += count
             continue
         if metric in ("deferred", "suppressed"):
+            # One row per cause: a hold with two causes counts under each.
             holds[(metric, reason)] += count
+            continue
+        if metric == "held":  # once per held message
             step(key).held += count
             continue
         if metric in _STEP_METRICS:

@@ -15,6 +15,7 @@ from django.core.validators import validate_email
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from journeys.selectors import series_names
 from orchestrator.audience.models import Customer
 from orchestrator.audience.validators import (
     DATETIME_MESSAGES,
@@ -429,7 +430,8 @@ class MessageSerializer(serializers.ModelSerializer):
         return mask_address(message.to_address)
 
     def get_explanation_text(self, message: Message) -> list[str]:
-        return customer_explanation(message)
+        series = series_names([message.journey]).get(message.journey)
+        return customer_explanation(message, journey_name=series)
 
 
 # --- Configuration: topics and templates ----------------------------------------------

@@ -6,6 +6,7 @@ import hashlib
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils.translation import get_language
 
 CHANNELS = ("email", "sms", "whatsapp", "line")
 
@@ -21,13 +22,32 @@ def default_channels() -> list[str]:
     return list(CHANNELS)
 
 
+def localized_name(names: object, default: str, language: str | None = None) -> str:
+    """``names[language]``, else the name of its base language ("ja" for "ja-jp"), else
+    ``default``: names written for customers, per language, in a JSON object."""
+    language = (language or get_language() or "").lower()
+    if isinstance(names, dict) and language:
+        for candidate in (language, language.split("-")[0]):
+            value = names.get(candidate)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    return default
+
+
 class Topic(models.Model):
     class Kind(models.TextChoices):
         MARKETING = "marketing", "Marketing"
         TRANSACTIONAL = "transactional", "Transactional"
 
     key = models.SlugField(max_length=100, unique=True)
-    name = models.CharField(max_length=200)
+    name = models.CharField(
+        max_length=200, help_text="What customers read where their language has no name below."
+    )
+    names = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='The name customers read, per language: {"ja": "シューズの買い替え"}.',
+    )
     description = models.TextField(blank=True, default="")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.MARKETING)
     default_opt_in = models.BooleanField(
@@ -61,6 +81,15 @@ class Topic(models.Model):
     @property
     def is_transactional(self) -> bool:
         return self.kind == self.Kind.TRANSACTIONAL
+
+    def name_in(self, language: str | None = None) -> str:
+        """The name customers read in ``language`` (default: the active one)."""
+        return localized_name(self.names, self.name, language)
+
+    @property
+    def customer_name(self) -> str:
+        """The name in the active language, for templates."""
+        return self.name_in()
 
 
 class Subscription(models.Model):

@@ -17,6 +17,7 @@ from django.urls import path
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 
+from journeys.selectors import series_names
 from orchestrator.core.adminkit import (
     ReadOnlyAdminMixin,
     admin_link,
@@ -333,7 +334,9 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="as the customer is told")
     def customer_reason(self, obj: Message):
-        return format_html_join("", "<p>{}</p>", ((line,) for line in customer_explanation(obj)))
+        series = series_names([obj.journey]).get(obj.journey)
+        lines = customer_explanation(obj, journey_name=series)
+        return format_html_join("", "<p>{}</p>", ((line,) for line in lines))
 
     @admin.display(description="as rendered")
     def rendered_preview(self, obj: Message):

@@ -66,6 +66,7 @@ def rule_from_row(row: FrequencyRule) -> policy.Rule:
         id=row.id,
         name=row.name,
         limit=row.limit,
+        key=row.key,
         kind=row.kind,
         scope=row.scope,
         channel=row.channel,
@@ -263,14 +264,30 @@ def status_for(decision: policy.Decision) -> str:
     }[decision.action]
 
 
-def hold_code(decision: policy.Decision, rule_keys: dict[int, str]) -> str:
-    """A short machine code for what held a message, for the overview and analytics."""
-    if decision.rule_id is not None:
-        return f"rule:{rule_keys.get(decision.rule_id, decision.rule_id)}"
-    if "quiet hours" in decision.reason:
-        return "quiet_hours"
-    if "paused" in decision.reason:
-        return "paused"
-    if "your own limit" in decision.reason:
-        return "personal_cap"
-    return decision.action
+#: What a history row's ``code`` holds at most (``MessageEvent.code``).
+CODE_LENGTH = 120
+
+
+def hold_code(decision: policy.Decision, rule_keys: dict[int, str] | None = None) -> str:
+    """A short machine code for what held a message, for the history row and analytics.
+
+    Every cause in force when it was decided, comma-separated (``rule:weekly,quiet_hours``):
+    the overview and journey analytics count the hold once under each. A cause that only
+    pushed the send time further is in the trail, not here: it did not hold the message.
+    Whole codes only, as many as fit the column.
+    """
+    codes = decision.codes
+    if not codes and decision.rule_id is not None and rule_keys is not None:
+        codes = [f"rule:{rule_keys.get(decision.rule_id, decision.rule_id)}"]
+    out = ""
+    for code in codes:
+        joined = f"{out},{code}" if out else code
+        if len(joined) > CODE_LENGTH:
+            break
+        out = joined
+    return out or decision.action
+
+
+def hold_codes(code: str) -> list[str]:
+    """The causes in a history row's ``code`` (see ``hold_code``)."""
+    return [c for c in code.split(",") if c]

@@ -5,7 +5,9 @@ tested without a database; the dispatcher loads what they need in bulk, holds a
 per-customer lock while deciding, and records the trail these functions return.
 
 Every decision explains itself: the rules evaluated, the counts in each window,
-the action, and the new send time when deferred.
+the action, the new send time when deferred, and each cause that held it - every
+rule in force at the time asked, and any that pushed the send time further once
+those allowed it - each with a stable code (``Decision.causes``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ DEFER = "defer"
 DROP = "drop"
 EXPIRE = "expire"
 
+#: Hold codes besides ``rule:<key>``: what a history row and analytics count a hold by.
+QUIET_HOURS = "quiet_hours"
+PAUSED = "paused"
+PERSONAL_CAP = "personal_cap"
+
 #: How far back history must reach to judge any rule (a calendar month plus slack).
 MAX_LOOKBACK = dt.timedelta(days=32)
 
@@ -34,6 +41,8 @@ class Rule:
     id: int | None
     name: str
     limit: int
+    #: The rule's stable key (``FrequencyRule.key``): its hold code is ``rule:<key>``.
+    key: str = ""
     #: "cap": at most ``limit`` in the window; "gap": at least ``window`` between sends.
     kind: str = "cap"
     #: "global", "channel", "topic" or "journey".
@@ -58,6 +67,12 @@ class Rule:
             span = f"per {self.calendar}" if self.calendar else f"per {_human(self.window)}"
             text = f"at most {self.limit} {self._what()} {span}"
         return f"your own limit: {text}" if self.personal else text
+
+    @property
+    def code(self) -> str:
+        if self.personal:
+            return PERSONAL_CAP
+        return f"rule:{self.key or self.id}"
 
     def _what(self) -> str:
         noun = "marketing messages" if self.applies_to == "marketing" else "messages"
@@ -118,6 +133,16 @@ class Decision:
     trail: list[dict[str, Any]] = field(default_factory=list)
     #: The channel decided on (differs from the candidate's when an alternative was taken).
     channel: str = ""
+    #: What held the message, one dict per cause (JSON-ready): ``code``, ``describe``,
+    #: ``until`` and ``in_force`` - True when it held the message at the time asked,
+    #: False when it only pushed the send time further once the others allowed it -
+    #: plus its figures (window counts, the quiet window in local time, the pause).
+    causes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def codes(self) -> list[str]:
+        """The codes of the causes in force when decided: what held the message."""
+        return [c["code"] for c in self.causes if c["in_force"]]
 
 
 def _human(delta: dt.timedelta | None) -> str:
@@ -296,7 +321,9 @@ def _decide(
     ]
     # Every applicable rule judged at the time asked, once: the trail shows these counts.
     at_now: dict[int, tuple[dt.datetime, dict[str, Any]]] = {}
-    # Drops are judged at the time asked: a full window drops, it does not wait.
+    # Drops are judged at the time asked: a full window drops, it does not wait. Every
+    # full one is a cause.
+    full: list[int] = []
     for i in applicable:
         rule = rules[i]
         if rule.action != DROP:
@@ -304,7 +331,11 @@ def _decide(
         allowed, counts = at_now[i] = earliest_under_rule(rule, times[i], now, tz)
         trail.append(_rule_entry(rule, descriptions[i], counts, allowed, now))
         if allowed > now:
-            return Decision(DROP, now, f"dropped: {descriptions[i]}", rule.id, trail)
+            full.append(i)
+    if full:
+        causes = [_rule_cause(rules[i], descriptions[i], *at_now[i], in_force=True) for i in full]
+        reason = "dropped: " + "; ".join(descriptions[i] for i in full)
+        return Decision(DROP, now, reason, rules[full[0]].id, trail, causes=causes)
 
     respect_quiet = (
         candidate.marketing
@@ -322,51 +353,119 @@ def _decide(
     for i in deferring:
         at_now[i] = earliest_under_rule(rules[i], times[i], now, tz)
     quiet_now = quiet_hours_end(now, quiet[0], quiet[1], tz) if quiet is not None else None
+    paused = candidate.marketing and customer.paused_until is not None
+    quiet_figures: dict[str, Any] = {}
+    if quiet is not None:
+        quiet_figures = {
+            "window": f"{quiet[0]:%H:%M}-{quiet[1]:%H:%M}",
+            "timezone": customer.timezone,
+            "local_time": now.astimezone(tz).strftime("%H:%M"),
+        }
+    quiet_label = (
+        f"quiet hours {quiet_figures['window']} {customer.timezone}" if quiet is not None else ""
+    )
+    # Every constraint that holds the message at the time asked is a cause, each judged
+    # on its own: none hides behind another.
+    causes: dict[str, dict[str, Any]] = {}
+    if paused and customer.paused_until > now:
+        causes[PAUSED] = _cause(
+            PAUSED, "paused by the customer", customer.paused_until, True,
+            paused_until=customer.paused_until.isoformat(),
+        )  # fmt: skip
+    if quiet_now is not None:
+        causes[QUIET_HOURS] = _cause(QUIET_HOURS, quiet_label, quiet_now, True, **quiet_figures)
+    for i in deferring:
+        allowed, counts = at_now[i]
+        if allowed > now:
+            causes[rules[i].code] = _rule_cause(
+                rules[i], descriptions[i], allowed, counts, in_force=True
+            )
     at = now
-    blocker: tuple[str, int | None] | None = None
-    # Each constraint can push the time into another's window, so iterate to a fixed point.
+    # Each constraint can push the time into another's window, so iterate to a fixed
+    # point; one that was not in force when asked but pushes the time further once the
+    # others allow it is a cause too, marked as such (quiet hours at the local midnight
+    # a daily cap waits for, say).
     for _round in range(8):
         moved = False
-        if candidate.marketing and customer.paused_until and customer.paused_until > at:
-            at, moved, blocker = customer.paused_until, True, ("paused by the customer", None)
+        if paused and customer.paused_until > at:
+            at, moved = customer.paused_until, True
+            if PAUSED not in causes:
+                causes[PAUSED] = _cause(
+                    PAUSED, "paused by the customer", at, False,
+                    paused_until=customer.paused_until.isoformat(),
+                )  # fmt: skip
         if quiet is not None:
             ends = quiet_now if at == now else quiet_hours_end(at, quiet[0], quiet[1], tz)
             if ends is not None and ends > at:
-                label = f"quiet hours {quiet[0]:%H:%M}-{quiet[1]:%H:%M} {customer.timezone}"
-                at, moved, blocker = ends, True, (label, None)
+                at, moved = ends, True
+                if QUIET_HOURS not in causes:
+                    causes[QUIET_HOURS] = _cause(
+                        QUIET_HOURS, quiet_label, ends, False, **quiet_figures
+                    )
         for i in deferring:
             if at == now:
-                allowed = at_now[i][0]
+                allowed, counts = at_now[i]
             else:
-                allowed = earliest_under_rule(rules[i], times[i], at, tz)[0]
+                allowed, counts = earliest_under_rule(rules[i], times[i], at, tz)
             if allowed > at:
-                at, moved, blocker = allowed, True, (descriptions[i], rules[i].id)
+                at, moved = allowed, True
+                if rules[i].code not in causes:
+                    causes[rules[i].code] = _rule_cause(
+                        rules[i], descriptions[i], allowed, counts, in_force=False
+                    )
         if not moved:
             break
     for i in deferring:
         allowed, counts = at_now[i]
         trail.append(_rule_entry(rules[i], descriptions[i], counts, allowed, now))
     if quiet is not None:
-        trail.append(
-            {
-                "rule": "quiet_hours",
-                "window": f"{quiet[0]:%H:%M}-{quiet[1]:%H:%M}",
-                "timezone": customer.timezone,
-                "local_time": now.astimezone(tz).strftime("%H:%M"),
-                "inside": quiet_now is not None,
-            }
-        )
+        trail.append({"rule": "quiet_hours", **quiet_figures, "inside": quiet_now is not None})
     if at == now:
         return Decision(SEND, now, _WITHIN, None, trail)
+    held = sorted(causes.values(), key=lambda c: not c["in_force"])
+    rule_id = next((c["rule_id"] for c in held if c.get("rule_id") is not None), None)
+    what = _held_by(held)
     if candidate.expires_at is not None and at >= candidate.expires_at:
-        return Decision(
-            EXPIRE,
-            now,
-            f"expired: held by {blocker[0]} until after its expiry",
-            blocker[1],
-            trail,
-        )
-    return Decision(DEFER, at, f"deferred: {blocker[0]}", blocker[1], trail)
+        reason = f"expired: held by {what} until after its expiry"
+        return Decision(EXPIRE, now, reason, rule_id, trail, causes=held)
+    return Decision(DEFER, at, f"deferred: {what}", rule_id, trail, causes=held)
+
+
+def _held_by(causes: Sequence[dict[str, Any]]) -> str:
+    """The causes as prose: those in force, then those that only pushed the time further."""
+    now_ = "; ".join(c["describe"] for c in causes if c["in_force"])
+    later = "; ".join(c["describe"] for c in causes if not c["in_force"])
+    return f"{now_}; then {later}" if later else now_
+
+
+def _cause(
+    code: str, describe: str, until: dt.datetime, in_force: bool, **figures: Any
+) -> dict[str, Any]:
+    return {
+        "code": code,
+        "describe": describe,
+        "in_force": in_force,
+        "until": until.isoformat(),
+        **figures,
+    }
+
+
+def _rule_cause(
+    rule: Rule, description: str, allowed: dt.datetime, counts: dict[str, Any], *, in_force: bool
+) -> dict[str, Any]:
+    figures: dict[str, Any] = {
+        "rule_id": rule.id,
+        "rule": rule.name,
+        "kind": rule.kind,
+        "limit": rule.limit,
+        "personal": rule.personal,
+        **counts,
+    }
+    if rule.calendar:
+        figures["calendar"] = rule.calendar
+    elif rule.window is not None:
+        figures["window_seconds"] = int(rule.window.total_seconds())
+    return _cause(rule.code, description, allowed, in_force, **figures)
 
 
 def _open(candidate: Candidate, now: dt.datetime) -> Decision:
@@ -440,7 +539,11 @@ def decide_for_customer(
                     f"({decision.reason})"
                 )
                 alternative.trail = [
-                    {"channel": candidate.channel, "held": decision.reason},
+                    {
+                        "channel": candidate.channel,
+                        "held": decision.reason,
+                        "causes": decision.causes,
+                    },
                     *alternative.trail,
                 ]
                 decision = alternative

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from orchestrator.consent.models import ChannelPreference
+from orchestrator.consent.selectors import ConsentRequest, consent_decisions
 
 #: The channel a sender asks for when it lets the customer's order decide.
 PREFERRED = "preferred"
@@ -74,12 +75,16 @@ def resolve_channel(
     topic_channels: Collection[str],
     template_channels: Collection[str],
     address_for: Callable[[str], str],
+    consented: Callable[[Sequence[str]], Collection[str]] | None = None,
 ) -> tuple[str, str] | None:
     """(channel, how it was chosen) for a message that asks for ``requested``.
 
     A named channel is taken as asked (the caller checks it exists and the template has
-    it); "preferred" takes the first reachable channel in ``order``, or None if there is
-    none.
+    it); "preferred" takes the first reachable channel in ``order`` that ``consented``
+    (given the reachable channels, returns those the customer's consent to the topic
+    allows) lets through - the same pick the dispatcher makes at send time - else the
+    first reachable one, whose refusal the dispatcher then records; None if there is
+    none. Consent is only asked when there is a choice to make.
     """
     if requested != PREFERRED:
         return requested, f"{requested} as requested"
@@ -92,7 +97,31 @@ def resolve_channel(
     if not options:
         return None
     source = "the customer's channel order" if own_order else "the default order"
+    if consented is not None and len(options) > 1:
+        allowed = consented(options)
+        for channel in options:
+            if channel in allowed:
+                skipped = options[: options.index(channel)]
+                if not skipped:
+                    break
+                return channel, (
+                    f"{channel}: first reachable channel in {source} the customer consents "
+                    f"to for this topic (not {', '.join(skipped)})"
+                )
     return options[0], f"{options[0]}: first reachable channel in {source}"
+
+
+def topic_consent(customer: Any, topic: Any) -> Callable[[Sequence[str]], set[str]]:
+    """For ``resolve_channel``: the channels consent allows ``customer`` for ``topic``."""
+
+    def consented(channels: Sequence[str]) -> set[str]:
+        requests = [
+            ConsentRequest(customer.id, topic.id, c, customer.address_for(c)) for c in channels
+        ]
+        decisions = consent_decisions(requests, topics={topic.id: topic})
+        return {r.channel for r, d in zip(requests, decisions, strict=True) if d.allowed}
+
+    return consented
 
 
 def send_options(
@@ -127,17 +156,24 @@ class _Decision(Protocol):
 D = TypeVar("D", bound=_Decision)
 
 
-def choose_consented(options: Sequence[tuple[str, D]]) -> tuple[str, D, tuple[str, ...]]:
+def choose_consented(
+    options: Sequence[tuple[str, D]], *, current: str = ""
+) -> tuple[str, D, tuple[str, ...]]:
     """(channel, its decision, the other allowed channels) from (channel, consent) options.
 
     The first option consent allows wins and the rest stay alternatives for the
-    fatigue policy; when none is allowed, the first option with its refusal.
+    fatigue policy; when none is allowed, the refusal of ``current`` (the channel the
+    message is on) if it is an option, else of the first: a message that goes nowhere
+    is not moved.
     """
     if len(options) == 1:  # the usual case, once per message of a batch: no lists
         channel, decision = options[0]
         return channel, decision, ()
     allowed = [(c, d) for c, d in options if d.allowed]
-    channel, decision = allowed[0] if allowed else options[0]
+    if allowed:
+        channel, decision = allowed[0]
+    else:
+        channel, decision = next(((c, d) for c, d in options if c == current), options[0])
     return channel, decision, tuple([c for c, _d in allowed[1:]])
 
 

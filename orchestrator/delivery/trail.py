@@ -19,3 +19,22 @@ def explain(step: str, decision: str, reason: str, **details: Any) -> dict[str, 
     if details:
         entry["details"] = details
     return entry
+
+
+def switch_entry(
+    message_id: int, from_channel: str, to_channel: str, why: str, **details: Any
+) -> dict[str, Any]:
+    """A channel switch at send time: ``why`` is "consent" (the customer's consent to the
+    topic refused ``from_channel``, details ``refused``) or "policy" (a channel-specific
+    limit held it, details ``held``: the causes). Returns the message id and the entry."""
+    if why == "consent":
+        refused = "; ".join(r["reason"] for r in details.get("refused", ()))
+        reason = f"re-routed from {from_channel} to {to_channel}: {refused or 'not consented'}"
+    else:
+        held = "; ".join(c["describe"] for c in details.get("held", ()) if c.get("in_force"))
+        reason = f"re-routed from {from_channel} to {to_channel}: {from_channel} was held"
+        reason += f" ({held})" if held else ""
+    entry = explain(
+        "route", "rerouted", reason, why=why, **{"from": from_channel, "to": to_channel}, **details
+    )
+    return {"message_id": message_id, "entry": entry}

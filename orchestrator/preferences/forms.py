@@ -110,7 +110,7 @@ class PreferencesForm(forms.Form):
                 self.fields[name] = forms.BooleanField(
                     required=False,
                     initial=current.subscriptions.get((topic.id, channel), False),
-                    label=f"{topic.name}: {CHANNEL_LABELS.get(channel, channel)}",
+                    label=f"{topic.name_in()}: {CHANNEL_LABELS.get(channel, channel)}",
                 )
                 row.append((channel, name))
                 self.cells.append((topic.id, channel))

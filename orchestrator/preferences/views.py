@@ -32,6 +32,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 
+from journeys.selectors import series_names
 from orchestrator.audience.models import Customer
 from orchestrator.consent.models import ConsentRecord
 from orchestrator.consent.preferences import preferences_update, unsubscribe_from_all
@@ -148,7 +149,7 @@ def _record_sentence(record, tz: str) -> str:
     """The consent record behind a message, as a sentence: what, when, where."""
     when = date_format(timezone.localtime(record.created_at, ZoneInfo(tz)), "DATE_FORMAT")
     how = _SOURCES.get(record.source, record.source)
-    topic = record.topic.name if record.topic else None
+    topic = record.topic.name_in() if record.topic else None
     channel = CHANNEL_LABELS.get(record.channel, record.channel) if record.channel else None
     v = {"when": when, "how": how, "topic": topic, "channel": channel or _("any channel")}
     if record.action == "opt_in" and topic:
@@ -205,16 +206,20 @@ def preference_center(request, token, customer, *, lang, nonce):
         status = 400
     else:
         form = PreferencesForm(**kwargs)
+    recent = selectors.recent_messages(customer)
+    series = series_names(item.message.journey for item in recent)
     explained = [
         {
             "message": item.message,
             "channel": CHANNEL_LABELS.get(item.message.channel, item.message.channel),
-            "lines": customer_explanation(item.message),
+            "lines": customer_explanation(
+                item.message, journey_name=series.get(item.message.journey)
+            ),
             "record": _record_sentence(item.consent_record, customer.timezone or "UTC")
             if item.consent_record
             else "",
         }
-        for item in selectors.recent_messages(customer)
+        for item in recent
     ]
     context = {
         "customer": customer,

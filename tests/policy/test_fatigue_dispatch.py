@@ -220,9 +220,6 @@ def test_preferred_routes_around_a_channel_the_customer_opted_out_of(outbox):
     topic = make_topic(default_opt_in=True)
     customer = make_customer(line_user_id="U1234567890abcdef")
     ChannelPreference.objects.create(customer=customer, channel_order=["email", "line", "sms"])
-    Subscription.objects.create(
-        customer=customer, topic=topic, channel="email", status="unsubscribed"
-    )
     template = make_template(
         topic=topic,
         variants={
@@ -232,6 +229,10 @@ def test_preferred_routes_around_a_channel_the_customer_opted_out_of(outbox):
     )
     message = queue(customer, template, channel="preferred")
     assert message.channel == "email"  # first reachable when queued
+    # The opt-out comes after the message was queued: the dispatcher routes around it.
+    Subscription.objects.create(
+        customer=customer, topic=topic, channel="email", status="unsubscribed"
+    )
     dispatcher.dispatch_due()
     message.refresh_from_db()
     assert (message.status, message.channel, message.to_address) == (

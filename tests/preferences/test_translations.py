@@ -16,19 +16,25 @@ CATALOG = Path(settings.BASE_DIR) / "locale" / "ja" / "LC_MESSAGES"
 
 
 def _read_po(path: Path) -> dict[str, str]:
-    """msgid -> msgstr of the translated, non-fuzzy entries (enough of the format for ours)."""
+    """msgid -> msgstr of the translated, non-fuzzy entries (enough of the format for ours).
+
+    An entry with a context is keyed as gettext keys it: ``context + "\x04" + msgid``.
+    """
     entries: dict[str, str] = {}
     msgid = msgstr = None
     target = None
     fuzzy = False
+    context = ""
 
     def flush():
         if msgid and msgstr and not fuzzy:
-            entries[msgid] = msgstr
+            entries[f"{context}\x04{msgid}" if context else msgid] = msgstr
 
     for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
         if line.startswith("#,"):
             fuzzy = "fuzzy" in line
+        elif line.startswith("msgctxt "):
+            context = ast.literal_eval(line[8:])
         elif line.startswith("msgid "):
             msgid, msgstr, target = ast.literal_eval(line[6:]), "", "id"
         elif line.startswith("msgstr "):
@@ -41,6 +47,7 @@ def _read_po(path: Path) -> dict[str, str]:
             flush()
             msgid = msgstr = target = None
             fuzzy = False
+            context = ""
     return entries
 
 

@@ -79,6 +79,11 @@ class Loaded:
     alternatives: dict[int, tuple[str, ...]]
     #: Customers who wrote to us on WhatsApp within its customer-care window.
     whatsapp_sessions: set[int] = field(default_factory=set)
+    #: The channel each message was queued on, before routing at send time.
+    queued_channels: dict[int, str] = field(default_factory=dict)
+    #: Messages routing moved off their queued channel: why, per message (the channels
+    #: consent refused before the one taken). ``decide`` records the switch.
+    reroutes: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def load_batch(claimed: Sequence[Claimed]) -> Loaded:
@@ -131,12 +136,29 @@ def load_batch(claimed: Sequence[Claimed]) -> Loaded:
     consent: dict[int, Any] = {}
     alternatives: dict[int, tuple[str, ...]] = {}
     addresses: dict[int, str] = {}
+    queued: dict[int, str] = {}
+    reroutes: dict[int, dict[str, Any]] = {}
     for m in claimed:
-        channel, consent[m.id], alternatives[m.id] = routing.choose_consented(per_message[m.id])
+        queued[m.id] = m.channel
+        channel, consent[m.id], alternatives[m.id] = routing.choose_consented(
+            per_message[m.id], current=m.channel
+        )
+        if channel != m.channel and consent[m.id].allowed:
+            reroutes[m.id] = {
+                "from": m.channel,
+                "to": channel,
+                "refused": [
+                    {"channel": c, "code": d.code, "reason": d.reason}
+                    for c, d in per_message[m.id]
+                    if not d.allowed
+                ],
+            }
         m.channel = channel
         addresses[m.id] = customers[m.customer_id].address_for(channel)
     sessions = _whatsapp_sessions({m.customer_id for m in claimed if m.channel == "whatsapp"})
-    return Loaded(customers, topics, variants, addresses, consent, alternatives, sessions)
+    return Loaded(
+        customers, topics, variants, addresses, consent, alternatives, sessions, queued, reroutes
+    )
 
 
 #: WhatsApp allows free-form messages this long after the customer last wrote, less a
