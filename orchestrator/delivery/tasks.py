@@ -33,8 +33,10 @@ def dispatch(time_budget_seconds: int = 20) -> dict[str, int]:
 
 @shared_task(name="sweeps.recover_stalled", ignore_result=True)
 def recover_stalled(stalled_minutes: int = 5) -> dict[str, int]:
-    """Requeue sends of dead workers that never reached a provider; flag the rest."""
+    """Requeue sends of dead workers that never reached a provider; reconcile the rest
+    (a resend under the same retry key where the provider dedupes, else settled after
+    ``DISPATCH_UNKNOWN_OUTCOME_WAIT_SECONDS`` without a provider report)."""
     stats = dispatcher.recover_stalled(stalled_after=dt.timedelta(minutes=stalled_minutes))
-    if stats.requeued or stats.awaiting_status:
+    if any(stats.as_dict().values()):
         logger.warning("recover_stalled: %s", stats.as_dict())
     return stats.as_dict()

@@ -44,6 +44,7 @@ from orchestrator.core.metrics import (
     bucket_label,
     rollup_status_counts,
 )
+from orchestrator.delivery.dispatcher.claim import STALLED_AFTER
 
 # The queries below spell the ``message_claim_idx`` predicate exactly as the index does,
 # "status IN ('queued', 'scheduled', 'deferred')", so the planner can use the index.
@@ -71,6 +72,15 @@ _OLDEST_SQL = """
 _SENDING_SQL = """
     SELECT channel, count(*) FROM delivery_message
     WHERE status = 'sending'
+    GROUP BY channel
+    ORDER BY channel
+"""
+# "Maybe sent" rows left by a stalled send (a live provider call takes seconds, never
+# ``STALLED_AFTER``): waiting for a provider report, a resend under the same retry key,
+# or the bounded wait. Also read from ``message_sending_idx``.
+_AWAITING_RECONCILIATION_SQL = """
+    SELECT channel, count(*) FROM delivery_message
+    WHERE status = 'sending' AND handed_off_at < %(stalled)s
     GROUP BY channel
     ORDER BY channel
 """
@@ -126,6 +136,13 @@ def _database_families(now: dt.datetime) -> list[_Family]:
         "gauge",
         "Messages claimed and not finished, or whose provider outcome is still unknown.",
     )
+    reconciling = _Family(
+        "orchestrator_messages_awaiting_reconciliation",
+        "gauge",
+        "Messages whose provider outcome is unknown after a stalled send: settled by a "
+        "provider report, a resend under the same retry key (LINE), or failed with "
+        "unknown_outcome after DISPATCH_UNKNOWN_OUTCOME_WAIT_SECONDS.",
+    )
     oldest = _Family(
         "orchestrator_backlog_oldest_due_seconds",
         "gauge",
@@ -147,6 +164,12 @@ def _database_families(now: dt.datetime) -> list[_Family]:
         cursor.execute(_SENDING_SQL)
         for channel, n in cursor.fetchall():
             sending.add(n, channel=channel)
+        cursor.execute(_AWAITING_RECONCILIATION_SQL, {"stalled": now - STALLED_AFTER})
+        rows = cursor.fetchall()
+        for channel, n in rows:
+            reconciling.add(n, channel=channel)
+        if not rows:
+            reconciling.add(0)
         cursor.execute(_OLDEST_SQL)
         first = cursor.fetchone()[0]
         oldest.add(max(0.0, (now - first).total_seconds()) if first else 0.0)
@@ -155,7 +178,7 @@ def _database_families(now: dt.datetime) -> list[_Family]:
             totals.add(n, channel=channel, status=status)
         cursor.execute(_ENROLLMENTS_SQL)
         enrollments.add(cursor.fetchone()[0])
-    return [waiting, due, sending, oldest, totals, enrollments]
+    return [waiting, due, sending, reconciling, oldest, totals, enrollments]
 
 
 def _broker_families() -> list[_Family]:

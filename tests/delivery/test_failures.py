@@ -168,7 +168,9 @@ def test_unknown_provider_outcome_stays_sending_and_is_never_resent(settings, ou
     message = queue(customer, make_template(topic=make_topic()), channel="sms")
 
     stats, _ = dispatch_due()
-    with time_machine.travel(timezone.now() + dt.timedelta(hours=1), tick=False):
+    start = timezone.now()
+    # Within the wait for a provider report (DISPATCH_UNKNOWN_OUTCOME_WAIT_SECONDS).
+    with time_machine.travel(start + dt.timedelta(minutes=10), tick=False):
         recover_stalled()
         dispatch_due()
 
@@ -176,6 +178,16 @@ def test_unknown_provider_outcome_stays_sending_and_is_never_resent(settings, ou
     message.refresh_from_db()
     assert message.status == MessageStatus.SENDING
     assert message.handed_off_at is not None
+    assert len(locmem.attempts) == 1
+
+    # No report came: settled as failed, with what is known, and still not resent.
+    with time_machine.travel(start + dt.timedelta(hours=1), tick=False):
+        assert recover_stalled().settled_unknown == 1
+        dispatch_due()
+    message.refresh_from_db()
+    assert message.status == MessageStatus.FAILED
+    assert message.history.last().code == "unknown_outcome"
+    assert "not resent" in message.explanation[-1]["reason"]
     assert len(locmem.attempts) == 1
 
 

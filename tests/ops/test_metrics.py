@@ -23,6 +23,7 @@ FAMILIES = {
     "orchestrator_messages_waiting": "gauge",
     "orchestrator_messages_due": "gauge",
     "orchestrator_messages_sending": "gauge",
+    "orchestrator_messages_awaiting_reconciliation": "gauge",
     "orchestrator_backlog_oldest_due_seconds": "gauge",
     "orchestrator_messages_total": "counter",
     "orchestrator_journey_enrollments_active": "gauge",

@@ -83,6 +83,12 @@ def test_sending_count_uses_the_sending_index(big_message_table):
     assert "Seq Scan on delivery_message" not in plan, plan
 
 
+def test_awaiting_reconciliation_count_uses_the_sending_index(big_message_table):
+    plan = _plan(metrics._AWAITING_RECONCILIATION_SQL, {"stalled": timezone.now()})
+    assert "message_sending_idx" in plan, plan
+    assert "Seq Scan on delivery_message" not in plan, plan
+
+
 def test_active_enrollments_count_uses_the_partial_due_index():
     make_template("journey-hello", topic=make_topic("journey-news"))
     journey = make_journey([send()])

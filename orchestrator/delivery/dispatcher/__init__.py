@@ -8,16 +8,20 @@ One batch is a handful of set-based statements whatever its size:
    renders;
 3. ``claim.hand_off`` marks the rendered rows ``sending`` under a fresh attempt id, and
    ``outcomes.record`` writes the held and failed ones, in the claiming transaction;
-4. ``send.call_adapters`` calls the providers *outside* any transaction;
-5. ``outcomes.record`` writes every provider outcome with its history row.
+4. then chunk by chunk (``DISPATCH_SEND_CHUNK_SIZE``), holding the chunk's customers'
+   send locks: ``claim.mark_handed_off`` stamps the chunk handed off (only rows still
+   ours), ``send.call_adapters`` calls the providers *outside* any transaction, and
+   ``outcomes.record`` writes every provider outcome with its history row.
 
-Every write after the hand-off is guarded by ``attempt_id``: if a row was reclaimed
-(``claim.recover_stalled`` requeued it while this worker was stuck), this worker's
-late writes match nothing.
+A worker killed mid-batch leaves at most one chunk "maybe sent"; the rest were never
+handed off and ``claim.recover_stalled`` requeues them. Every write after the hand-off
+is guarded by ``attempt_id``: if a row was reclaimed while this worker was stuck, this
+worker's late writes match nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -35,6 +39,7 @@ from orchestrator.delivery.dispatcher.claim import (
     RecoveryStats,
     hand_off,
     lock_due,
+    mark_handed_off,
     recover_stalled,
 )
 from orchestrator.delivery.dispatcher.compose import Prepared, fallbacks, load_batch, prepare
@@ -47,9 +52,18 @@ from orchestrator.delivery.dispatcher.outcomes import (
     suppress_refused_addresses,
     tally,
 )
-from orchestrator.delivery.dispatcher.send import call_adapters
+from orchestrator.delivery.dispatcher.send import call_adapters, customers_sending
 
 __all__ = ["DispatchStats", "RecoveryStats", "dispatch_batch", "dispatch_due", "recover_stalled"]
+
+
+def send_chunk_size() -> int:
+    """Messages handed off together: what a killed worker can leave "maybe sent".
+
+    ``DISPATCH_SEND_CHUNK_SIZE`` (default 50): a few rounds of an adapter's concurrent
+    requests, and enough for SendGrid to group copies into one request.
+    """
+    return max(1, int(getattr(settings, "DISPATCH_SEND_CHUNK_SIZE", 50)))
 
 
 def dispatch_batch(*, batch_size: int | None = None) -> DispatchStats:
@@ -76,6 +90,7 @@ class _HandedOff:
     to_send: list[OutboundMessage]
     attempts: dict[int, int]
     fallbacks: dict[int, tuple[str, str]]
+    customers: dict[int, int]
 
 
 def _decide_and_hand_off(
@@ -105,7 +120,7 @@ def _decide_and_hand_off(
         rows = [
             {
                 "id": o.message_id,
-                "rendered": snapshot,
+                "rendered": _with_line_spec(snapshot, o),
                 "address": o.to,
                 "channel": o.channel,
                 "entries": [policy_entries[o.message_id]],
@@ -124,12 +139,54 @@ def _decide_and_hand_off(
         to_send,
         {m.id: m.attempts + 1 for m in claimed},
         fallbacks(claimed, loaded),
+        {m.id: m.customer_id for m in claimed},
     )
 
 
+def _with_line_spec(snapshot: dict[str, Any], outbound: OutboundMessage) -> dict[str, Any]:
+    """The snapshot, plus a LINE message's kind: a reconciling resend sends the same."""
+    spec = outbound.metadata.get("line")
+    return {**snapshot, "line": spec} if spec else snapshot
+
+
 def _send_and_record(handed: _HandedOff, *, attempt_id: uuid.UUID, stats: DispatchStats) -> None:
-    """The provider calls, outside any transaction (no lock held while we wait), then record."""
-    results = call_adapters(handed.to_send)
+    """Hand off, call and record chunk by chunk, outside any transaction."""
+    size = send_chunk_size()
+    for start in range(0, len(handed.to_send), size):
+        _send_chunk(handed, handed.to_send[start : start + size], attempt_id, stats)
+
+
+def _send_chunk(
+    handed: _HandedOff,
+    chunk: list[OutboundMessage],
+    attempt_id: uuid.UUID,
+    stats: DispatchStats,
+) -> None:
+    """One chunk: its customers' send locks are held from the hand-off to the record."""
+    with customers_sending([handed.customers[o.message_id] for o in chunk]):
+        with connection.cursor() as cursor:
+            keys = mark_handed_off(
+                cursor, [o.message_id for o in chunk], attempt_id=attempt_id, now=timezone.now()
+            )
+        # Rows canceled (an erasure) or requeued (recovery) since the claim are not sent.
+        live = [
+            dataclasses.replace(o, metadata={**o.metadata, "retry_key": str(keys[o.message_id])})
+            for o in chunk
+            if o.message_id in keys
+        ]
+        stats.lost += len(chunk) - len(live)
+        if live:
+            _call_and_record(handed, live, attempt_id, stats)
+
+
+def _call_and_record(
+    handed: _HandedOff,
+    to_send: list[OutboundMessage],
+    attempt_id: uuid.UUID,
+    stats: DispatchStats,
+) -> None:
+    """The provider calls (no transaction, no row lock held while we wait), then record."""
+    results = call_adapters(to_send)
     done = timezone.now()
     outcomes = [
         result_outcome(
@@ -141,7 +198,7 @@ def _send_and_record(handed: _HandedOff, *, attempt_id: uuid.UUID, stats: Dispat
         )
         for result, provider in results
     ]
-    sent = {o.message_id: o for o in handed.to_send}
+    sent = {o.message_id: o for o in to_send}
     with transaction.atomic(), connection.cursor() as cursor:
         written = record(cursor, outcomes, attempt_id, done)
         suppress_refused_addresses(results, sent, written)

@@ -4,9 +4,14 @@
   for the caller's transaction (concurrent dispatchers never get the same row) and
   splits off those whose TTL passed;
 - ``hand_off``: one ``UPDATE`` marks the rendered rows ``sending`` under a fresh
-  attempt id, in that same transaction, just before the provider call;
+  attempt id, in that same transaction;
+- ``mark_handed_off``: one ``UPDATE`` per small chunk, just before that chunk's
+  provider calls, stamps ``handed_off_at`` and a fresh retry key: only these rows
+  "may have gone out" if the worker dies;
 - ``recover_stalled``: requeues claims of dead workers that never reached a
-  provider, and flags the ones that may have.
+  provider, reconciles the ones that may have (a resend under the same retry key
+  where the provider runs a key once) and, after a bounded wait with no provider
+  report, settles them as ``failed`` with the code ``unknown_outcome``.
 """
 
 from __future__ import annotations
@@ -17,16 +22,41 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 
-from orchestrator.delivery.dispatcher.outcomes import Outcome, as_json, insert_events
+from channels.adapters import OutboundMessage, get_adapter
+from orchestrator.delivery.dispatcher.outcomes import (
+    Outcome,
+    as_json,
+    insert_events,
+    record,
+    result_outcome,
+    suppress_refused_addresses,
+)
+from orchestrator.delivery.dispatcher.send import call_adapters, customers_sending
 from orchestrator.delivery.models import MessageStatus
 from orchestrator.delivery.services import kick_dispatcher
 from orchestrator.delivery.trail import explain
 
 #: A claim this old that never reached the provider belongs to a dead worker.
 STALLED_AFTER = dt.timedelta(minutes=5)
+#: LINE runs a retry key once for 24 hours: a resend under the same key is safe only
+#: well inside that.
+RETRY_KEY_LIFETIME = dt.timedelta(hours=23)
+#: Messages "maybe sent" reconciled by a resend in one sweep, at most.
+RECONCILE_LIMIT = 500
+
+
+def unknown_outcome_wait() -> dt.timedelta:
+    """How long a "maybe sent" message waits for a provider report before it is settled.
+
+    ``DISPATCH_UNKNOWN_OUTCOME_WAIT_SECONDS`` (default 15 minutes): provider status
+    callbacks come within seconds to minutes; past this, none is coming.
+    """
+    return dt.timedelta(seconds=getattr(settings, "DISPATCH_UNKNOWN_OUTCOME_WAIT_SECONDS", 900))
 
 
 @dataclass(slots=True)
@@ -103,12 +133,13 @@ def lock_due(cursor, *, limit: int, now: dt.datetime) -> tuple[list[Claimed], li
     return claimed, expired
 
 
-# Rows locked by this transaction (lock_due) become ``sending`` under this attempt.
+# Rows locked by this transaction (lock_due) become ``sending`` under this attempt; the
+# previous attempt's retry key is dropped (each attempt gets its own at its chunk).
 _HANDOFF_SQL = """
 UPDATE delivery_message AS m SET
     status = 'sending', attempt_id = %(attempt_id)s, claimed_at = %(now)s,
     rendered = u.rendered, to_address = u.address, channel = u.channel,
-    handed_off_at = %(now)s, decided_at = %(now)s, updated_at = %(now)s,
+    handed_off_at = NULL, retry_key = NULL, decided_at = %(now)s, updated_at = %(now)s,
     attempts = m.attempts + 1, explanation = m.explanation || u.entries
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(
     id bigint, rendered jsonb, address text, channel text, entries jsonb)
@@ -122,42 +153,88 @@ def hand_off(
 ) -> set[int]:
     """Mark the locked rows ``sending`` with their rendered snapshot; returns the ids marked.
 
-    From here on a crash means "may have gone out": the row is reconciled from
-    provider status, never resent by us.
+    Not yet handed off: a worker that dies before a row's chunk is marked
+    (``mark_handed_off``) leaves it to be requeued by ``recover_stalled``.
     """
     cursor.execute(_HANDOFF_SQL, {"rows": as_json(rows), "attempt_id": attempt_id, "now": now})
     return {row[0] for row in cursor.fetchall()}
+
+
+# Re-checks each row: only rows still ``sending`` under this attempt and not yet handed
+# off are called (an erasure may have removed them, recovery may have requeued them).
+_HANDED_OFF_SQL = """
+UPDATE delivery_message SET
+    handed_off_at = %(now)s, retry_key = gen_random_uuid(), updated_at = %(now)s
+WHERE id = ANY(%(ids)s) AND attempt_id = %(attempt_id)s AND status = 'sending'
+    AND handed_off_at IS NULL
+RETURNING id, retry_key
+"""
+
+
+def mark_handed_off(
+    cursor, message_ids: list[int], *, attempt_id: uuid.UUID, now: dt.datetime
+) -> dict[int, uuid.UUID]:
+    """Stamp one chunk handed off, just before its provider calls; returns id -> retry key.
+
+    From here on a crash means "may have gone out": the row is reconciled, never
+    blindly resent. Committed on its own (the caller is outside any transaction), so
+    a kill during the calls leaves only this chunk in doubt.
+    """
+    cursor.execute(
+        _HANDED_OFF_SQL, {"ids": list(message_ids), "attempt_id": attempt_id, "now": now}
+    )
+    return {row[0]: row[1] for row in cursor.fetchall()}
 
 
 @dataclass
 class RecoveryStats:
     requeued: int = 0
     awaiting_status: int = 0
+    #: "Maybe sent" messages settled by a resend under the same retry key.
+    reconciled: int = 0
+    #: "Maybe sent" messages settled ``failed`` (``unknown_outcome``) after the wait.
+    settled_unknown: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"requeued": self.requeued, "awaiting_status": self.awaiting_status}
+        return {
+            "requeued": self.requeued,
+            "awaiting_status": self.awaiting_status,
+            "reconciled": self.reconciled,
+            "settled_unknown": self.settled_unknown,
+        }
 
 
-def recover_stalled(*, stalled_after: dt.timedelta = STALLED_AFTER) -> RecoveryStats:
-    """Requeue sends whose worker died before the provider call; flag the others once.
+def recover_stalled(
+    *, stalled_after: dt.timedelta = STALLED_AFTER, unknown_after: dt.timedelta | None = None
+) -> RecoveryStats:
+    """Requeue sends whose worker died before the provider call; reconcile the others.
 
     A stalled row without ``handed_off_at`` never reached an adapter, so sending
     it again cannot duplicate. A row with ``handed_off_at`` may have reached the
-    provider: it stays ``sending`` until a status webhook settles it.
+    provider: a provider status report settles it (webhooks); where the provider runs
+    a retry key once (LINE), it is resent under the same key, which settles it either
+    way; otherwise, after ``unknown_after`` (``unknown_outcome_wait()``) without a
+    report, it is settled ``failed`` with the code ``unknown_outcome``, not resent.
     """
     now = timezone.now()
     cutoff = now - stalled_after
-    requeue_entry = explain(
+    stats = RecoveryStats()
+    stats.requeued = _requeue_never_handed_off(now, cutoff)
+    stats.reconciled = _reconcile_by_resend(now, cutoff)
+    wait = unknown_outcome_wait() if unknown_after is None else unknown_after
+    stats.settled_unknown = _settle_unknown(now, cutoff, now - wait, wait)
+    stats.awaiting_status = _flag_awaiting_status(now, cutoff)
+    if stats.requeued:
+        kick_dispatcher()
+    return stats
+
+
+def _requeue_never_handed_off(now: dt.datetime, cutoff: dt.datetime) -> int:
+    entry = explain(
         "recovery",
         MessageStatus.QUEUED,
         "the worker stopped before calling the provider; requeued (it was not sent)",
     )
-    unknown_entry = explain(
-        "reconcile",
-        "unknown",
-        "outcome unknown: the provider may have it; awaiting provider status, not resent",
-    )
-    stats = RecoveryStats()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             """
@@ -167,25 +244,195 @@ def recover_stalled(*, stalled_after: dt.timedelta = STALLED_AFTER) -> RecoveryS
             WHERE status = 'sending' AND handed_off_at IS NULL AND claimed_at < %s
             RETURNING id
             """,
-            [now, now, json.dumps(requeue_entry), cutoff],
+            [now, now, json.dumps(entry), cutoff],
         )
         requeued = [row[0] for row in cursor.fetchall()]
         insert_events(
-            cursor,
-            [(mid, MessageStatus.QUEUED, requeue_entry["reason"]) for mid in requeued],
-            now,
+            cursor, [(mid, MessageStatus.QUEUED, entry["reason"]) for mid in requeued], now
         )
+    return len(requeued)
+
+
+def _idempotent_channels() -> list[str]:
+    """Channels whose adapter runs a repeated request once (LINE's retry key)."""
+    channels = []
+    for alias in getattr(settings, "CHANNEL_ADAPTERS", {}) or {}:
+        try:
+            adapter = get_adapter(alias)
+        except ImproperlyConfigured:
+            continue
+        if getattr(adapter, "idempotent_resend", False):
+            channels.append(alias)
+    return channels
+
+
+_RECONCILE_CANDIDATES_SQL = """
+SELECT id, customer_id FROM delivery_message
+WHERE status = 'sending' AND channel = ANY(%(channels)s) AND retry_key IS NOT NULL
+    AND handed_off_at < %(cutoff)s AND handed_off_at > %(key_life)s AND claimed_at < %(cutoff)s
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+# Takes the rows over under a new attempt id (a late write of the stalled worker then
+# matches nothing); the retry key, and so the request, stays the attempt's own.
+_TAKE_OVER_SQL = """
+UPDATE delivery_message SET attempt_id = %(attempt_id)s, claimed_at = %(now)s,
+    updated_at = %(now)s
+WHERE id = ANY(%(ids)s) AND status = 'sending' AND retry_key IS NOT NULL
+    AND handed_off_at < %(cutoff)s AND claimed_at < %(cutoff)s
+RETURNING id, channel, to_address, rendered, retry_key, attempts, provider
+"""
+
+
+def _reconcile_by_resend(now: dt.datetime, cutoff: dt.datetime) -> int:
+    """Resend "maybe sent" messages under their stored retry key; returns how many settled.
+
+    LINE executes a key once: a 409 with the accepted request id means it had the
+    message (sent, the same one), a 200 that it had not (sent now, once). Anything
+    else leaves the doubt as it was: the row stays for the next sweep or the wait.
+    """
+    channels = _idempotent_channels()
+    if not channels:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECONCILE_CANDIDATES_SQL,
+            {
+                "channels": channels,
+                "cutoff": cutoff,
+                "key_life": now - RETRY_KEY_LIFETIME,
+                "limit": RECONCILE_LIMIT,
+            },
+        )
+        candidates = cursor.fetchall()
+    if not candidates:
+        return 0
+    attempt_id = uuid.uuid4()
+    # The send lock, as for any provider call: an erasure waits for this resend, and a
+    # row it removed first is not resent.
+    with customers_sending([customer_id for _id, customer_id in candidates]):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _TAKE_OVER_SQL,
+                {
+                    "ids": [mid for mid, _c in candidates],
+                    "attempt_id": attempt_id,
+                    "now": now,
+                    "cutoff": cutoff,
+                },
+            )
+            rows = cursor.fetchall()
+        outbound: dict[int, OutboundMessage] = {}
+        attempts: dict[int, int] = {}
+        for mid, channel, address, rendered, key, tries, _provider in rows:
+            snapshot = json.loads(rendered) if isinstance(rendered, str) else (rendered or {})
+            metadata: dict[str, Any] = {"retry_key": str(key)}
+            if snapshot.get("line"):
+                metadata["line"] = snapshot["line"]
+            outbound[mid] = OutboundMessage(
+                message_id=mid,
+                channel=channel,
+                to=address,
+                body=snapshot.get("body", ""),
+                subject=snapshot.get("subject", ""),
+                html=snapshot.get("html", ""),
+                metadata=metadata,
+            )
+            attempts[mid] = tries
+        results = call_adapters(list(outbound.values())) if outbound else []
+        done = timezone.now()
+        outcomes = [
+            _reconciled(result, provider, attempts[result.message_id], done)
+            for result, provider in results
+            if result.accepted or (result.permanent and not result.unknown)
+        ]
+        with transaction.atomic(), connection.cursor() as cursor:
+            written = record(cursor, outcomes, attempt_id, done)
+            suppress_refused_addresses(results, outbound, written)
+    return sum(1 for o in outcomes if o.message_id in written)
+
+
+def _reconciled(result, provider: str, attempts: int, now: dt.datetime) -> Outcome:
+    outcome = result_outcome(result, provider=provider, attempts=attempts, now=now)
+    if not result.accepted:
+        return outcome
+    if result.detail.get("duplicate"):
+        reason = (
+            f"reconciled: {provider} already had this attempt's request (same retry key), "
+            "so it was sent once"
+        )
+    else:
+        reason = (
+            f"reconciled: {provider} had not taken the interrupted request; sent now under "
+            "the same retry key, once"
+        )
+    outcome.reason = reason
+    outcome.entry = explain(
+        "reconcile",
+        MessageStatus.SENT,
+        reason,
+        provider=provider,
+        provider_message_id=result.provider_message_id,
+        attempt=attempts,
+    )
+    outcome.code = "reconciled"
+    return outcome
+
+
+#: Why a "maybe sent" message ends ``failed``: what we know, and what we did not do.
+UNKNOWN_OUTCOME_REASON = (
+    "outcome unknown: the worker stopped during the provider call (or the call's answer "
+    "was lost) and no provider report came within {minutes} minutes; not resent, to avoid "
+    "a duplicate"
+)
+
+
+def _settle_unknown(
+    now: dt.datetime, cutoff: dt.datetime, wait_cutoff: dt.datetime, wait: dt.timedelta
+) -> int:
+    reason = UNKNOWN_OUTCOME_REASON.format(minutes=round(wait.total_seconds() / 60))
+    entry = explain("reconcile", MessageStatus.FAILED, reason, code="unknown_outcome")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH settled AS (
+                UPDATE delivery_message SET
+                    status = 'failed', last_error = %(reason)s, updated_at = %(now)s,
+                    explanation = explanation || jsonb_build_array(%(entry)s::jsonb)
+                WHERE status = 'sending' AND handed_off_at IS NOT NULL
+                    AND handed_off_at < %(wait_cutoff)s AND claimed_at < %(cutoff)s
+                RETURNING id
+            )
+            INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason, code)
+            SELECT id, 'failed', %(now)s, %(reason)s, 'unknown_outcome' FROM settled
+            RETURNING message_id
+            """,
+            {
+                "reason": reason,
+                "now": now,
+                "entry": json.dumps(entry),
+                "wait_cutoff": wait_cutoff,
+                "cutoff": cutoff,
+            },
+        )
+        return len(cursor.fetchall())
+
+
+def _flag_awaiting_status(now: dt.datetime, cutoff: dt.datetime) -> int:
+    entry = explain(
+        "reconcile",
+        "unknown",
+        "outcome unknown: the provider may have it; awaiting provider status, not resent",
+    )
+    with connection.cursor() as cursor:
         cursor.execute(
             """
             UPDATE delivery_message SET
                 updated_at = %s, explanation = explanation || jsonb_build_array(%s::jsonb)
-            WHERE status = 'sending' AND handed_off_at IS NOT NULL AND claimed_at < %s
+            WHERE status = 'sending' AND handed_off_at < %s AND claimed_at < %s
               AND NOT explanation @> '[{"step": "reconcile"}]'
             """,
-            [now, json.dumps(unknown_entry), cutoff],
+            [now, json.dumps(entry), cutoff, cutoff],
         )
-        stats.awaiting_status = cursor.rowcount
-    stats.requeued = len(requeued)
-    if requeued:
-        kick_dispatcher()
-    return stats
+        return cursor.rowcount

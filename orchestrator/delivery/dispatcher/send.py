@@ -1,7 +1,11 @@
-"""The provider calls: one adapter call per channel in the batch, outside any transaction.
+"""The provider calls: one adapter call per channel in a chunk, outside any transaction.
 
 An adapter that raises leaves its messages "maybe sent" (unknown), never retried
 into a duplicate; a message the adapter returned no result for is unknown too.
+
+A chunk's calls run while its customers' send locks are held (``customers_sending``,
+shared): an erasure takes the same lock exclusively (``wait_for_sends``), so it waits
+for calls in flight and no call for the person starts after it.
 """
 
 from __future__ import annotations
@@ -9,12 +13,60 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from django.db import DatabaseError, connection
 
 from channels.adapters import OutboundMessage, SendResult, get_adapter
 from orchestrator.core.metrics import outcome_counts, provider_call_observe
 
 logger = logging.getLogger("orchestrator.delivery.dispatcher")
+
+#: Advisory lock keys of the send lock: a namespace in the high bits, the customer id in
+#: the low ones (the fatigue policy's decision lock uses another namespace).
+_SEND_LOCK = 0x5E4D << 40
+
+
+@contextmanager
+def customers_sending(customer_ids: Sequence[int]) -> Iterator[None]:
+    """Hold the customers' send locks, shared, on this connection's session.
+
+    Session locks, not transaction ones: they span the hand-off, the provider calls
+    (outside any transaction) and the recording. A killed worker's session ends and
+    the server releases them. Taken in id order; shared locks never wait on each other,
+    only on an erasure holding one of them.
+    """
+    ids = sorted(set(customer_ids))
+    if not ids:
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_lock_shared(%s + k) FROM unnest(%s::bigint[]) AS k ORDER BY k",
+            [_SEND_LOCK, ids],
+        )
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_unlock_shared(%s + k) FROM unnest(%s::bigint[]) AS k",
+                    [_SEND_LOCK, ids],
+                )
+        except DatabaseError:
+            # Ending the session releases its locks.
+            connection.close()
+
+
+def wait_for_sends(cursor, customer_id: int) -> None:
+    """Take the customer's send lock exclusively until the transaction ends.
+
+    Waits for every chunk of theirs being handed off, called or recorded; a chunk that
+    starts later waits for this transaction, then finds its rows gone or canceled.
+    """
+    cursor.execute("SELECT pg_advisory_xact_lock(%s + %s)", [_SEND_LOCK, customer_id])
 
 
 def call_adapters(
@@ -56,5 +108,28 @@ def call_adapters(
                 error="the adapter returned no result for this message",
                 error_code="missing_result",
             )
-            results.append((result, provider))
+            results.append((_own_duplicate(result, outbound), provider))
     return results
+
+
+def _own_duplicate(result: SendResult, outbound: OutboundMessage) -> SendResult:
+    """A provider's "already accepted" counts as sent only for this attempt's own key.
+
+    LINE answers a repeated retry key with 409 and the first request's id: that is
+    this message only if the key is the one stored for this attempt. Any other key's
+    duplicate means LINE dropped our message as someone else's: not sent, and safe
+    to try again under a fresh key.
+    """
+    if not (result.accepted and result.detail.get("duplicate")):
+        return result
+    stored = outbound.metadata.get("retry_key")
+    if stored and str(result.detail.get("retry_key", "")).lower() == str(stored).lower():
+        return result
+    return SendResult(
+        message_id=result.message_id,
+        accepted=False,
+        error="the provider took the request for a repeat of another one (its retry key "
+        "is not this attempt's), so it did not send it",
+        error_code="retry_key_not_ours",
+        detail=result.detail,
+    )
