@@ -11,11 +11,12 @@ The entry points (API, admin, the preference center) call ``customer_export`` an
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
-from django.db import transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from channels.devinbox.privacy import devinbox_erase
@@ -26,8 +27,11 @@ from orchestrator.audience.selectors import customer_addresses
 from orchestrator.consent.models import Suppression, address_hash
 from orchestrator.consent.suppressions import suppressions_add
 from orchestrator.core.jsonable import iso
-from orchestrator.delivery.models import WAITING_STATUSES, Message
+from orchestrator.delivery.dispatcher.send import wait_for_sends
+from orchestrator.delivery.models import WAITING_STATUSES, Message, MessageStatus
 from orchestrator.delivery.services import messages_cancel
+
+logger = logging.getLogger(__name__)
 
 #: Bumped when a section changes shape, so a client reading old exports can tell.
 EXPORT_FORMAT = 1
@@ -185,8 +189,12 @@ class ErasureSummary:
 
 def customer_erase(*, customer: Customer, source: str) -> ErasureSummary:
     """Erase the customer (Art. 17), in one transaction; raise Customer.DoesNotExist if
-    they are gone already.
+    they are gone already. Once this returns, no provider call for them follows.
 
+    0. Take their send lock exclusively: provider calls in flight for them finish and
+       are recorded first; a dispatcher's next chunk for them waits, then finds its
+       rows gone. Then lock their messages, so no history row appears for one of them
+       between our deletes (a race is retried, ``ERASE_ATTEMPTS`` times in all).
     1. Lock the customer row. A journey step or an API send for them that is writing
        right now finishes first; one that starts later waits on the lock and then fails
        its foreign key, instead of re-creating data we are deleting.
@@ -194,7 +202,8 @@ def customer_erase(*, customer: Customer, source: str) -> ErasureSummary:
        reason ``erased``: only ``sha256(channel:address)`` is kept, so a person created
        again later with the same address is refused at dispatch. An existing suppression
        (a bounce, say) is kept as it is: the address is blocked either way.
-    3. Cancel their messages still waiting, so none is claimed between now and commit.
+    3. Cancel their messages still waiting, or claimed by a dispatcher and not yet
+       handed off, so none is sent between now and commit.
     4. The other apps' parts: the dev inbox deletes its copies of what was sent to
        them; the webhooks delete inbound messages and scrub raw webhook payloads
        holding the addresses; journeys exit active enrollments.
@@ -215,37 +224,103 @@ def customer_erase(*, customer: Customer, source: str) -> ErasureSummary:
       being processed again and re-creating an inbound message with the address.
 
     Not touched here, and why: API idempotency records may hold a response naming the
-    customer; they are purged after IDEMPOTENCY_KEY_TTL_HOURS. A message a dispatcher
-    has already handed to the provider (``sending``) cannot be recalled; its row is
-    deleted all the same, and the dispatcher's record of the outcome, guarded by the
-    row it updates, then writes nothing.
+    customer; they are purged after IDEMPOTENCY_KEY_TTL_HOURS. A message the provider
+    already had (its call finished before step 0 ended) cannot be recalled; its row is
+    deleted all the same, and a late provider report for it then finds nothing.
     """
-    with transaction.atomic():
-        locked = Customer.objects.select_for_update().filter(pk=customer.pk).first()
-        if locked is None:
-            raise Customer.DoesNotExist(f"customer {customer.pk} does not exist")
-        addresses = customer_addresses(locked)
-        suppressions_add(
-            (channel, address, Suppression.Reason.ERASED, f"erasure requested via {source}")
-            for channel, address in sorted(addresses)
-        )
-        waiting = list(
-            Message.objects.filter(customer=locked, status__in=WAITING_STATUSES).values_list(
-                "id", flat=True
+    for attempt in range(1, ERASE_ATTEMPTS + 1):
+        try:
+            # A savepoint when the caller holds a transaction (an idempotent API request):
+            # a failed attempt is rolled back alone and tried again.
+            with transaction.atomic():
+                return _erase(customer, source)
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == ERASE_ATTEMPTS or not _retryable(exc):
+                raise
+            logger.warning(
+                "erasure of customer %s raced a concurrent write (%s); trying again",
+                customer.pk,
+                _sqlstate(exc),
             )
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+#: Attempts at an erasure that races concurrent writes (a deadlock, a history row
+#: written for a message being deleted) before the error is raised.
+ERASE_ATTEMPTS = 3
+#: Deadlock, serialization failure, foreign key violation.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "23503"})
+_ERASED = "the customer's data was erased"
+
+
+def _sqlstate(exc: Exception) -> str:
+    cause = exc.__cause__
+    return str(getattr(cause, "sqlstate", "") or getattr(cause, "pgcode", "") or "")
+
+
+def _retryable(exc: Exception) -> bool:
+    return _sqlstate(exc) in _RETRYABLE_SQLSTATES
+
+
+def _lock_messages(customer_id: int) -> None:
+    """Lock every message of the customer, in id order.
+
+    A history row (a dispatcher's outcome, a provider's status report) written for one
+    of them is checked against it at its writer's commit, which now waits for ours and
+    then fails, instead of appearing between our deletes and failing our commit.
+    """
+    list(
+        Message.objects.select_for_update()
+        .filter(customer_id=customer_id)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
+def _erase(customer: Customer, source: str) -> ErasureSummary:
+    with connection.cursor() as cursor:
+        # First, before any row lock: wait for the provider calls in flight for them (a
+        # dispatcher holds the send lock from a chunk's hand-off to its record) and keep
+        # any new one from starting until this transaction ends.
+        wait_for_sends(cursor, customer.pk)
+    _lock_messages(customer.pk)
+    locked = Customer.objects.select_for_update().filter(pk=customer.pk).first()
+    if locked is None:
+        raise Customer.DoesNotExist(f"customer {customer.pk} does not exist")
+    # Again under the customer lock: a message created in between is locked too; none
+    # can be created from here on.
+    _lock_messages(locked.pk)
+    addresses = customer_addresses(locked)
+    suppressions_add(
+        (channel, address, Suppression.Reason.ERASED, f"erasure requested via {source}")
+        for channel, address in sorted(addresses)
+    )
+    waiting = list(
+        Message.objects.filter(customer=locked, status__in=WAITING_STATUSES).values_list(
+            "id", flat=True
         )
-        canceled = messages_cancel(message_ids=waiting, reason="the customer's data was erased")
-        counts: dict[str, int] = {}
-        for part in (devinbox_erase(locked), webhooks_erase(locked), journeys_erase(locked)):
-            for what, count in (part or {}).items():
-                counts[what] = counts.get(what, 0) + count
-        _forget_in_admin_log(locked)
-        _total, by_model = locked.delete()
-        for label, count in by_model.items():
-            if count:
-                counts[label] = counts.get(label, 0) + count
+    )
+    canceled = messages_cancel(message_ids=waiting, reason=_ERASED)
+    # Claimed by a dispatcher but not yet handed off: its chunk finds them gone and does
+    # not call the provider.
+    unsent = Message.objects.filter(
+        customer=locked, status=MessageStatus.SENDING, handed_off_at__isnull=True
+    ).update(status=MessageStatus.CANCELED, attempt_id=None, last_error=_ERASED)
+    counts: dict[str, int] = {}
+    for part in (devinbox_erase(locked), webhooks_erase(locked), journeys_erase(locked)):
+        for what, count in (part or {}).items():
+            counts[what] = counts.get(what, 0) + count
+    _forget_in_admin_log(locked)
+    _total, by_model = locked.delete()
+    for label, count in by_model.items():
+        if count:
+            counts[label] = counts.get(label, 0) + count
+    with connection.cursor() as cursor:
+        # The deferred foreign key checks run now, inside this attempt, rather than at a
+        # caller's commit, where a failure could no longer be tried again.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     return ErasureSummary(
         suppressed_channels=sorted({channel for channel, _address in addresses}),
-        canceled_messages=len(canceled),
+        canceled_messages=len(canceled) + unsent,
         deleted=counts,
     )
