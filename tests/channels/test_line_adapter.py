@@ -30,7 +30,7 @@ from linebot.v3.webhooks import (
 )
 
 from channels.adapters.base import OutboundMessage
-from channels.adapters.line import RETRY_KEY_NAMESPACE, LineAdapter, retry_key
+from channels.adapters.line import LineAdapter
 from tests.emulator import ProviderEmulator
 from tests.emulator import line as line_emulator
 from tests.emulator.line import (
@@ -153,8 +153,8 @@ def test_a_text_push_carries_token_retry_key_and_body(emulator, make_adapter):
     assert request.header("content-type") == "application/json"
     assert request.header("user-agent").startswith("line-bot-sdk-python/")
     key = request.header("x-line-retry-key")
-    assert key == retry_key(42, namespace=RETRY_KEY_NAMESPACE) == result.detail["retry_key"]
-    assert uuid.UUID(key).version == 5
+    assert key == result.detail["retry_key"]
+    assert uuid.UUID(key).version == 4  # random: no other installation sends it
     assert request.json() == {
         "to": USER,
         "messages": [{"type": "text", "text": "Your order shipped."}],
@@ -484,9 +484,10 @@ def test_other_client_errors_are_permanent(emulator, make_adapter, status):
 
 def test_a_resend_with_the_same_retry_key_is_accepted_once(emulator, make_adapter):
     adapter = make_adapter()
-    [first] = adapter.send([line_message(message_id=7)])
+    key = {"retry_key": str(uuid.uuid4())}
+    [first] = adapter.send([line_message(message_id=7, metadata=key)])
 
-    [again] = adapter.send([line_message(message_id=7)])
+    [again] = adapter.send([line_message(message_id=7, metadata=key)])
 
     assert first.accepted and again.accepted
     assert again.detail["duplicate"] is True and again.detail["http_status"] == 409
@@ -497,41 +498,43 @@ def test_a_resend_with_the_same_retry_key_is_accepted_once(emulator, make_adapte
     assert len(line_emulator.state(emulator).pushes) == 1
 
 
-def test_the_attempt_key_decides_the_retry_key(emulator, make_adapter):
+def test_the_stored_retry_key_decides_the_retry_key(emulator, make_adapter):
     adapter = make_adapter(concurrency=1)  # one after the other: the first one wins
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
 
     results = adapter.send(
         [
-            line_message(message_id=8, metadata={"attempt_key": "a"}),
-            line_message(message_id=8, metadata={"attempt_key": "a"}),
-            line_message(message_id=8, metadata={"attempt_key": "b"}),
+            line_message(message_id=8, metadata={"retry_key": a}),
+            line_message(message_id=8, metadata={"retry_key": a}),
+            line_message(message_id=8, metadata={"retry_key": b}),
         ]
     )
 
     assert [r.accepted for r in results] == [True, True, True]
     assert [r.detail.get("duplicate", False) for r in results] == [False, True, False]
     keys = [r.header("x-line-retry-key") for r in pushes(emulator)]
-    assert keys[0] == keys[1] != keys[2]
-    assert keys[0] == retry_key(8, "a", namespace=RETRY_KEY_NAMESPACE)
-    assert keys[0] != retry_key(8, namespace=RETRY_KEY_NAMESPACE)
+    assert keys == [a, a, b]
     assert len(line_emulator.state(emulator).pushes) == 2
 
 
-def test_the_retry_key_namespace_separates_installations(emulator, make_adapter):
-    [a] = make_adapter(retry_key_namespace="production").send([line_message(message_id=9)])
-    [b] = make_adapter(retry_key_namespace="staging").send([line_message(message_id=9)])
+def test_without_a_stored_key_each_push_gets_a_fresh_random_one(emulator, make_adapter):
+    """The same message id from two installations is two messages, never a repeat."""
+    [production] = make_adapter().send([line_message(message_id=9)])
+    [staging] = make_adapter().send([line_message(message_id=9, to=OTHER_USER)])
 
-    assert a.accepted and b.accepted and not b.detail.get("duplicate")
-    assert a.detail["retry_key"] != b.detail["retry_key"]
+    assert production.accepted and staging.accepted and not staging.detail.get("duplicate")
+    assert production.detail["retry_key"] != staging.detail["retry_key"]
+    assert [p.to for p in line_emulator.state(emulator).pushes] == [USER, OTHER_USER]
 
 
 def test_a_retry_after_a_failed_push_goes_through(emulator, make_adapter):
     """A key is only spent on an accepted push: after a 500 the same key still sends."""
     emulator.fail_next(PUSH_PATH, status=500, body=line_emulator.INTERNAL_ERROR)
     adapter = make_adapter()
-    [failed] = adapter.send([line_message(message_id=10)])
+    key = {"retry_key": str(uuid.uuid4())}
+    [failed] = adapter.send([line_message(message_id=10, metadata=key)])
 
-    [retried] = adapter.send([line_message(message_id=10)])
+    [retried] = adapter.send([line_message(message_id=10, metadata=key)])
 
     assert not failed.accepted and retried.accepted and not retried.detail.get("duplicate")
     assert failed.detail["retry_key"] == retried.detail["retry_key"]
@@ -543,9 +546,10 @@ def test_a_retry_after_a_failed_push_goes_through(emulator, make_adapter):
 def test_a_timeout_is_unknown_and_a_resend_is_deduplicated(emulator, make_adapter):
     emulator.fail_next(PUSH_PATH, timeout=True, delay=0.8)
     adapter = make_adapter(timeout=0.3)
+    key = {"retry_key": str(uuid.uuid4())}
 
     started = time.monotonic()
-    [result] = adapter.send([line_message(message_id=11)])
+    [result] = adapter.send([line_message(message_id=11, metadata=key)])
 
     assert time.monotonic() - started < 0.75, "the timeout did not apply"
     assert result.unknown and not result.accepted and not result.permanent
@@ -557,7 +561,7 @@ def test_a_timeout_is_unknown_and_a_resend_is_deduplicated(emulator, make_adapte
         time.sleep(0.02)
     [push] = state.pushes
 
-    [resent] = adapter.send([line_message(message_id=11)])
+    [resent] = adapter.send([line_message(message_id=11, metadata=key)])
 
     assert resent.accepted and resent.detail["duplicate"] is True
     assert resent.provider_message_id == push.request_id
