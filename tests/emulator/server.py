@@ -75,6 +75,8 @@ class Received:
     params: dict[str, str] = field(default_factory=dict)
     #: The HTTP status it was answered with (None until answered).
     status: int | None = None
+    #: When it arrived (``time.time()``: the test's clock when time_machine moves it).
+    received_at: float = field(default_factory=time.time)
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")

@@ -96,8 +96,10 @@ def message_ids_on_the_wire(received: Iterable) -> Counter[int]:
                 body = json.loads(request.body or b"{}")
             except ValueError:
                 continue
+            # A message sent alone carries its id in the request's own custom_args.
+            shared = (body.get("custom_args") or {}).get("message_id")
             for personalization in body.get("personalizations") or []:
-                message_id = (personalization.get("custom_args") or {}).get("message_id")
+                message_id = (personalization.get("custom_args") or {}).get("message_id") or shared
                 if message_id:
                     counts[int(message_id)] += 1
     return counts
@@ -105,3 +107,9 @@ def message_ids_on_the_wire(received: Iterable) -> Counter[int]:
 
 def duplicated(calls: Counter[int]) -> int:
     return sum(1 for n in calls.values() if n > 1)
+
+
+def accepted_requests(received: Iterable) -> list:
+    """The requests the provider answered 2xx: what it took (a refused request is not a
+    delivery, so a message refused then accepted is not a duplicate)."""
+    return [r for r in received if r.status is not None and 200 <= r.status < 300]

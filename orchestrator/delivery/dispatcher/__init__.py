@@ -90,6 +90,7 @@ class _HandedOff:
     to_send: list[OutboundMessage]
     attempts: dict[int, int]
     fallbacks: dict[int, tuple[str, str]]
+    expires: dict[int, dt.datetime | None]
     customers: dict[int, int]
 
 
@@ -139,6 +140,7 @@ def _decide_and_hand_off(
         to_send,
         {m.id: m.attempts + 1 for m in claimed},
         fallbacks(claimed, loaded),
+        {m.id: m.expires_at for m in claimed},
         {m.id: m.customer_id for m in claimed},
     )
 
@@ -195,6 +197,7 @@ def _call_and_record(
             attempts=handed.attempts[result.message_id],
             now=done,
             fallback=handed.fallbacks.get(result.message_id),
+            expires_at=handed.expires.get(result.message_id),
         )
         for result, provider in results
     ]

@@ -1,8 +1,9 @@
 """What a dispatch attempt did to each message, and writing it down.
 
 A provider's answer (``SendResult``) becomes a status here: sent, "maybe sent"
-(left ``sending`` for reconciliation), a fallback, a retry with backoff, or a
-failure; refused addresses are suppressed with the outcome. Every outcome is one
+(left ``sending`` for reconciliation), a fallback, a retry with backoff (never
+before the provider's reset), a failure, or expired when the next try would come
+after the message's expiry; refused addresses are suppressed with the outcome. Every outcome is one
 row of one set-based statement that updates the messages and inserts their
 history rows, guarded by the claim (see ``record``).
 """
@@ -29,6 +30,14 @@ MAX_ATTEMPTS = getattr(settings, "DISPATCH_MAX_ATTEMPTS", 5)
 #: Backoff after the n-th transient failure: BASE * 2**(n-1), at most MAX, with jitter.
 BACKOFF_BASE = dt.timedelta(seconds=getattr(settings, "DISPATCH_BACKOFF_BASE_SECONDS", 30))
 BACKOFF_MAX = dt.timedelta(seconds=getattr(settings, "DISPATCH_BACKOFF_MAX_SECONDS", 3600))
+#: The longest wait for a provider's reset (``SendResult.retry_after``): a reset further
+#: away is tried at this distance (and refused again, if the provider means it).
+RETRY_AFTER_MAX = dt.timedelta(
+    seconds=getattr(settings, "DISPATCH_RETRY_AFTER_MAX_SECONDS", 6 * 3600)
+)
+#: Jitter on top of a provider's reset: a share of the wait, at least a second and at
+#: most BACKOFF_BASE, so the messages held by one reset do not all come back at once.
+RESET_JITTER = 0.1
 
 
 @dataclass
@@ -79,6 +88,8 @@ class Outcome:
     #: Move the message to this channel (a fallback after a permanent failure).
     channel: str | None = None
     address: str | None = None
+    #: No request was made for it (the sender was held): the try is not an attempt.
+    refund_attempt: bool = False
 
 
 # Each batch statement takes its rows as one JSON document (``jsonb_to_recordset``): one
@@ -97,7 +108,7 @@ WITH u AS (
         id bigint, status text, reason text, entry jsonb, provider text,
         provider_message_id text, sent_at timestamptz, last_error text,
         send_after timestamptz, keep_handed_off boolean, code text, channel text,
-        address text)
+        address text, refund_attempt boolean)
 ), updated AS (
     UPDATE delivery_message AS m SET
         status = u.status,
@@ -109,6 +120,7 @@ WITH u AS (
         handed_off_at = CASE WHEN u.keep_handed_off THEN m.handed_off_at END,
         channel = COALESCE(u.channel, m.channel),
         to_address = COALESCE(u.address, m.to_address),
+        attempts = m.attempts - CASE WHEN u.refund_attempt THEN 1 ELSE 0 END,
         -- A fallback is used once: moving to it clears it.
         fallback_channel = CASE WHEN u.channel IS NULL THEN m.fallback_channel ELSE '' END,
         decided_at = CASE WHEN u.channel IS NULL THEN m.decided_at END,
@@ -184,6 +196,7 @@ def record(
             "code": o.code,
             "channel": o.channel,
             "address": o.address,
+            "refund_attempt": o.refund_attempt,
         }
         for o in outcomes
     ]
@@ -203,6 +216,22 @@ def backoff(attempts: int) -> dt.timedelta:
     return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
 
 
+def reset_delay(retry_after: float) -> dt.timedelta:
+    """Delay before trying again after the provider asked for ``retry_after`` seconds:
+    the reset (at most RETRY_AFTER_MAX) and a jitter on top, never before the reset."""
+    reset = min(dt.timedelta(seconds=max(retry_after, 0.0)), RETRY_AFTER_MAX)
+    spread = min(max(reset * RESET_JITTER, dt.timedelta(seconds=1)), BACKOFF_BASE)
+    return reset + spread * random.random()  # noqa: S311 - jitter, not security
+
+
+def retry_delay(attempts: int, retry_after: float | None = None) -> dt.timedelta:
+    """Delay before the next try: the backoff, and never before the provider's reset."""
+    delay = backoff(attempts)
+    if retry_after is not None:
+        delay = max(delay, reset_delay(retry_after))
+    return delay
+
+
 def result_outcome(
     result: SendResult,
     *,
@@ -210,8 +239,10 @@ def result_outcome(
     attempts: int,
     now: dt.datetime,
     fallback: tuple[str, str] | None = None,
+    expires_at: dt.datetime | None = None,
 ) -> Outcome:
-    """What a provider's answer means for the message. ``fallback``: (channel, address)."""
+    """What a provider's answer means for the message. ``fallback``: (channel, address);
+    ``expires_at``: the message's expiry (a retry due after it expires the message now)."""
     mid = result.message_id
     if result.accepted:
         reason = f"accepted by {provider}"
@@ -273,7 +304,7 @@ def result_outcome(
             last_error=error,
             keep_handed_off=False,
         )
-    if attempts >= MAX_ATTEMPTS:
+    if result.attempted and attempts >= MAX_ATTEMPTS:
         reason = f"gave up after {attempts} attempts; last error from {provider}: {error}"
         return Outcome(
             mid,
@@ -283,11 +314,47 @@ def result_outcome(
             provider=provider,
             last_error=error,
             keep_handed_off=False,
+            code=code,
         )
-    retry_at = now + backoff(attempts)
+    if result.attempted:
+        retry_at = now + retry_delay(attempts, result.retry_after)
+        why = f"{provider} failed transiently ({error})"
+        if result.retry_after is not None:
+            why += f"; its reset is in {result.retry_after:.0f} s"
+        step, next_attempt = "retry", attempts + 1
+    else:
+        # No request was made (the sender is held until the provider's reset): the same
+        # attempt comes again after the reset.
+        retry_at = now + reset_delay(result.retry_after or 0.0)
+        why = f"held: {error}"
+        step, next_attempt = "held", attempts
+    if expires_at is not None and retry_at >= expires_at:
+        reason = (
+            f"{why}; the next try ({retry_at:%Y-%m-%d %H:%M:%S} UTC) would come after "
+            f"its expiry ({expires_at:%Y-%m-%d %H:%M:%S} UTC)"
+        )
+        return Outcome(
+            mid,
+            MessageStatus.EXPIRED,
+            reason,
+            explain(
+                "send",
+                MessageStatus.EXPIRED,
+                reason,
+                provider=provider,
+                code=code,
+                expires_at=expires_at.isoformat(),
+            ),
+            provider=provider,
+            last_error=error,
+            keep_handed_off=False,
+            code="expired",
+            refund_attempt=not result.attempted,
+        )
     reason = (
-        f"{provider} failed transiently ({error}); retry {attempts + 1} of {MAX_ATTEMPTS} "
-        f"at {retry_at:%Y-%m-%d %H:%M:%S} UTC"
+        f"{why}; attempt {next_attempt} of {MAX_ATTEMPTS} at {retry_at:%Y-%m-%d %H:%M:%S} UTC"
+        if step == "held"
+        else f"{why}; retry {next_attempt} of {MAX_ATTEMPTS} at {retry_at:%Y-%m-%d %H:%M:%S} UTC"
     )
     return Outcome(
         mid,
@@ -295,18 +362,21 @@ def result_outcome(
         reason,
         explain(
             "send",
-            "retry",
+            step,
             reason,
             provider=provider,
-            code=result.error_code,
+            code=code,
             attempt=attempts,
             retry_at=retry_at.isoformat(),
+            **({"retry_after": result.retry_after} if result.retry_after is not None else {}),
         ),
         provider=provider,
         last_error=error,
         send_after=retry_at,
-        # The provider said no: it definitely does not have it, so a resend is safe.
+        # The provider said no (or was not asked): it does not have it, so a resend is safe.
         keep_handed_off=False,
+        code="held" if step == "held" else "",
+        refund_attempt=not result.attempted,
     )
 
 
