@@ -149,14 +149,15 @@ class SuppressionAddForm(forms.ModelForm):
         channel, address = cleaned.get("channel"), cleaned.get("address")
         if channel and address:
             digest = address_hash(channel, address)
-            if Suppression.objects.filter(channel=channel, address_hash=digest).exists():
+            # An operator's row holds for every sender; a STOP to one of them does not.
+            if Suppression.objects.filter(channel=channel, address_hash=digest, sender="").exists():
                 raise forms.ValidationError("This address is already suppressed on that channel.")
         return cleaned
 
 
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "channel", "short_hash", "reason", "detail")
+    list_display = ("created_at", "channel", "short_hash", "reason", "sender", "detail")
     list_filter = ("channel", "reason", "created_at")
     search_fields = ("=address_hash", "detail")
     date_hierarchy = "created_at"
@@ -169,10 +170,20 @@ class SuppressionAdmin(admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ("channel", "address", "reason", "detail")
-        return ("channel", "address_hash", "reason", "detail", "created_at")
+        return (
+            "channel",
+            "address_hash",
+            "reason",
+            "sender",
+            "allows_message_id",
+            "detail",
+            "created_at",
+        )
 
     def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else ("channel", "address_hash", "reason", "created_at")
+        if obj is None:
+            return ()
+        return ("channel", "address_hash", "reason", "sender", "allows_message_id", "created_at")
 
     def get_search_results(self, request, queryset, search_term):
         # Operators search by the address itself; only its hash is stored.
