@@ -9,8 +9,8 @@ The rules, in the order they are applied:
    whichever customer record holds the number;
 3. a channel the topic does not allow is refused;
 4. a transactional topic ignores marketing opt-outs;
-5. a ``ChannelOptOut`` (an SMS STOP, say) refuses every marketing topic on
-   that channel;
+5. a ``ChannelOptOut`` (a choice in the preference center, a STOP on LINE)
+   refuses every marketing topic on that channel;
 6. a marketing topic needs consent: the customer's ``Subscription`` for
    (topic, channel) if there is one, else the topic's ``default_opt_in``.
 """
