@@ -174,6 +174,7 @@ class JourneyAdmin(admin.ModelAdmin):
     readonly_fields = ("status", "version", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "key", "description", ("status", "version"))}),
+        ("What customers read", {"fields": ("customer_name", "customer_names")}),
         ("Sending", {"fields": ("topic", "priority", "on_hold")}),
         ("Who enters", {"fields": ("trigger_kind", "entry", "entry_days")}),
         *registry.fieldsets(),

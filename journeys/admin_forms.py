@@ -116,6 +116,8 @@ class JourneyForm(forms.ModelForm, TriggerFields):
         fields = (
             "key",
             "name",
+            "customer_name",
+            "customer_names",
             "description",
             "topic",
             "priority",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from orchestrator.consent.models import Channel, localized_name
+from orchestrator.consent.models import Channel, localized_name, validate_names
 
 
 class Journey(models.Model):
@@ -44,6 +44,7 @@ class Journey(models.Model):
         default=dict,
         blank=True,
         help_text='The customer name per language: {"ja": "シューズの買い替えのお知らせ"}.',
+        validators=[validate_names],
     )
     description = models.TextField(blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)

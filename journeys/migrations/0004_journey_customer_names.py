@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+import orchestrator.consent.models
+
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -26,6 +28,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 default=dict,
                 help_text='The customer name per language: {"ja": "シューズの買い替えのお知らせ"}.',
+                validators=[orchestrator.consent.models.validate_names],
             ),
         ),
     ]

@@ -442,6 +442,12 @@ class TopicSerializer(serializers.Serializer):
 
     key = StrictSlugField(max_length=100)
     name = StrictCharField(max_length=200)
+    names = serializers.DictField(
+        child=StrictCharField(max_length=200),
+        required=False,
+        default=dict,
+        help_text='The name customers read, per language: {"ja": "セール情報"}.',
+    )
     description = StrictCharField(required=False, allow_blank=True, default="")
     kind = StrictChoiceField(choices=Topic.Kind.choices, default=Topic.Kind.MARKETING)
     default_opt_in = StrictBooleanField(default=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import get_language
 
@@ -20,6 +21,17 @@ class Channel(models.TextChoices):
 
 def default_channels() -> list[str]:
     return list(CHANNELS)
+
+
+def validate_names(value: object) -> None:
+    """A names object: language code -> a non-blank name, e.g. {"ja": "セール情報"}."""
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k.strip() and isinstance(v, str) and v.strip()
+        for k, v in value.items()
+    ):
+        raise ValidationError(
+            'Must be an object of language code to name, e.g. {"ja": "セール情報"}.'
+        )
 
 
 def localized_name(names: object, default: str, language: str | None = None) -> str:
@@ -47,6 +59,7 @@ class Topic(models.Model):
         default=dict,
         blank=True,
         help_text='The name customers read, per language: {"ja": "シューズの買い替え"}.',
+        validators=[validate_names],
     )
     description = models.TextField(blank=True, default="")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.MARKETING)

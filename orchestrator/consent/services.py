@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import IntegrityError, transaction
 
-from orchestrator.consent.models import CHANNELS, Topic
+from orchestrator.consent.models import CHANNELS, Topic, validate_names
 
 
 class TopicExists(Exception):
@@ -41,8 +41,13 @@ def _clean(
     default_opt_in: bool,
     channels: Sequence[str],
     quiet_hours: str,
+    names: Any = None,
 ) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
+    try:
+        validate_names(names or {})
+    except ValidationError as exc:
+        errors["names"] = list(exc.messages)
     try:
         validate_slug(key)
     except ValidationError as exc:
@@ -64,6 +69,7 @@ def _clean(
         "kind": kind,
         "default_opt_in": default_opt_in,
         "quiet_hours": quiet_hours,
+        "names": {k.strip(): v.strip() for k, v in (names or {}).items()},
         # Keep the canonical order and drop repeats, so a replayed definition is a no-op.
         "channels": [c for c in CHANNELS if c in set(channels)],
     }
@@ -78,6 +84,7 @@ def topic_create(
     default_opt_in: bool = False,
     channels: Sequence[str] = CHANNELS,
     quiet_hours: str = Topic.QuietHours.DEFAULT,
+    names: dict[str, str] | None = None,
 ) -> Topic:
     """Create a topic; raise TopicExists if the key is taken (the unique index decides)."""
     fields = _clean(
@@ -88,6 +95,7 @@ def topic_create(
         default_opt_in=default_opt_in,
         channels=channels,
         quiet_hours=quiet_hours,
+        names=names,
     )
     try:
         with transaction.atomic():
@@ -105,6 +113,7 @@ def topic_put(
     default_opt_in: bool = False,
     channels: Sequence[str] = CHANNELS,
     quiet_hours: str = Topic.QuietHours.DEFAULT,
+    names: dict[str, str] | None = None,
 ) -> tuple[Topic, bool]:
     """Replace the topic ``key`` with this definition, creating it if new; (topic, created)."""
     fields = _clean(
@@ -115,6 +124,7 @@ def topic_put(
         default_opt_in=default_opt_in,
         channels=channels,
         quiet_hours=quiet_hours,
+        names=names,
     )
     for _ in range(3):
         with transaction.atomic():

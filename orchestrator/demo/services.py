@@ -107,6 +107,7 @@ TOPICS = [
     {
         "key": "order-updates",
         "name": "Order updates",
+        "names": {"ja": "ご注文に関するお知らせ"},
         "description": "Order confirmations, shipping and delivery notices.",
         "kind": Topic.Kind.TRANSACTIONAL,
         "default_opt_in": True,
@@ -115,6 +116,7 @@ TOPICS = [
     {
         "key": "replenishment",
         "name": "Replacement reminders",
+        "names": {"ja": "シューズの買い替えのお知らせ"},
         "description": "A reminder when your running shoes are due to be replaced (~600 km).",
         "kind": Topic.Kind.MARKETING,
         "default_opt_in": False,
@@ -123,6 +125,7 @@ TOPICS = [
     {
         "key": "appointments",
         "name": "Fitting appointments",
+        "names": {"ja": "フィッティングのご予約"},
         "description": "Reminders of a gait analysis and fitting you booked in store.",
         "kind": Topic.Kind.TRANSACTIONAL,
         "default_opt_in": True,
@@ -133,6 +136,7 @@ TOPICS = [
     {
         "key": "promotions",
         "name": "Offers and new releases",
+        "names": {"ja": "セールと新商品のお知らせ"},
         "description": "Sales, new shoe releases and race-day offers.",
         "kind": Topic.Kind.MARKETING,
         "default_opt_in": False,
@@ -915,6 +919,15 @@ def demo_journeys() -> list[dict]:
     ]
 
 
+#: What customers read as each demo journey's series name ("why did I get this?"), the
+#: default and per language; the definitions' own names are the marketers'.
+JOURNEY_CUSTOMER_NAMES = {
+    "first-snow": ("Winter trail shoes", {"ja": "冬のトレイルシューズ"}),
+    "fitting-reminders": ("Your fitting appointment", {"ja": "フィッティングのご予約"}),
+    "shoe-replenishment": ("Time for new running shoes", {"ja": "ランニングシューズの買い替え"}),
+}
+
+
 def _ensure_journeys() -> int:
     created = 0
     for definition in demo_journeys():
@@ -922,6 +935,10 @@ def _ensure_journeys() -> int:
             continue
         journey_activate(journey=journey_save(definition))
         created += 1
+    for key, (name, names) in JOURNEY_CUSTOMER_NAMES.items():
+        Journey.objects.filter(key=key, customer_name="").update(
+            customer_name=name, customer_names=names
+        )
     return created
 
 

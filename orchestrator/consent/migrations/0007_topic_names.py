@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+import orchestrator.consent.models
+
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -16,6 +18,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 default=dict,
                 help_text='The name customers read, per language: {"ja": "シューズの買い替え"}.',
+                validators=[orchestrator.consent.models.validate_names],
             ),
         ),
         migrations.AlterField(
