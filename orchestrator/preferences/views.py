@@ -17,12 +17,10 @@ import functools
 import json
 import re
 import secrets
-import time
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -38,33 +36,20 @@ from orchestrator.consent.models import ConsentRecord
 from orchestrator.consent.preferences import preferences_update, unsubscribe_from_all
 from orchestrator.consent.tokens import preference_customer_id
 from orchestrator.delivery.selectors import customer_explanation
-from orchestrator.preferences import selectors
+from orchestrator.preferences import ratelimit, selectors
 from orchestrator.preferences.forms import CHANNEL_LABELS, PreferencesForm, local_today
 
 SOURCE = ConsentRecord.Source.PREFERENCE_CENTER
-#: Requests per window (seconds) from one IP address, valid token or not.
-DEFAULT_RATE_LIMIT = (60, 60)
 #: A CSS colour: settings are trusted, but the value lands inside a <style> element.
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{3,8}$|^[a-zA-Z]{3,20}$")
 
 
 def _rate_limited(request: HttpRequest) -> bool:
-    """A fixed-window count per client IP in Django's cache.
+    """Per client IP, across every web process (``orchestrator.preferences.ratelimit``).
 
-    Not the GCRA limiter of the channel adapters: that keeps a process-local fallback
-    limiter per key for good, and here the keys are client addresses - unbounded.
-    The cache expires its keys by itself.
+    REMOTE_ADDR, not X-Forwarded-For: a client sets that header to anything it likes.
     """
-    limit, window = getattr(settings, "PREFERENCE_CENTER_RATE_LIMIT", DEFAULT_RATE_LIMIT)
-    # REMOTE_ADDR, not X-Forwarded-For: a client sets that header to anything it likes.
-    key = f"prefcenter:rate:{request.META.get('REMOTE_ADDR', '')}:{int(time.time() // window)}"
-    cache.add(key, 0, timeout=window)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=window)
-        count = 1
-    return count > limit
+    return ratelimit.limiter().over_limit(request.META.get("REMOTE_ADDR", ""))
 
 
 def _secured(response: HttpResponse, nonce: str) -> HttpResponse:
