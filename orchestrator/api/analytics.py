@@ -7,6 +7,7 @@ counted in ``ANALYTICS_TIME_ZONE``, and answer a bad range with a 400 naming the
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -38,9 +39,18 @@ _RANGE = [
 ]
 
 
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
 def _range(request: Request):
+    params = {name: request.query_params.get(name) for name in ("from", "to")}
+    for name, value in params.items():
+        # As the schema says (format: date): YYYY-MM-DD; given empty is not left out.
+        if value is not None and not _DATE.match(value):
+            message = f"{name}: expected a date as YYYY-MM-DD, got {value[:40]!r}."
+            raise ApiError(code="invalid_range", message=message, fields={name: [message]})
     try:
-        return date_range(request.query_params.get("from"), request.query_params.get("to"))
+        return date_range(params["from"], params["to"])
     except RangeInvalid as exc:
         field = "to" if str(exc).startswith("to") else "from"
         raise ApiError(

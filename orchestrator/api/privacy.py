@@ -117,7 +117,7 @@ class CustomerEraseView(ApiView):
         "for the same external_id answers 404.",
         parameters=[EXTERNAL_ID, IDEMPOTENCY_PARAMETER],
         request=None,
-        responses={200: ErasureSerializer, **_errors(401, 403, 404, 409, 422)},
+        responses={200: ErasureSerializer, **_errors(400, 401, 403, 404, 409, 422)},
     )
     @idempotent
     def post(self, request: Request, external_id: str) -> Response:

@@ -157,7 +157,16 @@ class CustomerInSerializer(serializers.Serializer):
     attributes = JsonObjectField(required=False)
 
 
+@extend_schema_field(
+    {"oneOf": [{"type": "string", "format": "email"}, {"type": "string", "maxLength": 0}]}
+)
+class OptionalEmailField(serializers.CharField):
+    """An email address, or "" when the customer has none."""
+
+
 class CustomerSerializer(serializers.ModelSerializer):
+    email = OptionalEmailField(read_only=True)
+
     class Meta:
         model = Customer
         fields = [

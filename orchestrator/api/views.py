@@ -16,13 +16,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orchestrator.api import (
-    schema,  # noqa: F401 - registers the API key scheme for OpenAPI
-    services,
-)
+from orchestrator.api import services
 from orchestrator.api.errors import ApiError
 from orchestrator.api.idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from orchestrator.api.parsers import SafeJSONParser
+from orchestrator.api.schema import ApiAutoSchema
 from orchestrator.api.serializers import (
     CustomerBulkInSerializer,
     CustomerBulkOutSerializer,
@@ -76,20 +74,42 @@ _ERROR_TEXT = {
 }
 
 
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    return {code: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[code]) for code in codes}
+def _errors(*codes: int, **described: str) -> dict[int, OpenApiResponse]:
+    """Error responses; ``e422="..."`` describes a code in this operation's words."""
+    return {
+        code: OpenApiResponse(
+            ErrorSerializer, description=described.get(f"e{code}", _ERROR_TEXT[code])
+        )
+        for code in codes
+    }
 
 
-def _key_parameter(name: str, description: str) -> OpenApiParameter:
+#: What the ``slug`` path converter matches; anything else is a 404 before the view.
+SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
+
+
+def _key_parameter(name: str, description: str, *, slug: bool = True) -> OpenApiParameter:
+    schema = {"type": "string", "pattern": SLUG_PATTERN} if slug else OpenApiTypes.STR
     return OpenApiParameter(
-        name, OpenApiTypes.STR, OpenApiParameter.PATH, required=True, description=description
+        name, schema, OpenApiParameter.PATH, required=True, description=description
     )
 
 
-class ApiView(APIView):
-    """Every endpoint parses JSON with the hardened parser."""
+def _put_body(serializer_class: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """For the schema of a PUT: the same body, whose ``key`` may be left out (it is in
+    the URL; ``_body_with_key`` refuses one that differs)."""
+    name = serializer_class.__name__.removesuffix("Serializer")
+    key = serializer_class().fields["key"]
+    optional = type(key)(required=False, max_length=key.max_length)
+    return type(f"{name}PutSerializer", (serializer_class,), {"key": optional})
 
+
+# Every endpoint parses JSON with the hardened parser, and documents the statuses the
+# plumbing adds (orchestrator.api.schema). A comment, not a docstring: drf-spectacular
+# would show a docstring as every operation's description.
+class ApiView(APIView):
     parser_classes = [SafeJSONParser]
+    schema = ApiAutoSchema()
 
 
 def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
@@ -161,7 +181,7 @@ class CustomerDetailView(ApiView):
     @extend_schema(
         operation_id="customers_retrieve",
         tags=["customers"],
-        parameters=[_key_parameter("external_id", "The customer's external_id.")],
+        parameters=[_key_parameter("external_id", "The customer's external_id.", slug=False)],
         responses={200: CustomerSerializer, **_errors(401, 403, 404)},
     )
     def get(self, request: Request, external_id: str) -> Response:
@@ -227,7 +247,19 @@ class MessageCreateView(ApiView):
         summary="Queue a transactional or API-triggered message",
         request=MessageInSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={202: MessageAcceptedSerializer, **_errors(400, 401, 403, 409, 413, 422)},
+        responses={
+            202: MessageAcceptedSerializer,
+            **_errors(
+                400,
+                401,
+                403,
+                409,
+                413,
+                422,
+                e422="The template cannot render with the data given (the missing variables "
+                "are named in fields), or Idempotency-Key reused with another request.",
+            ),
+        },
     )
     @idempotent
     def post(self, request: Request) -> Response:
@@ -312,7 +344,7 @@ class TopicDetailView(ApiView):
         tags=["configuration"],
         summary="Replace a topic (created if new)",
         parameters=[_key_parameter("key", "The topic key.")],
-        request=TopicSerializer,
+        request=_put_body(TopicSerializer),
         responses={
             200: TopicSerializer,
             201: TopicSerializer,
@@ -409,7 +441,7 @@ class TemplateDetailView(ApiView):
         tags=["configuration"],
         summary="Replace a template and all its variants (created if new)",
         parameters=[_key_parameter("key", "The template key.")],
-        request=TemplateSerializer,
+        request=_put_body(TemplateSerializer),
         responses={
             200: TemplateSerializer,
             201: TemplateSerializer,
@@ -495,7 +527,7 @@ class FrequencyRuleDetailView(ApiView):
         tags=["configuration"],
         summary="Replace a frequency rule (created if new)",
         parameters=[_key_parameter("key", "The rule key.")],
-        request=FrequencyRuleSerializer,
+        request=_put_body(FrequencyRuleSerializer),
         responses={
             200: FrequencyRuleSerializer,
             201: FrequencyRuleSerializer,
