@@ -8,7 +8,6 @@ from django.core.cache import cache
 
 from orchestrator.preferences import ratelimit
 
-
 #: A store nothing listens on: the rate limit's fallback test points at it.
 DEAD_STORE = "redis://127.0.0.1:1/0"
 

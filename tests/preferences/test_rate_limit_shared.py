@@ -37,7 +37,6 @@ def test_the_limit_holds_across_two_processes(broker_url):
     script = textwrap.dedent(
         f"""
         from orchestrator.preferences.ratelimit import WindowLimiter
-from tests.preferences.conftest import DEAD_STORE
         limiter = WindowLimiter(url={broker_url!r}, limit=4, window=60)
         print(",".join(str(limiter.over_limit("198.51.100.9")) for _ in range(4)))
         """
