@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from orchestrator.audience.services import customer_upsert
+from orchestrator.consent.services import topic_create
+from orchestrator.delivery.template_services import template_create
 
 #: Examples per operation and generation mode: enough to find the classic mistakes,
 #: few enough that every operation runs in a few seconds.
@@ -43,7 +45,16 @@ def same_connection(db):
 
 @pytest.fixture
 def auth_header(same_connection, api_key_factory):
-    customer_upsert(external_id="alex", email="alex@example.com", phone="+819012345678")
+    # Hypothesis starts from the smallest strings: with "0" in use as a customer, topic
+    # and template, many examples reach past the lookups into the services.
+    customer_upsert(external_id="0", email="zero@example.com", phone="+819012345678")
+    topic_create(key="0", name="Zero", kind="transactional", channels=["email", "sms"])
+    template_create(
+        key="0",
+        name="Zero",
+        topic="0",
+        variants=[{"channel": "email", "locale": "en", "subject": "S", "body": "{{ data.x }}"}],
+    )
     return {"Authorization": f"Bearer {api_key_factory()}"}
 
 
