@@ -6,7 +6,9 @@ that is still exact:
 * **Waiting backlog** (``orchestrator_messages_waiting``, ``..._due``,
   ``orchestrator_backlog_oldest_due_seconds``) and ``sending`` rows are read from
   the partial indexes ``message_claim_idx`` and ``message_sending_idx``: the work is
-  proportional to the backlog, not the table. The oldest due row is one index probe
+  proportional to the backlog, not the table; so is
+  ``orchestrator_messages_awaiting_reconciliation`` (``sending`` rows a stalled send
+  left "maybe sent"). The oldest due row is one index probe
   per priority (the claim index leads with priority, so "min over all priorities"
   is ten short seeks).
 * **Messages per channel and status** (``orchestrator_messages_total``) reads the
