@@ -199,14 +199,8 @@ def customer_explanation(message, *, journey_name: str | None = None) -> list[st
         lines.extend(_came_by(message, trail, topic_name, channel))
         if last_hold is not None:
             when = _local((last_hold.get("details") or {}).get("send_after"), tz)
-            lines.append(
-                _say(
-                    _("We held it until %(when)s your time."),
-                    _("We held it for a while before sending it."),
-                    when=when,
-                )
-            )
-            lines.extend(_causes(last_hold, tz))
+            fallback = _("We held it for a while before sending it.")
+            lines.extend(_held(last_hold, when, fallback, tz))
         if status in ("undelivered", "bounced"):
             lines.append(
                 _say(
@@ -227,15 +221,11 @@ def customer_explanation(message, *, journey_name: str | None = None) -> list[st
         when = _local(
             (last_hold.get("details") or {}).get("send_after") if last_hold else None, tz
         ) or _local(message.send_after.isoformat() if message.send_after else None, tz)
-        lines.append(
-            _say(
-                _("We held it until %(when)s your time."),
-                _("We are holding it for now."),
-                when=when,
-            )
-        )
-        if last_hold is not None:
-            lines.extend(_causes(last_hold, tz))
+        fallback = _("We are holding it for now.")
+        if last_hold is None:
+            lines.append(_say(_("We held it until %(when)s your time."), fallback, when=when))
+        else:
+            lines.extend(_held(last_hold, when, fallback, tz))
     elif status in ("queued", "scheduled"):
         when = _local(message.send_after.isoformat() if message.send_after else None, tz)
         lines.append(
@@ -312,6 +302,22 @@ _PER = {
     "week": pgettext_lazy("a cap's window", "this week"),
     "month": pgettext_lazy("a cap's window", "this month"),
 }
+
+
+def _held(entry: dict, when: str, fallback: str, tz: ZoneInfo) -> list[str]:
+    """A hold: what held it, then until when (quiet hours alone say both in one line)."""
+    causes = (entry.get("details") or {}).get("causes")
+    if (
+        when
+        and isinstance(causes, list)
+        and len(causes) == 1
+        and isinstance(causes[0], dict)
+        and causes[0].get("code") == "quiet_hours"
+        and causes[0].get("in_force", True)
+    ):
+        return [_("We held it until %(when)s your time, because of quiet hours.") % {"when": when}]
+    until = _say(_("We held it until %(when)s your time."), fallback, when=when)
+    return [*_causes(entry, tz), until]
 
 
 def _causes(entry: dict, tz: ZoneInfo) -> list[str]:
