@@ -210,6 +210,22 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 DISPATCH_INTERVAL_SECONDS = env.get_int("DISPATCH_INTERVAL_SECONDS", 2, minimum=1)
 DISPATCH_BATCH_SIZE = env.get_int("DISPATCH_BATCH_SIZE", 500, minimum=1)
+#: Messages stamped "handed off" together just before their provider calls: a worker
+#: killed mid-batch leaves at most this many "maybe sent".
+DISPATCH_SEND_CHUNK_SIZE = env.get_int("DISPATCH_SEND_CHUNK_SIZE", 50, minimum=1)
+#: Tries before a transiently failing message is given up as failed.
+DISPATCH_MAX_ATTEMPTS = env.get_int("DISPATCH_MAX_ATTEMPTS", 5, minimum=1)
+DISPATCH_BACKOFF_BASE_SECONDS = env.get_int("DISPATCH_BACKOFF_BASE_SECONDS", 30, minimum=1)
+DISPATCH_BACKOFF_MAX_SECONDS = env.get_int("DISPATCH_BACKOFF_MAX_SECONDS", 3600, minimum=1)
+#: The longest a provider's Retry-After / X-RateLimit-Reset may hold a message.
+DISPATCH_RETRY_AFTER_MAX_SECONDS = env.get_int(
+    "DISPATCH_RETRY_AFTER_MAX_SECONDS", 6 * 3600, minimum=1
+)
+#: How long a "maybe sent" message waits for a provider report before it is settled as
+#: failed / unknown_outcome (never resent).
+DISPATCH_UNKNOWN_OUTCOME_WAIT_SECONDS = env.get_int(
+    "DISPATCH_UNKNOWN_OUTCOME_WAIT_SECONDS", 900, minimum=60
+)
 # Beat runs only these sweepers, defined here in code.
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-messages": {

@@ -157,7 +157,13 @@ def _apply_statuses(
             named.append((event, report))
     if not named:
         return done, waiting
-    messages = Message.objects.select_for_update().in_bulk({r.message_id for _, r in named})
+    # Locked in id order, as the dispatcher and erasure lock them: no deadlock between them.
+    messages = {
+        m.id: m
+        for m in Message.objects.select_for_update()
+        .filter(id__in={r.message_id for _, r in named})
+        .order_by("id")
+    }
     retried = set(
         MessageEvent.objects.filter(
             message_id__in=[r.message_id for _, r in named if r.window_closed],
