@@ -41,8 +41,7 @@ from orchestrator.delivery.rendering import (
     build_context,
     customer_context,
     option_strings,
-    render_options,
-    render_variant,
+    render_message,
     variables_used,
 )
 from orchestrator.delivery.trail import explain
@@ -242,12 +241,11 @@ def _whatsapp_sessions(customer_ids: set[int]) -> set[int]:
     return set(last_wrote)
 
 
-def _channel_metadata(
-    message: Claimed, options: dict, context: dict[str, Any], sessions: set[int]
-) -> dict[str, Any]:
-    """What the chat adapters need beyond the text: the WhatsApp window and template, LINE kinds."""
+def _channel_metadata(message: Claimed, rendered: Any, sessions: set[int]) -> dict[str, Any]:
+    """What the chat adapters need beyond the text: the WhatsApp window and template, LINE
+    kinds (``rendered``: the variant's provider options as ``render_message`` rendered them)."""
     if message.channel == "whatsapp":
-        rendered = render_options(options or {}, context)
+        rendered = rendered or {}
         variables = rendered.get("content_variables") or {}
         return {
             "whatsapp": {
@@ -256,8 +254,8 @@ def _channel_metadata(
                 "content_variables": {str(k): str(v) for k, v in variables.items()},
             }
         }
-    if message.channel == "line" and (options or {}).get("kind"):
-        return {"line": render_options(options, context)}
+    if message.channel == "line" and rendered:
+        return {"line": rendered}
     return {}
 
 
@@ -356,14 +354,15 @@ def prepare(claimed: Sequence[Claimed], loaded: Loaded, now: dt.datetime) -> Pre
                 brand=brand,
                 links=links,
             )
-            rendered = render_variant(
-                subject=subject if message.channel == "email" else "",
-                body=body,
-                html=html if message.channel == "email" else "",
+            rendered, rendered_options = render_message(
                 channel=message.channel,
+                subject=subject,
+                body=body,
+                html=html,
+                options=options,
                 context=context,
             )
-            extras = _channel_metadata(message, options, context, loaded.whatsapp_sessions)
+            extras = _channel_metadata(message, rendered_options, loaded.whatsapp_sessions)
         except TemplateProblem as exc:
             reason = f"template did not render ({exc}); nothing was sent"
             prepared.outcomes.append(
