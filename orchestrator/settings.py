@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "orchestrator.audience",
     "orchestrator.consent",
     "orchestrator.delivery",
+    "orchestrator.segments",
     "orchestrator.api",
     "orchestrator.core",
     "orchestrator.ops",
@@ -68,6 +69,7 @@ INSTALLED_APPS = [
     "channels.devinbox",
     "channels.webhooks",
     "journeys",
+    "orchestrator.broadcasts",
 ]
 
 MIDDLEWARE = [
@@ -233,6 +235,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(DISPATCH_INTERVAL_SECONDS),
         "options": {"expires": float(DISPATCH_INTERVAL_SECONDS) * 2},
     },
+    # Digests due (a customer's daily or weekly time, a journey digest step's window).
+    "build-due-digests": {
+        "task": "sweeps.build_digests",
+        "schedule": 30.0,
+        "options": {"expires": 30.0},
+    },
     "recover-stalled-sends": {
         "task": "sweeps.recover_stalled",
         "schedule": 60.0,
@@ -268,6 +276,18 @@ CELERY_BEAT_SCHEDULE = {
     # Journey analytics and channel health read daily rollups kept by this sweep.
     "analytics-rollup": {
         "task": "sweeps.analytics_rollup",
+        "schedule": 30.0,
+        "options": {"expires": 30.0},
+    },
+    # The size-over-time chart of each saved segment: one row per segment and day.
+    "segment-sizes": {
+        "task": "sweeps.segment_sizes",
+        "schedule": 86400.0,
+        "options": {"expires": 3600.0},
+    },
+    # Materialises broadcasts when due and sends an A/B test's winner to the rest.
+    "broadcasts-sweep": {
+        "task": "sweeps.broadcasts",
         "schedule": 30.0,
         "options": {"expires": 30.0},
     },

@@ -145,6 +145,16 @@ class QuietHoursSerializer(serializers.Serializer):
     end = serializers.CharField(help_text="HH:MM; before start means overnight.")
 
 
+class DigestChoiceSerializer(serializers.Serializer):
+    cadence = serializers.ChoiceField(choices=["immediate", "daily", "weekly"])
+    time = serializers.CharField(help_text="HH:MM in the customer's time zone.")
+    weekday = serializers.ChoiceField(
+        choices=["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"],
+        allow_null=True,
+        help_text="Weekly only.",
+    )
+
+
 class PreferencesSerializer(serializers.Serializer):
     """For the schema; ``orchestrator.consent.preferences`` validates and builds the data
     (the document is read and written by the same module as the preference page's
@@ -172,6 +182,11 @@ class PreferencesSerializer(serializers.Serializer):
         min_value=1,
         max_value=MAX_PER_WEEK,
         help_text="The customer's own cap on marketing messages per week.",
+    )
+    digests = serializers.DictField(
+        child=DigestChoiceSerializer(),
+        help_text="Digestible topics: each message as it happens, or one daily or weekly "
+        'digest: {"<topic>": {"cadence": "daily", "time": "08:00", "weekday": null}}.',
     )
 
 

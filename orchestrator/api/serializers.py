@@ -463,6 +463,10 @@ class TopicSerializer(serializers.Serializer):
     quiet_hours = StrictChoiceField(
         choices=Topic.QuietHours.choices, default=Topic.QuietHours.DEFAULT
     )
+    digestible = StrictBooleanField(
+        default=False,
+        help_text="Customers may choose a daily or weekly digest of this topic.",
+    )
     channels = serializers.ListField(
         child=ChannelListItemField(),
         allow_empty=False,

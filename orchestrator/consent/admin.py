@@ -26,8 +26,16 @@ from orchestrator.core.adminkit import ReadOnlyAdminMixin, admin_link, pretty_js
 
 @admin.register(Topic)
 class TopicAdmin(admin.ModelAdmin):
-    list_display = ("name", "key", "kind", "default_opt_in", "channel_list", "subscribed")
-    list_filter = ("kind", "default_opt_in")
+    list_display = (
+        "name",
+        "key",
+        "kind",
+        "default_opt_in",
+        "digestible",
+        "channel_list",
+        "subscribed",
+    )
+    list_filter = ("kind", "default_opt_in", "digestible")
     search_fields = ("key", "name", "description")
     prepopulated_fields = {"key": ("name",)}
     readonly_fields = ("created_at", "updated_at")

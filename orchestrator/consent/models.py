@@ -7,6 +7,7 @@ import hashlib
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 from django.utils.translation import get_language
 
 CHANNELS = ("email", "sms", "whatsapp", "line")
@@ -81,6 +82,11 @@ class Topic(models.Model):
 
     quiet_hours = models.CharField(
         max_length=8, choices=QuietHours.choices, default=QuietHours.DEFAULT
+    )
+    digestible = models.BooleanField(
+        default=False,
+        help_text="Customers may choose a daily or weekly digest of this topic's messages "
+        "instead of each one as it happens.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -208,6 +214,45 @@ class ChannelPreference(models.Model):
         return f"preferences of {self.customer_id}"
 
 
+class DigestPreference(models.Model):
+    """A customer's choice for one digestible topic: each message as it happens, or held
+    and folded into one digest a day or a week, at a local time in their own zone.
+
+    No row means "as it happens"; the ledger holds the history of every choice.
+    """
+
+    class Cadence(models.TextChoices):
+        IMMEDIATE = "immediate", "As it happens"
+        DAILY = "daily", "Daily digest"
+        WEEKLY = "weekly", "Weekly digest"
+
+    customer = models.ForeignKey(
+        "audience.Customer", on_delete=models.CASCADE, related_name="digest_preferences"
+    )
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="digest_preferences")
+    cadence = models.CharField(max_length=16, choices=Cadence.choices)
+    #: The local time of day the digest goes, in the customer's time zone.
+    at = models.TimeField()
+    #: Weekly only: 0 is Monday.
+    weekday = models.PositiveSmallIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "topic"], name="digest_preference_unique"),
+            models.CheckConstraint(
+                name="digest_preference_weekday",
+                condition=(
+                    (Q(cadence="weekly") & Q(weekday__gte=0) & Q(weekday__lte=6))
+                    | (~Q(cadence="weekly") & Q(weekday__isnull=True))
+                ),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.topic_id}: {self.cadence}"
+
+
 class ChannelOptOut(models.Model):
     """A customer's "no marketing on this channel at all", e.g. an SMS STOP.
 
@@ -286,6 +331,7 @@ __all__ = [
     "ChannelOptOut",
     "ChannelPreference",
     "ConsentRecord",
+    "DigestPreference",
     "Subscription",
     "Suppression",
     "Topic",

@@ -11,6 +11,8 @@ writes nothing.
   ("unsubscribe from all" is every channel off: it also covers topics added later);
 - quiet hours, time zone, weekly cap, pause, channel order: one ``preferences`` row
   per update, its evidence holding ``changed``: {field: {"from": ..., "to": ...}}.
+- the digest cadence of a digestible topic: one ``preferences`` row with the topic,
+  its evidence holding ``changed``: {"digest": {"from": {...}, "to": {...}}}.
   They neither give nor withdraw consent, so an opt_in/opt_out would claim something
   the customer did not do.
 
@@ -23,12 +25,16 @@ The API reads and writes the same JSON document (a client may PATCH back what it
       "timezone": "Asia/Tokyo",
       "paused_until": "2025-07-01T00:00:00+09:00" | null,   # marketing paused until then
       "channel_order": ["line", "email"],   # for sends to "preferred"
-      "max_per_week": 3 | null              # the customer's own marketing cap
+      "max_per_week": 3 | null,             # the customer's own marketing cap
+      "digests": {"<digestible topic>": {"cadence": "immediate" | "daily" | "weekly",
+                  "time": "08:00", "weekday": null | "monday" ... "sunday"}}
     }
 
 ``topics`` lists marketing topics only (transactional messages cannot be turned off)
 with the customer's choice per channel, or the topic's default where they made none.
 A channel set to false (an SMS STOP, say) wins over every topic on it.
+``digests`` lists digestible topics: each message as it happens, or held and sent as
+one daily or weekly digest at ``time`` in the customer's zone (weekly: on ``weekday``).
 ``preferences_changes_from_document`` validates such a document completely before
 anything is written, reporting every problem with its field (``topics.promos.sms``).
 """
@@ -54,6 +60,7 @@ from orchestrator.consent.models import (
     ChannelOptOut,
     ChannelPreference,
     ConsentRecord,
+    DigestPreference,
     Subscription,
     Topic,
 )
@@ -66,8 +73,13 @@ FIELDS = (
     "paused_until",
     "channel_order",
     "max_per_week",
+    "digests",
 )
 MAX_PER_WEEK = 100
+#: The digest time of a topic the customer made no choice for.
+DEFAULT_DIGEST_TIME = dt.time(8, 0)
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+CADENCES = tuple(DigestPreference.Cadence.values)
 
 
 class _Unset(enum.Enum):
@@ -93,6 +105,8 @@ class PreferenceChanges:
     paused_until: dt.datetime | _Unset | None = UNSET
     channel_order: tuple[str, ...] | _Unset = UNSET
     max_per_week: int | _Unset | None = UNSET
+    #: (topic id, cadence, local time, weekday 0-6 or None) of digestible topics.
+    digests: tuple[tuple[int, str, dt.time, int | None], ...] = ()
 
 
 def unsubscribe_from_all() -> PreferenceChanges:
@@ -112,6 +126,28 @@ def _chosen(customer_id: int) -> dict[tuple[int, str], bool]:
             customer_id=customer_id
         ).values_list("topic_id", "channel", "status")
     }
+
+
+def _digest_value(cadence: str, at: dt.time, weekday: int | None) -> dict[str, Any]:
+    return {
+        "cadence": cadence,
+        "time": _hhmm(at),
+        "weekday": WEEKDAYS[weekday] if weekday is not None else None,
+    }
+
+
+def digests_get(customer_id: int) -> dict[str, dict[str, Any]]:
+    """Digest choice per digestible topic (key), "immediate" where none was made."""
+    chosen = {p.topic_id: p for p in DigestPreference.objects.filter(customer_id=customer_id)}
+    result = {}
+    for topic in Topic.objects.filter(digestible=True).order_by("key"):
+        choice = chosen.get(topic.pk)
+        result[topic.key] = (
+            _digest_value(choice.cadence, choice.at, choice.weekday)
+            if choice
+            else _digest_value(DigestPreference.Cadence.IMMEDIATE, DEFAULT_DIGEST_TIME, None)
+        )
+    return result
 
 
 def preferences_get(*, customer: Customer) -> dict[str, Any]:
@@ -143,6 +179,7 @@ def preferences_get(*, customer: Customer) -> dict[str, Any]:
         "paused_until": paused.isoformat() if paused else None,
         "channel_order": list(preference.channel_order) if preference else [],
         "max_per_week": preference.max_per_week if preference else None,
+        "digests": digests_get(customer.pk),
     }
 
 
@@ -254,6 +291,48 @@ def _clean_max_per_week(value: Any, errors: _Errors) -> int | None:
     return value
 
 
+def _clean_digests(value: Any, errors: _Errors) -> list[tuple[int, str, dt.time, int | None]]:
+    if not isinstance(value, dict):
+        errors.add("digests", "Must be an object of digestible topic keys.")
+        return []
+    topics = Topic.objects.in_bulk([k for k in value if isinstance(k, str)], field_name="key")
+    cleaned = []
+    for key, choice in value.items():
+        field = f"digests.{key}"
+        topic = topics.get(key)
+        if topic is None:
+            errors.add(field, f"Unknown topic {key!r}.")
+            continue
+        if not topic.digestible:
+            errors.add(field, f"Topic {key!r} does not offer a digest.")
+            continue
+        if not isinstance(choice, dict) or not set(choice) <= {"cadence", "time", "weekday"}:
+            errors.add(field, 'Must be {"cadence": ..., "time": "HH:MM", "weekday": ...}.')
+            continue
+        cadence = choice.get("cadence")
+        if cadence not in CADENCES:
+            errors.add(f"{field}.cadence", f"Must be one of {', '.join(CADENCES)}.")
+            continue
+        at = DEFAULT_DIGEST_TIME
+        if choice.get("time") is not None:
+            at = _clean_time(choice["time"], f"{field}.time", errors)
+            if at is None:
+                continue
+        weekday = choice.get("weekday")
+        if cadence == DigestPreference.Cadence.WEEKLY:
+            if weekday not in WEEKDAYS:
+                errors.add(f"{field}.weekday", f"Must be one of {', '.join(WEEKDAYS)}.")
+                continue
+            day: int | None = WEEKDAYS.index(weekday)
+        elif weekday is not None:
+            errors.add(f"{field}.weekday", "Only a weekly digest has a weekday; use null.")
+            continue
+        else:
+            day = None
+        cleaned.append((topic.pk, cadence, at, day))
+    return cleaned
+
+
 def preferences_changes_from_document(document: Any) -> PreferenceChanges:
     """The changes a (partial) preferences document asks for, validated completely.
 
@@ -287,6 +366,8 @@ def preferences_changes_from_document(document: Any) -> PreferenceChanges:
         cleaned["channel_order"] = _clean_channel_order(document["channel_order"], errors)
     if "max_per_week" in document:
         cleaned["max_per_week"] = _clean_max_per_week(document["max_per_week"], errors)
+    if "digests" in document:
+        cleaned["digests"] = tuple(_clean_digests(document["digests"], errors))
     if errors.by_field:
         raise ValidationError(errors.by_field)
     return PreferenceChanges(**cleaned)
@@ -368,6 +449,60 @@ def _delivery_save(customer: Customer, wanted: _Delivery) -> None:
     )
 
 
+def _digests_save(
+    customer: Customer,
+    digests: tuple[tuple[int, str, dt.time, int | None], ...],
+    source: str,
+    evidence: dict[str, Any],
+) -> list[ConsentRecord]:
+    """Each digest choice that differs: saved, and one ledger row with its topic."""
+    topics = Topic.objects.filter(digestible=True).in_bulk({d[0] for d in digests})
+    current = {
+        p.topic_id: p
+        for p in DigestPreference.objects.filter(customer=customer, topic_id__in=topics)
+    }
+    written = []
+    for topic_id, cadence, at, weekday in sorted(set(digests), key=lambda d: d[0]):
+        topic = topics.get(topic_id)
+        if topic is None:
+            continue
+        now = current.get(topic_id)
+        before = (
+            (now.cadence, now.at, now.weekday)
+            if now
+            else (DigestPreference.Cadence.IMMEDIATE, DEFAULT_DIGEST_TIME, None)
+        )
+        if before == (cadence, at, weekday):
+            continue
+        if cadence == DigestPreference.Cadence.IMMEDIATE and at == DEFAULT_DIGEST_TIME:
+            DigestPreference.objects.filter(customer=customer, topic_id=topic_id).delete()
+        else:
+            DigestPreference.objects.update_or_create(
+                customer=customer,
+                topic_id=topic_id,
+                defaults={"cadence": cadence, "at": at, "weekday": weekday},
+            )
+        written.append(
+            ConsentRecord.objects.create(
+                customer=customer,
+                topic=topic,
+                channel="",
+                action=ConsentRecord.Action.PREFERENCES,
+                source=source,
+                evidence={
+                    **evidence,
+                    "changed": {
+                        "digest": {
+                            "from": _digest_value(*before),
+                            "to": _digest_value(cadence, at, weekday),
+                        }
+                    },
+                },
+            )
+        )
+    return written
+
+
 def preferences_update(
     *,
     customer: Customer,
@@ -379,7 +514,7 @@ def preferences_update(
 
     ``source`` is a ``ConsentRecord.Source`` (``api``, ``preference_center``...);
     ``evidence`` (the caller's: a user agent, an API key prefix) is stored with each
-    row. Rows are written in a fixed order (topics, then channels, then delivery), so
+    row. Rows are written in a fixed order (topics, channels, digests, delivery), so
     the same change leaves the same ledger whichever door it came through. A topic
     cell that is not (or no longer) a marketing topic's is skipped: the page may have
     been open while a topic changed.
@@ -433,6 +568,8 @@ def preferences_update(
                         evidence=evidence,
                     )
                 )
+        if changes.digests:
+            written.extend(_digests_save(customer, changes.digests, source, evidence))
         preference = ChannelPreference.objects.filter(customer=customer).first()
         current = _delivery_current(customer, preference, timezone.now())
         wanted = _delivery_wanted(current, changes)

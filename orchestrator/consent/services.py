@@ -42,6 +42,7 @@ def _clean(
     channels: Sequence[str],
     quiet_hours: str,
     names: Any = None,
+    digestible: bool = False,
 ) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
     try:
@@ -69,6 +70,7 @@ def _clean(
         "kind": kind,
         "default_opt_in": default_opt_in,
         "quiet_hours": quiet_hours,
+        "digestible": bool(digestible),
         "names": {k.strip(): v.strip() for k, v in (names or {}).items()},
         # Keep the canonical order and drop repeats, so a replayed definition is a no-op.
         "channels": [c for c in CHANNELS if c in set(channels)],
@@ -85,6 +87,7 @@ def topic_create(
     channels: Sequence[str] = CHANNELS,
     quiet_hours: str = Topic.QuietHours.DEFAULT,
     names: dict[str, str] | None = None,
+    digestible: bool = False,
 ) -> Topic:
     """Create a topic; raise TopicExists if the key is taken (the unique index decides)."""
     fields = _clean(
@@ -96,6 +99,7 @@ def topic_create(
         channels=channels,
         quiet_hours=quiet_hours,
         names=names,
+        digestible=digestible,
     )
     try:
         with transaction.atomic():
@@ -114,6 +118,7 @@ def topic_put(
     channels: Sequence[str] = CHANNELS,
     quiet_hours: str = Topic.QuietHours.DEFAULT,
     names: dict[str, str] | None = None,
+    digestible: bool = False,
 ) -> tuple[Topic, bool]:
     """Replace the topic ``key`` with this definition, creating it if new; (topic, created)."""
     fields = _clean(
@@ -125,6 +130,7 @@ def topic_put(
         channels=channels,
         quiet_hours=quiet_hours,
         names=names,
+        digestible=digestible,
     )
     for _ in range(3):
         with transaction.atomic():

@@ -87,6 +87,9 @@ class MessageStatus(models.TextChoices):
     SUPPRESSED = "suppressed", "Suppressed"
     EXPIRED = "expired", "Expired"
     CANCELED = "canceled", "Canceled"
+    #: Waiting for the customer's digest (or a journey's digest step): never claimed by
+    #: the dispatcher; the digest build folds it into one message (canceled, "digested").
+    HELD = "held", "Held for a digest"
 
 
 #: Statuses a dispatcher may claim once ``send_after`` has passed.
@@ -97,6 +100,7 @@ class Message(models.Model):
     class Source(models.TextChoices):
         API = "api", "API"
         JOURNEY = "journey", "Journey"
+        BROADCAST = "broadcast", "Broadcast"
         ADMIN = "admin", "Admin"
         DEMO = "demo", "Demo"
         SYSTEM = "system", "System"
@@ -130,6 +134,10 @@ class Message(models.Model):
     enrollment_id = models.BigIntegerField(null=True, blank=True)
     #: The key of the journey step that queued it: journey analytics count per step.
     journey_step = models.CharField(max_length=50, blank=True, default="")
+    #: The broadcast that queued it (broadcasts.Broadcast id; no foreign key, so delivery
+    #: does not depend on broadcasts) and its A/B variant ("a", "b"; "" without a test).
+    broadcast_id = models.BigIntegerField(null=True, blank=True)
+    broadcast_variant = models.CharField(max_length=1, blank=True, default="")
     fallback_channel = models.CharField(
         max_length=16,
         choices=Channel.choices,
@@ -165,6 +173,10 @@ class Message(models.Model):
     explanation = models.JSONField(
         default=list, blank=True, help_text="The decision trail: why sent, deferred or suppressed."
     )
+    #: The digest a held message waits in (and, once folded, went out in).
+    digest = models.ForeignKey(
+        "Digest", on_delete=models.SET_NULL, null=True, blank=True, related_name="held_messages"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -181,6 +193,13 @@ class Message(models.Model):
                 fields=["idempotency_key"],
                 name="message_idempotency_key_uniq",
                 condition=Q(idempotency_key__isnull=False),
+            ),
+            # A broadcast reaches a customer once, whichever variant: a re-run of its
+            # materialisation inserts nothing twice (ON CONFLICT DO NOTHING).
+            models.UniqueConstraint(
+                fields=["broadcast_id", "customer"],
+                name="message_broadcast_customer_uniq",
+                condition=Q(broadcast_id__isnull=False),
             ),
         ]
         indexes = [
@@ -216,6 +235,62 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.channel} to {self.customer_id} ({self.status})"
+
+
+class Digest(models.Model):
+    """Messages held for one customer and one key, sent as one message when it is due.
+
+    A topic digest (the customer chose a daily or weekly digest of a topic) is due at
+    their chosen local time; a journey digest (a digest step) after its window or once
+    it holds its count. One open digest per customer and key (a partial unique
+    constraint), so concurrent holds join the same one.
+    """
+
+    class Kind(models.TextChoices):
+        TOPIC = "topic", "Topic digest"
+        JOURNEY = "journey", "Journey digest step"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Collecting"
+        SENT = "sent", "Sent as one message"
+        EMPTY = "empty", "Closed with nothing to send"
+
+    customer = models.ForeignKey(
+        "audience.Customer", on_delete=models.CASCADE, related_name="digests"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    #: topic:<topic key> or journey:<journey key>:<step key>[:<value of the step's key>]
+    key = models.CharField(max_length=300)
+    topic = models.ForeignKey("consent.Topic", on_delete=models.PROTECT, related_name="+")
+    #: The template of the digest message (a journey step's; empty for a topic: the
+    #: topic's own "<topic>-digest" template, else the built-in layout).
+    template_key = models.CharField(max_length=100, blank=True, default="")
+    #: daily, weekly (topic) or window, count (journey step): for the trail and the page.
+    cadence = models.CharField(max_length=16)
+    #: A journey step's count: the digest is due as soon as it holds this many.
+    max_items = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    due_at = models.DateTimeField()
+    message = models.ForeignKey(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    built_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "key"],
+                name="digest_one_open_per_key",
+                condition=Q(status="open"),
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["due_at"], name="digest_due_idx", condition=Q(status="open")),
+        ]
+
+    def __str__(self) -> str:
+        return f"digest #{self.pk} {self.key} for {self.customer_id} ({self.status})"
 
 
 class MessageEvent(models.Model):

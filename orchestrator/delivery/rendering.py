@@ -339,6 +339,11 @@ def build_context(
         "brand": brand,
         **(links if links is not None else preview_links(customer)),
     }
+    digest = data.get("digest")
+    if isinstance(digest, dict):
+        # A digest message lists what it folded: its template reads ``items`` and ``count``.
+        context["items"] = digest.get("items") or []
+        context["count"] = digest.get("count", len(context["items"]))
     if extra:
         context.update(extra)
     return context

@@ -12,7 +12,7 @@ from django.utils import timezone
 from orchestrator.audience.models import Customer
 from orchestrator.consent.models import CHANNELS, Topic
 from orchestrator.core.tasking import publish_on_commit
-from orchestrator.delivery import routing
+from orchestrator.delivery import holds, routing
 from orchestrator.delivery.models import Message, MessageEvent, MessageStatus, MessageTemplate
 from orchestrator.delivery.rendering import build_context, render_check
 from orchestrator.delivery.trail import explain
@@ -288,13 +288,21 @@ def messages_queue(messages: list[Message]) -> list[Message]:
         return messages
     now = timezone.now()
     with transaction.atomic():
+        # Those the customer (or a journey's digest step) wants in a digest wait there.
+        digests = holds.messages_hold(messages, now=now)
         Message.objects.bulk_create(messages)
         MessageEvent.objects.bulk_create(
             MessageEvent(
-                message=m, status=m.status, occurred_at=now, reason=m.explanation[0]["reason"]
+                message=m,
+                status=m.status,
+                occurred_at=now,
+                # A held message's history says so from its first row.
+                reason=m.explanation[-1 if m.status == MessageStatus.HELD else 0]["reason"],
+                code="digest_held" if m.status == MessageStatus.HELD else "",
             )
             for m in messages
         )
+        holds.digests_after_hold(digests, now=now)
     if any(m.status == MessageStatus.QUEUED for m in messages):
         kick_dispatcher()
     return messages
@@ -324,7 +332,8 @@ def messages_cancel(*, message_ids: list[int], reason: str) -> list[int]:
     with transaction.atomic():
         ids = list(
             Message.objects.select_for_update()
-            .filter(id__in=message_ids, status__in=WAITING_STATUSES)
+            # A message held for a digest is waiting too: canceled, it is left out of it.
+            .filter(id__in=message_ids, status__in=[*WAITING_STATUSES, MessageStatus.HELD])
             .values_list("id", flat=True)
         )
         if not ids:

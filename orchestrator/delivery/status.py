@@ -5,7 +5,9 @@ moves a message only to a status ranked higher than the one it has: a "sent" arr
 after "delivered" is kept in the history and changes nothing. Statuses of one rank
 (delivered, undelivered, bounced, failed) are outcomes of the same step and do not
 replace each other. ``suppressed``, ``canceled`` and ``expired`` are our decisions,
-not the provider's: no report changes them.
+not the provider's: no report changes them. ``held`` waits for a digest: the
+dispatcher never claims it; the digest build folds it (``canceled``, code ``digested``,
+pointing at the digest message).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ RANK: dict[str, int] = {
     S.QUEUED: 0,
     S.SCHEDULED: 0,
     S.DEFERRED: 0,
+    S.HELD: 0,
     S.SENDING: 1,
     S.SENT: 2,
     S.DELIVERED: 3,
@@ -31,13 +34,20 @@ RANK: dict[str, int] = {
 }
 #: Our own final decisions: no report changes them.
 FINAL: frozenset[str] = frozenset({S.SUPPRESSED, S.CANCELED, S.EXPIRED})
+#: Waiting for a digest: only the digest build moves it (to canceled, code "digested").
+DIGEST_HELD: frozenset[str] = frozenset({S.HELD})
 #: A delivery outcome that failed: the report's reason becomes the message's last error.
 FAILED_OUTCOMES: frozenset[str] = frozenset({S.FAILED, S.UNDELIVERED, S.BOUNCED})
 
 
 def may_move(current: str, new: str | None) -> bool:
     """Whether a report of ``new`` moves a message that is ``current`` (None: no status)."""
-    return new is not None and current not in FINAL and RANK.get(new, 0) > RANK.get(current, 0)
+    return (
+        new is not None
+        and current not in FINAL
+        and current not in DIGEST_HELD
+        and RANK.get(new, 0) > RANK.get(current, 0)
+    )
 
 
 def sent_statuses_below(new: str) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import logging
 
 from celery import shared_task
 
-from orchestrator.delivery import dispatcher
+from orchestrator.delivery import digests, dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -39,4 +39,13 @@ def recover_stalled(stalled_minutes: int = 5) -> dict[str, int]:
     stats = dispatcher.recover_stalled(stalled_after=dt.timedelta(minutes=stalled_minutes))
     if any(stats.as_dict().values()):
         logger.warning("recover_stalled: %s", stats.as_dict())
+    return stats.as_dict()
+
+
+@shared_task(name="sweeps.build_digests", ignore_result=True)
+def build_digests(time_budget_seconds: int = 20) -> dict[str, int]:
+    """Send every due digest as one message and fold what it held into it."""
+    stats = digests.digests_build_due(time_budget=float(time_budget_seconds))
+    if stats.digests or stats.empty:
+        logger.info("digests: %s", stats.as_dict())
     return stats.as_dict()
