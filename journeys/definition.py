@@ -31,11 +31,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from journeys import conditions
+from django.core.exceptions import ValidationError
+
 from journeys.models import Journey, Step, StepKind
 from journeys.problems import Problem, conditions_problems, is_int, is_name, positive
 from journeys.triggers import registry
-from orchestrator.consent.models import CHANNELS, Topic
+from orchestrator.consent.models import CHANNELS, Topic, validate_names
+from orchestrator.segments import conditions
+from orchestrator.segments.models import Segment
 
 KEY_RE = re.compile(r"^[-a-zA-Z0-9_]+$")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -78,6 +81,8 @@ def definition_of(journey: Journey, steps: list[Step] | None = None) -> dict[str
     return {
         "key": journey.key,
         "name": journey.name,
+        "customer_name": journey.customer_name,
+        "customer_names": journey.customer_names or {},
         "description": journey.description,
         "topic": journey.topic.key if journey.topic_id else None,
         "priority": journey.priority,
@@ -166,6 +171,7 @@ def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[s
             allowed=conditions.CONDITION_TYPES,
             required=True,
         )
+        p += _segments_missing(config.get("conditions"), f"{where}.conditions")
         if config.get("match", "all") not in ("all", "any"):
             p.append(Problem(where, "Match must be 'all' or 'any'."))
     elif kind == StepKind.SPLIT:
@@ -286,6 +292,13 @@ def validate(definition: Any, *, templates: Mapping[str, set[str]] | None = None
     name = definition.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         p.append(Problem("name", "Give the journey a name (at most 200 characters)."))
+    customer_name = definition.get("customer_name", "")
+    if not isinstance(customer_name, str) or len(customer_name) > 200:
+        p.append(Problem("customer_name", "The name customers read: text, at most 200 characters."))
+    try:
+        validate_names(definition.get("customer_names") or {})
+    except ValidationError as exc:
+        p.append(Problem("customer_names", " ".join(exc.messages)))
     topic = definition.get("topic")
     if not isinstance(topic, str) or not Topic.objects.filter(key=topic).exists():
         p.append(Problem("topic", f"There is no topic {topic!r}."))
@@ -369,6 +382,10 @@ def normalized(definition: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "key": definition["key"],
         "name": definition["name"].strip(),
+        "customer_name": (definition.get("customer_name") or "").strip(),
+        "customer_names": {
+            k.strip(): v.strip() for k, v in (definition.get("customer_names") or {}).items()
+        },
         "description": definition.get("description") or "",
         "topic": definition["topic"],
         "priority": definition.get("priority", 5),
@@ -400,3 +417,16 @@ def normalized(definition: Mapping[str, Any]) -> dict[str, Any]:
             for s in definition["steps"]
         ],
     }
+
+
+def _segments_missing(items: Any, field: str) -> list[Problem]:
+    """Branch conditions naming a saved segment that does not exist."""
+    if not isinstance(items, list):
+        return []  # said by conditions_problems
+    keys = {
+        c["segment"]
+        for c in items
+        if isinstance(c, dict) and c.get("type") == "segment" and isinstance(c.get("segment"), str)
+    }
+    found = set(Segment.objects.filter(key__in=keys).values_list("key", flat=True))
+    return [Problem(field, f"There is no saved segment {key!r}.") for key in sorted(keys - found)]

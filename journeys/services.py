@@ -40,6 +40,8 @@ def journey_save(definition: Mapping[str, Any], *, key: str | None = None) -> Jo
     journey = Journey.objects.select_for_update().filter(key=d["key"]).first()
     fields = {
         "name": d["name"],
+        "customer_name": d["customer_name"],
+        "customer_names": d["customer_names"],
         "description": d["description"],
         "topic": topic,
         "priority": d["priority"],

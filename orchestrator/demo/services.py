@@ -919,15 +919,6 @@ def demo_journeys() -> list[dict]:
     ]
 
 
-#: What customers read as each demo journey's series name ("why did I get this?"), the
-#: default and per language; the definitions' own names are the marketers'.
-JOURNEY_CUSTOMER_NAMES = {
-    "first-snow": ("Winter trail shoes", {"ja": "冬のトレイルシューズ"}),
-    "fitting-reminders": ("Your fitting appointment", {"ja": "フィッティングのご予約"}),
-    "shoe-replenishment": ("Time for new running shoes", {"ja": "ランニングシューズの買い替え"}),
-}
-
-
 def _ensure_journeys() -> int:
     created = 0
     for definition in demo_journeys():
@@ -935,10 +926,6 @@ def _ensure_journeys() -> int:
             continue
         journey_activate(journey=journey_save(definition))
         created += 1
-    for key, (name, names) in JOURNEY_CUSTOMER_NAMES.items():
-        Journey.objects.filter(key=key, customer_name="").update(
-            customer_name=name, customer_names=names
-        )
     return created
 
 

@@ -394,3 +394,25 @@ def test_schema_describes_the_journey_endpoints(api):
     assert {"200", "400", "404"} <= set(
         paths["/api/v1/journeys/{key}/simulate"]["post"]["responses"]
     )
+
+
+def test_the_series_name_customers_read_is_part_of_the_definition(api, template):
+    named = definition(customer_name="Welcome to Stride", customer_names={"ja": "ようこそ"})
+
+    created = api.post("/api/v1/journeys", named, format="json")
+
+    assert created.status_code == 201, created.content
+    read = api.get("/api/v1/journeys/welcome").json()
+    assert (read["customer_name"], read["customer_names"]) == (
+        "Welcome to Stride",
+        {"ja": "ようこそ"},
+    )
+    journey = Journey.objects.get(key="welcome")
+    assert journey.customer_name_in("ja") == "ようこそ"
+    assert journey.customer_name_in("en") == "Welcome to Stride"
+
+
+def test_series_names_that_are_not_a_language_to_name_object_are_a_400(api, template):
+    response = api.post("/api/v1/journeys", definition(customer_names={"ja": ""}), format="json")
+
+    assert_error(response, 400, fields=("customer_names",))
