@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from journeys import conditions
 from journeys.models import StepKind
+from orchestrator.segments import conditions
 
 BOX_W, BOX_H = 230, 100
 GAP_X, GAP_Y = 36, 70

@@ -29,11 +29,11 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from journeys import conditions
 from journeys.models import Enrollment, Journey, JourneyVersion, StepKind, StepRun
 from orchestrator.audience.models import Customer, Event
 from orchestrator.consent.models import Topic
 from orchestrator.core.tasking import publish_on_commit
+from orchestrator.delivery import holds
 from orchestrator.delivery.models import Message, MessageTemplate
 from orchestrator.delivery.services import (
     SendRefused,
@@ -41,6 +41,8 @@ from orchestrator.delivery.services import (
     messages_cancel,
     messages_queue,
 )
+from orchestrator.segments import conditions
+from orchestrator.segments.selectors import SegmentMissing, members_among
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,8 @@ class _Batch:
     calls: list[_Call] = field(default_factory=list)
     #: Messages built by send steps, inserted together at the end of the batch.
     sends: list[tuple[Enrollment, StepRun, Message]] = field(default_factory=list)
+    #: Saved segment key -> the batch's customers in it (one statement per segment).
+    segment_members: dict[str, set[int]] = field(default_factory=dict)
     stats: TickStats = field(default_factory=TickStats)
 
 
@@ -400,9 +404,27 @@ def _send(e: Enrollment, step: dict, definition: dict, batch: _Batch) -> None:
     except SendRefused as refused:
         _log(batch, e, step, "skipped", reason=str(refused), code=refused.code)
         return
+    if config.get("digest"):
+        holds.hold_for_step(message, _step_digest(e, step, definition, config))
     batch.stats.messages += 1
     run = _log(batch, e, step, "queued", channel=message.channel)
     batch.sends.append((e, run, message))
+
+
+def _step_digest(e: Enrollment, step: dict, definition: dict, config: dict) -> holds.StepDigest:
+    """A send step "as a digest": enrollments that reach it while the customer's digest
+    (per value of ``digest.key``, e.g. per order) is open join it."""
+    digest = config["digest"]
+    key = f"journey:{definition['key']}:{step['key']}"
+    if digest.get("key"):
+        key += f":{e.context.get(digest['key'], '')}"
+    minutes = digest.get("window_minutes")
+    return holds.StepDigest(
+        key=key[:300],
+        template_key=config["template"],
+        window=dt.timedelta(minutes=float(minutes)) if minutes else None,
+        max_items=int(digest["count"]) if digest.get("count") else None,
+    )
 
 
 def _visit(e: Enrollment, step: dict) -> int:
@@ -497,6 +519,17 @@ def _facts(e: Enrollment, batch: _Batch) -> conditions.Facts:
         body = properties.get("body")
         return body if isinstance(body, str) else None
 
+    def in_segment(key: str) -> bool:
+        members = batch.segment_members.get(key)
+        if members is None:
+            try:
+                members = members_among(key, list(batch.customers), now=batch.now)
+            except SegmentMissing:
+                logger.warning("branch names segment %r, which no longer exists", key)
+                members = set()
+            batch.segment_members[key] = members
+        return e.customer_id in members
+
     return conditions.Facts(
         attributes=customer.attributes,
         context=e.context,
@@ -505,6 +538,7 @@ def _facts(e: Enrollment, batch: _Batch) -> conditions.Facts:
         had_event=had_event,
         last_message_status=last_message_status,
         last_reply=last_reply,
+        in_segment=in_segment,
     )
 
 

@@ -26,11 +26,11 @@ from django.db.models import F, Q
 from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
-from journeys import conditions
 from journeys.enrollment import Candidate, enroll
 from journeys.models import Enrollment, Journey, StepRun
 from journeys.triggers import event as event_trigger
 from orchestrator.core.tasking import publish_on_commit
+from orchestrator.segments import conditions
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 from django import forms
 from django.utils.html import format_html, format_html_join
 
-from journeys import conditions
+from orchestrator.segments import conditions
 
 UNITS = (("minutes", "minutes"), ("hours", "hours"), ("days", "days"))
 UNIT_MINUTES = {"minutes": 1, "hours": 60, "days": 1440}
@@ -212,12 +212,13 @@ _TYPE_LABELS = {
     "event": "customer did event",
     "last_message": "last message status",
     "reply": "customer's reply",
+    "segment": "in saved segment (name: its key)",
 }
 _LIST_OPS = ("in", "not_in")
 
 
 class ConditionsField(RowsField):
-    """Conditions (``journeys.conditions``) as rows: type, name, comparison, value."""
+    """Conditions (``orchestrator.segments.conditions``) as rows: type, name, comparison, value."""
 
     def __init__(self, *, types: Sequence[str] = conditions.CONDITION_TYPES, **kwargs):
         self.types = tuple(types)
@@ -239,7 +240,7 @@ class ConditionsField(RowsField):
         row.update(
             {
                 "type": str(item.get("type", "")),
-                "name": str(item.get("name", "")),
+                "name": str(item.get("segment" if item.get("type") == "segment" else "name", "")),
                 "op": str(item.get("op", "")),
                 "value": show_value(item.get("value")),
             }
@@ -253,6 +254,8 @@ class ConditionsField(RowsField):
         kind = row.get("type") or (self.types[0] if len(self.types) == 1 else "")
         op = row.get("op", "")
         item: dict[str, Any] = {"type": kind}
+        if kind == "segment":
+            return {**item, "segment": row.get("name", ""), "op": op or "in"}
         if kind not in ("last_message", "reply"):
             item["name"] = row.get("name", "")
         item["op"] = op

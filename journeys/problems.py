@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from journeys import conditions
+from orchestrator.segments import conditions
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from journeys import conditions
 from journeys.definition import definition_of, validate
 from journeys.engine import next_local_time, parse_instant
 from journeys.forecasting import HISTORY, Entrant, Forecast, Window, draw, zone_of
@@ -44,6 +43,7 @@ from orchestrator.consent.models import Topic
 from orchestrator.consent.selectors import SUPPRESSED, ConsentRequest, consent_decisions
 from orchestrator.delivery import fatigue, policy, routing
 from orchestrator.delivery.models import FrequencyRule, MessageTemplate
+from orchestrator.segments import conditions
 
 MAX_DAYS = 60
 MAX_SAMPLE = 10_000

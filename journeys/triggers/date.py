@@ -47,7 +47,7 @@ from journeys.forecasting import (
 from journeys.form_fields import DIRECTIONS, UNITS, split_minutes, to_minutes
 from journeys.models import Journey
 from journeys.problems import Problem, is_int, is_name, positive
-from journeys.triggers.parsing import ZONES_CTE, instant, iso_utc, json_text
+from orchestrator.segments.parsing import ZONES_CTE, instant, iso_utc, json_text
 
 KIND = "date"
 LABEL = "A date (attribute or event time) plus or minus an offset"

@@ -19,7 +19,6 @@ from typing import Any
 from django import forms
 from django.db import connection
 
-from journeys import conditions
 from journeys.forecasting import (
     HISTORY,
     Entrant,
@@ -33,6 +32,7 @@ from journeys.forecasting import (
 from journeys.form_fields import ConditionsField
 from journeys.models import Journey
 from journeys.problems import Problem, conditions_problems, is_name
+from orchestrator.segments import conditions
 
 KIND = "event"
 LABEL = "An event happens"

@@ -35,7 +35,7 @@ from journeys.forecasting import DAY, Entrant, Forecast, Window, entry_allowed, 
 from journeys.models import Journey, JourneyCursor
 from journeys.problems import Problem, conditions_problems
 from journeys.triggers import segment_entry
-from journeys.triggers.segments import segment_sql, segment_where
+from orchestrator.segments.sql import segment_sql, segment_where
 
 KIND = "recurring"
 LABEL = "A recurring schedule, for a segment"

@@ -40,7 +40,7 @@ from journeys.forecasting import Forecast, Window, apply_entry_rule, spread
 from journeys.form_fields import number
 from journeys.models import Journey, JourneyCursor
 from journeys.problems import Problem, is_int, is_name, positive
-from journeys.triggers.parsing import iso_utc
+from orchestrator.segments.parsing import iso_utc
 
 KIND = "replenishment"
 LABEL = "A product is predicted to run out"

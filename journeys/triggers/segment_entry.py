@@ -3,6 +3,7 @@
 Config (``Journey.trigger``)::
 
     {"segment": [conditions], "enroll_existing": false}
+    {"segment": "recent-buyers"}    (a saved segment, ``orchestrator.segments``, by key)
 
 ``SegmentMember`` holds who matched at the previous sweep. Each sweep evaluates the
 segment once and, in one statement, removes the members who no longer match and adds
@@ -31,8 +32,9 @@ from journeys.forecasting import Entrant, Forecast, Window
 from journeys.form_fields import ConditionsField
 from journeys.models import Journey, JourneyCursor
 from journeys.problems import Problem, conditions_problems
-from journeys.triggers.parsing import iso_utc
-from journeys.triggers.segments import segment_sql, segment_where
+from orchestrator.segments.parsing import iso_utc
+from orchestrator.segments.selectors import SegmentMissing, where_sql
+from orchestrator.segments.sql import segment_sql, segment_where
 
 KIND = "segment"
 LABEL = "A customer enters a segment"
@@ -45,7 +47,7 @@ EXAMPLE: dict[str, Any] = {
 DEFAULTS: dict[str, Any] = {}
 #: Trigger setting -> the builder's form field for it.
 FORM_PLACES = {"segment": "segment"}
-FIELDSETS = (("Segment", ("segment",)),)
+FIELDSETS = (("Segment", ("saved_segment", "segment")),)
 CURSOR = "segment"
 #: Lock namespace for pg_advisory_xact_lock(namespace, journey id).
 SEGMENT_LOCK = 7_303
@@ -55,7 +57,7 @@ def sweep(journey: Journey, now: dt.datetime | None = None) -> int:
     """Update the journey's members and enroll newcomers; returns how many were enrolled."""
     now = now or timezone.now()
     config = journey.trigger or {}
-    where, params = segment_sql(config.get("segment") or [], now=now)
+    where, params = _where(config.get("segment"), now)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SEGMENT_LOCK, journey.id])
         state, created = JourneyCursor.objects.get_or_create(journey=journey, name=CURSOR)
@@ -99,10 +101,24 @@ def sweep(journey: Journey, now: dt.datetime | None = None) -> int:
         return len(enroll_select(journey, select, [journey.id, now], now=now))
 
 
+def _where(segment: Any, now: dt.datetime) -> tuple[str, list[Any]]:
+    """Inline conditions, or a saved segment named by its key."""
+    if isinstance(segment, str):
+        return where_sql(segment, now=now)
+    return segment_sql(segment or [], now=now)
+
+
 # --- definition, builder and forecast ------------------------------------------------
 
 
 def validate(trigger: Mapping[str, Any]) -> list[Problem]:
+    segment = trigger.get("segment")
+    if isinstance(segment, str):
+        try:
+            where_sql(segment)
+        except SegmentMissing as exc:
+            return [Problem("trigger.segment", str(exc))]
+        return []
     return conditions_problems(
         trigger.get("segment"), "trigger.segment", allowed=("attribute", "event"), required=True
     )
@@ -110,20 +126,35 @@ def validate(trigger: Mapping[str, Any]) -> list[Problem]:
 
 def form_fields() -> dict[str, forms.Field]:
     return {
-        "segment": ConditionsField(types=("attribute", "event"), label="Segment: customers who"),
+        "saved_segment": forms.CharField(
+            required=False,
+            label="Saved segment (its key)",
+            help_text="Or leave empty and write the conditions below.",
+        ),
+        "segment": ConditionsField(
+            types=("attribute", "event"), label="Segment: customers who", required=False
+        ),
     }
 
 
 def form_initial(trigger: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(trigger.get("segment"), str):
+        return {"saved_segment": trigger["segment"]}
     return {name: trigger[key] for key, name in FORM_PLACES.items() if key in trigger}
 
 
 def form_values(cleaned: Mapping[str, Any]) -> dict[str, Any]:
+    if (cleaned.get("saved_segment") or "").strip():
+        return {"segment": cleaned["saved_segment"].strip()}
     return {"segment": cleaned.get("segment")}
 
 
 def forecast(journey: Journey, trigger: Mapping[str, Any], window: Window, sample: int) -> Forecast:
-    where, params = segment_where(trigger.get("segment"), now=window.now)
+    segment = trigger.get("segment")
+    if isinstance(segment, str):
+        where, params = where_sql(segment, now=window.now)
+    else:
+        where, params = segment_where(segment, now=window.now)
     rule_sql = ""
     rule_params: list[Any] = []
     if journey.entry == Journey.Entry.ONCE:

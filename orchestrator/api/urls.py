@@ -5,7 +5,7 @@ An unknown path under /api/ gets the JSON error body from ApiEdgeMiddleware.
 
 from django.urls import path
 
-from orchestrator.api import analytics, journeys, privacy, views
+from orchestrator.api import analytics, journeys, privacy, segments, views
 
 urlpatterns = [
     path("customers", views.CustomerUpsertView.as_view(), name="customers"),
@@ -58,6 +58,14 @@ urlpatterns = [
         "journeys/<slug:key>/analytics",
         analytics.JourneyAnalyticsView.as_view(),
         name="journey-analytics",
+    ),
+    path("segments", segments.SegmentListView.as_view(), name="segments"),
+    path("segments/<slug:key>", segments.SegmentDetailView.as_view(), name="segment-detail"),
+    path("segments/<slug:key>/count", segments.SegmentCountView.as_view(), name="segment-count"),
+    path(
+        "segments/<slug:key>/members",
+        segments.SegmentMembersView.as_view(),
+        name="segment-members",
     ),
     path("channels/health", analytics.ChannelHealthView.as_view(), name="channel-health"),
 ]

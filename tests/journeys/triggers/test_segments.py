@@ -9,9 +9,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from journeys import conditions
-from journeys.triggers.segments import segment_sql
 from orchestrator.audience.models import Customer, Event
+from orchestrator.segments import conditions
+from orchestrator.segments.sql import segment_sql
 
 pytestmark = pytest.mark.django_db
 

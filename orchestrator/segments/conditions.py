@@ -12,7 +12,9 @@ A condition is a JSON object with a ``type``:
 - ``{"type": "last_message", "op": "in" | "not_in", "value": ["opened", "clicked"]}``
   the status of the last message this enrollment sent;
 - ``{"type": "reply", "op": "contains" | "eq" | "starts_with", "value": "1"}`` the text
-  of the customer's latest reply (a ``message.replied`` event) since entering.
+  of the customer's latest reply (a ``message.replied`` event) since entering;
+- ``{"type": "segment", "segment": "recent-buyers", "op": "in" | "not_in"}`` membership
+  of a saved segment (``op`` defaults to ``in``), answered in SQL for a whole batch.
 
 Comparisons are forgiving about types the way marketers expect: numbers compare as
 numbers when both sides are numeric, text compares case-insensitively, ISO dates
@@ -27,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-CONDITION_TYPES = ("attribute", "property", "event", "last_message", "reply")
+CONDITION_TYPES = ("attribute", "property", "event", "last_message", "reply", "segment")
 VALUE_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "contains", "in", "exists", "not_exists")
 EVENT_OPS = ("happened", "not_happened")
 LIST_OPS = ("in", "not_in")
@@ -38,6 +40,7 @@ OPS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "event": EVENT_OPS,
     "last_message": LIST_OPS,
     "reply": REPLY_OPS,
+    "segment": LIST_OPS,
 }
 OP_LABELS = {
     "eq": "is",
@@ -65,6 +68,8 @@ def condition_problems(condition: Any, *, allowed: Iterable[str] = CONDITION_TYP
     allowed = tuple(allowed)
     if kind not in allowed:
         return [f"Condition type must be one of: {', '.join(allowed)} (got {kind!r})."]
+    if kind == "segment":
+        return _segment_problems(condition)
     op = condition.get("op")
     ops = OPS_BY_TYPE[kind]
     if op not in ops:
@@ -86,6 +91,16 @@ def condition_problems(condition: Any, *, allowed: Iterable[str] = CONDITION_TYP
     return problems
 
 
+def _segment_problems(condition: Mapping[str, Any]) -> list[str]:
+    problems = []
+    key = condition.get("segment")
+    if not isinstance(key, str) or not key.strip():
+        problems.append("Name the saved segment (its key).")
+    if condition.get("op", "in") not in LIST_OPS:
+        problems.append("A segment condition is 'in' or 'not_in' the segment.")
+    return problems
+
+
 def describe(condition: Mapping[str, Any]) -> str:
     """One line for the diagram and the admin, e.g. ``city is Chicago``."""
     kind = condition.get("type")
@@ -100,6 +115,9 @@ def describe(condition: Mapping[str, Any]) -> str:
         return f"last message {op} {shown}"
     if kind == "reply":
         return f"reply {op} {shown!r}"
+    if kind == "segment":
+        verb = "not in" if condition.get("op") == "not_in" else "in"
+        return f"{verb} segment {condition.get('segment')}"
     if condition.get("op") in ("exists", "not_exists"):
         return f"{condition.get('name')} {op}"
     return f"{condition.get('name')} {op} {shown}"
@@ -214,10 +232,16 @@ class Facts:
     had_event: Callable[[str, dt.datetime | None], bool]
     last_message_status: Callable[[], str | None]
     last_reply: Callable[[], str | None]
+    #: Segment key -> whether the customer is a member now; None: membership is unknown
+    #: (a forecast), and the condition does not hold.
+    in_segment: Callable[[str], bool] | None = None
 
 
 def holds(condition: Mapping[str, Any], facts: Facts) -> bool:
     kind = condition["type"]
+    if kind == "segment":
+        inside = facts.in_segment is not None and facts.in_segment(condition["segment"])
+        return not inside if condition.get("op") == "not_in" else inside
     op = condition["op"]
     if kind in ("attribute", "property"):
         source = facts.attributes if kind == "attribute" else facts.context

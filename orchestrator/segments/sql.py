@@ -1,7 +1,7 @@
 """Segments in SQL: attribute and event conditions compiled to one boolean expression.
 
 ``segment_sql(conditions)`` gives a WHERE fragment over ``audience_customer c`` with the
-same meaning as ``journeys.conditions`` has in Python, so a sweep selects in one
+same meaning as ``orchestrator.segments.conditions`` has in Python, so a sweep selects in one
 statement the customers a branch would let through one by one:
 
 - text compares case-insensitively after NFKC folding (full-width digits and letters
@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from journeys import conditions
-from journeys.triggers.parsing import DATE_RE, LOCAL_DATETIME_RE, NUMBER_RE, ZONED_DATETIME_RE
+from orchestrator.segments import conditions
+from orchestrator.segments.parsing import DATE_RE, LOCAL_DATETIME_RE, NUMBER_RE, ZONED_DATETIME_RE
 
 #: SQL operator for each ordering op.
 ORDER_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -90,19 +90,19 @@ def _event(condition: Mapping[str, Any], now: dt.datetime | None) -> Fragment:
 # --- attributes ----------------------------------------------------------------------------
 
 
-def _value(name: str) -> Fragment:
-    """The attribute as jsonb (SQL NULL when missing), following dots like ``lookup``."""
+def _value(name: str, column: str = "c.attributes") -> Fragment:
+    """The key of ``column`` (jsonb; SQL NULL when missing), following dots like ``lookup``."""
     parts = name.split(".")
     if len(parts) == 1:
-        return "(c.attributes -> %s)", [name]
+        return f"({column} -> %s)", [name]
     # A literal key with dots wins; otherwise every step must be an object, as in Python
     # (``#>`` would also index into arrays, which ``lookup`` does not).
     guards = " AND ".join(
-        "jsonb_typeof(c.attributes #> %s::text[]) = 'object'" for _ in range(len(parts) - 1)
+        f"jsonb_typeof({column} #> %s::text[]) = 'object'" for _ in range(len(parts) - 1)
     )
     sql = (
-        "(CASE WHEN c.attributes ? %s THEN c.attributes -> %s "
-        f"WHEN {guards} THEN c.attributes #> %s::text[] END)"
+        f"(CASE WHEN {column} ? %s THEN {column} -> %s "
+        f"WHEN {guards} THEN {column} #> %s::text[] END)"
     )
     return sql, [name, name, *[parts[:i] for i in range(1, len(parts))], parts]
 
@@ -257,10 +257,11 @@ def _contains(left: _Left, right: Any) -> Fragment:
     )
 
 
-def _attribute(condition: Mapping[str, Any]) -> Fragment:
+def _attribute(condition: Mapping[str, Any], column: str = "c.attributes") -> Fragment:
+    """An attribute (or, with ``column="e.properties"``, an event property) comparison."""
     op = condition["op"]
     right = condition.get("value")
-    left = _Left(_value(condition["name"]))
+    left = _Left(_value(condition["name"], column))
     v, p = left.v, left.p
     # Python: present and not in (None, ""); jsonb 'null' is None, '""' is "".
     exists = f"({v} IS NOT NULL AND {v} NOT IN ('null'::jsonb, '\"\"'::jsonb))"
@@ -291,3 +292,191 @@ def _attribute(condition: Mapping[str, Any]) -> Fragment:
         f"ELSE COALESCE({test[0]}, FALSE) END)"
     )
     return sql, [*p, *p, *test[1]]
+
+
+# --- saved segments: the condition tree (``orchestrator.segments.tree``) -----------------
+
+#: Message statuses that mean the provider took the message (it was received).
+RECEIVED_STATUSES = ("sent", "delivered", "opened", "clicked", "replied")
+#: Journeys keep predicted run-out dates here (``journeys.triggers.replenishment``). It is
+#: read by name, not through the model: journeys sit above segments in the layers.
+REPLENISHMENT_TABLE = "journeys_replenishmentstate"
+#: Customer column holding the address of each channel (``audience.models.ADDRESS_FIELDS``).
+ADDRESS_COLUMNS = {"email": "email", "sms": "phone", "whatsapp": "whatsapp", "line": "line_user_id"}
+
+
+def tree_sql(
+    node: Any,
+    *,
+    now: dt.datetime,
+    resolve: Callable[[str], Any],
+    senders: Mapping[str, str] | None = None,
+    _seen: tuple[str, ...] = (),
+) -> Fragment:
+    """A condition tree as one SQL boolean over ``audience_customer c``.
+
+    ``resolve(key)`` gives a saved segment's tree; a segment is inlined, so the whole
+    audience is one statement. ``senders``: channel -> the number we send from, for
+    consent conditions. The tree must be valid (``tree.tree_problems``); a cycle raises
+    ValueError here too, as a last guard.
+    """
+    senders = senders or {}
+    if isinstance(node, list):
+        node = {"all": node}
+    if "all" in node or "any" in node:
+        joiner, items = (" AND ", node["all"]) if "all" in node else (" OR ", node["any"])
+        parts = [tree_sql(n, now=now, resolve=resolve, senders=senders, _seen=_seen) for n in items]
+        if not parts:
+            return ("TRUE" if "all" in node else "FALSE"), []
+        return "(" + joiner.join(p[0] for p in parts) + ")", [x for p in parts for x in p[1]]
+    if "not" in node:
+        sql, params = tree_sql(node["not"], now=now, resolve=resolve, senders=senders, _seen=_seen)
+        return f"(NOT COALESCE({sql}, FALSE))", params
+    kind = node.get("type", "segment" if "segment" in node else None)
+    if kind == "segment":
+        key = node["segment"]
+        if key in _seen:
+            raise ValueError(f"segment {key!r} includes itself")
+        sql, params = tree_sql(
+            resolve(key), now=now, resolve=resolve, senders=senders, _seen=(*_seen, key)
+        )
+        if node.get("op") == "not_in":
+            return f"(NOT COALESCE({sql}, FALSE))", params
+        return sql, params
+    if kind == "attribute":
+        return _attribute(node)
+    if kind == "event":
+        return _event_history(node, now)
+    if kind == "consent":
+        sql, params = consent_sql(
+            node["topic"], node["channel"], sender=senders.get(node["channel"], "")
+        )
+        if node.get("op") == "not_subscribed":
+            return f"(NOT {sql})", params
+        return sql, params
+    if kind == "message":
+        return _message_history(node, now)
+    if kind == "replenishment":
+        return _replenishment(node, now)
+    raise ValueError(f"unknown condition {kind!r}")
+
+
+def _since(node: Mapping[str, Any], now: dt.datetime) -> dt.datetime | None:
+    if node.get("within_days"):
+        return now - dt.timedelta(days=float(node["within_days"]))
+    if node.get("within_hours"):
+        return now - dt.timedelta(hours=float(node["within_hours"]))
+    return None
+
+
+def _event_history(node: Mapping[str, Any], now: dt.datetime) -> Fragment:
+    # ``c.id IN (uncorrelated subquery)``: a semi-join at the top of the statement and a
+    # hashed subplan inside OR/NOT, where a correlated EXISTS would probe once per customer.
+    sql = "SELECT e.customer_id FROM audience_event e WHERE e.name = %s"
+    params: list[Any] = [node["name"]]
+    since = _since(node, now)
+    if since is not None:
+        sql += " AND e.occurred_at >= %s"
+        params.append(since)
+    for condition in node.get("where") or []:
+        test, p = _attribute(condition, "e.properties")
+        sql += f" AND {test}"
+        params += p
+    at_least = int(node.get("at_least") or 1)
+    if at_least > 1:
+        sql += " GROUP BY e.customer_id HAVING count(*) >= %s"
+        params.append(at_least)
+    negate = "NOT " if node.get("op") == "not_happened" else ""
+    return f"({negate}c.id IN ({sql}))", params
+
+
+def _message_history(node: Mapping[str, Any], now: dt.datetime) -> Fragment:
+    op = node.get("op", "received")
+    sql = "SELECT m.customer_id FROM delivery_message m"
+    where = ["m.status = ANY(%s)"]
+    params: list[Any] = [list(RECEIVED_STATUSES)]
+    if node.get("template"):
+        sql += " JOIN delivery_messagetemplate t ON t.id = m.template_id"
+        where.append("t.key = %s")
+        params.append(node["template"])
+    if node.get("topic"):
+        sql += " JOIN consent_topic tp ON tp.id = m.topic_id"
+        where.append("tp.key = %s")
+        params.append(node["topic"])
+    since = _since(node, now)
+    if since is not None:
+        where.append("m.sent_at >= %s")
+        params.append(since)
+    engaged = {"opened": ("opened", "clicked", "replied"), "clicked": ("clicked",)}
+    wanted = engaged.get("opened" if op == "not_opened" else op)
+    if wanted:
+        where.append(
+            "EXISTS (SELECT 1 FROM delivery_messageevent h"
+            " WHERE h.message_id = m.id AND h.status = ANY(%s))"
+        )
+        params.append(list(wanted))
+    inner = f"{sql} WHERE {' AND '.join(where)}"
+    if op == "not_received":
+        return f"(NOT c.id IN ({inner}))", params
+    if op == "not_opened":
+        # Received one (in the window, of that template/topic) and opened none of them.
+        received, rp = _message_history({**node, "op": "received"}, now)
+        return f"({received} AND NOT c.id IN ({inner}))", [*rp, *params]
+    return f"(c.id IN ({inner}))", params
+
+
+def _replenishment(node: Mapping[str, Any], now: dt.datetime) -> Fragment:
+    sql = (
+        f"SELECT r.customer_id FROM {REPLENISHMENT_TABLE} r"  # noqa: S608 - a constant
+        " WHERE r.predicted_at >= %s AND r.predicted_at < %s"
+    )
+    params: list[Any] = [now, now + dt.timedelta(days=float(node["within_days"]))]
+    if node.get("product"):
+        sql += " AND r.product = %s"
+        params.append(str(node["product"]))
+    return f"(c.id IN ({sql}))", params
+
+
+def consent_sql(topic: str, channel: str, *, sender: str = "") -> Fragment:
+    """Whether a marketing or transactional send of ``topic`` on ``channel`` to ``c`` would
+    pass consent (``orchestrator.consent.selectors``'s rules, in SQL): an address, no
+    suppression for every sender, a channel the topic allows, and for marketing no
+    channel opt-out and a subscription (or the topic's default opt-in)."""
+    reach, params = reach_sql(channel, marketing=False, sender=sender)
+    sql = f"""({reach} AND EXISTS (
+        SELECT 1 FROM consent_topic t WHERE t.key = %s AND %s = ANY(t.channels) AND (
+            t.kind = 'transactional' OR (
+                NOT EXISTS (SELECT 1 FROM consent_channeloptout o
+                            WHERE o.customer_id = c.id AND o.channel = %s)
+                AND COALESCE(
+                    (SELECT s.status = 'subscribed' FROM consent_subscription s
+                     WHERE s.customer_id = c.id AND s.topic_id = t.id AND s.channel = %s),
+                    t.default_opt_in)))))"""  # noqa: S608 - fixed fragments
+    return sql, [*params, topic, channel, channel, channel]
+
+
+def address_hash_sql(channel: str) -> str:
+    """``consent.models.address_hash`` of the customer's address on ``channel``, in SQL."""
+    column = f"c.{ADDRESS_COLUMNS[channel]}"
+    normalized = f"lower(btrim({column}))" if channel == "email" else f"btrim({column})"
+    return f"encode(sha256(convert_to('{channel}:' || {normalized}, 'UTF8')), 'hex')"
+
+
+def reach_sql(channel: str, *, marketing: bool = True, sender: str = "") -> Fragment:
+    """Whether ``c`` can be reached on ``channel``: an address and no suppression of it
+    that holds for our ``sender`` (``consent.selectors`` rules 1-2, with
+    ``consent.senders.sender_applies``), and for marketing no channel-wide opt-out (rule 5)."""
+    column = f"c.{ADDRESS_COLUMNS[channel]}"
+    sql = (
+        f"(btrim({column}) <> '' AND NOT EXISTS (SELECT 1 FROM consent_suppression x"  # noqa: S608 - column names from a constant
+        " WHERE x.channel = %s AND (x.sender = '' OR %s = '' OR x.sender = %s)"
+        f" AND x.address_hash = {address_hash_sql(channel)})"
+    )
+    params: list[Any] = [channel, sender, sender]
+    if marketing:
+        sql += (
+            " AND NOT EXISTS (SELECT 1 FROM consent_channeloptout o"
+            " WHERE o.customer_id = c.id AND o.channel = %s)"
+        )
+        params.append(channel)
+    return sql + ")", params
