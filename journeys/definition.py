@@ -106,6 +106,31 @@ def export(journey: Journey) -> dict[str, Any]:
 # --- validation ----------------------------------------------------------------------
 
 
+#: The property a digest collects per (a context key such as order_id).
+PROPERTY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+
+
+def _digest_problems(digest: Any, where: str) -> list[Problem]:
+    """A send step "as a digest": a window, a count or both; optionally per key."""
+    if digest is None:
+        return []
+    if not isinstance(digest, Mapping):
+        return [Problem(where, "The digest settings must be an object.")]
+    p = []
+    window, count, key = digest.get("window_minutes"), digest.get("count"), digest.get("key")
+    if window is None and count is None:
+        p.append(
+            Problem(where, "Say how long a digest collects, or after how many messages it goes.")
+        )
+    if window is not None and not positive(window):
+        p.append(Problem(where, "The digest window must be a positive number of minutes."))
+    if count is not None and (not is_int(count) or int(count) < 2):
+        p.append(Problem(where, "A digest goes after at least 2 messages: give a whole number."))
+    if key not in (None, "") and not (isinstance(key, str) and PROPERTY_RE.match(key)):
+        p.append(Problem(where, "Collect per the value of a property name, e.g. order_id."))
+    return p
+
+
 def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[str]]) -> list:
     kind = step.get("kind")
     config = step.get("config") or {}
@@ -141,6 +166,7 @@ def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[s
             p.append(Problem(where, "Time to live must be a positive number of hours."))
         if "data" in config and not isinstance(config["data"], Mapping):
             p.append(Problem(where, "Extra template data must be an object."))
+        p += _digest_problems(config.get("digest"), where)
     elif kind == StepKind.WAIT:
         mode = config.get("mode", "duration")
         if mode not in WAIT_MODES:
