@@ -99,6 +99,8 @@ class _Want:
     due_at: dt.datetime
     max_items: int | None
     describe: str
+    at: str = ""
+    weekday: int | None = None
     messages: list[Message] = field(default_factory=list)
 
 
@@ -146,6 +148,8 @@ def _topic_wants(messages: Sequence[Message], now: dt.datetime) -> dict[tuple[in
                 ),
                 max_items=None,
                 describe=describe_cadence(choice.cadence, choice.weekday, choice.at),
+                at=choice.at.strftime("%H:%M"),
+                weekday=choice.weekday,
             )
         want.messages.append(message)
     return wants
@@ -239,6 +243,8 @@ def messages_hold(messages: Sequence[Message], *, now: dt.datetime | None = None
                     digest=digest.pk,
                     cadence=digest.cadence,
                     due_at=digest.due_at.isoformat(),
+                    at=want.at,
+                    weekday=want.weekday,
                 ),
             ]
     return list(digests.values())

@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop as N_
 from django.utils.translation import pgettext, pgettext_lazy
 
+from orchestrator.delivery.holds import describe_cadence
 from orchestrator.delivery.models import FrequencyRule
 
 #: Buckets of the "messages per customer per week" distribution.
@@ -235,9 +236,37 @@ def customer_explanation(message, *, journey_name: str | None = None) -> list[st
                 when=when,
             )
         )
+    elif status == "held" or _digest_entry(trail, "canceled"):
+        lines.append(_digest_hold(trail, status))
     elif status not in _WENT_OUT:
         lines.extend(_not_sent(message, trail, last_hold, topic_name, channel, tz))
+    digest = (message.data or {}).get("digest") if isinstance(message.data, dict) else None
+    if isinstance(digest, dict) and status in _WENT_OUT:
+        lines.append(
+            _("It brings together %(count)s messages we held for your digest.")
+            % {"count": digest.get("count", 0)}
+        )
     return lines
+
+
+def _digest_entry(trail: list[dict], decision: str) -> dict | None:
+    return next(
+        (e for e in reversed(trail) if e.get("step") == "digest" and e.get("decision") == decision),
+        None,
+    )
+
+
+def _digest_hold(trail: list[dict], status: str) -> str:
+    """A message held for (or folded into) a digest, in the customer's words."""
+    if status != "held":
+        return _("It was not sent on its own: it came to you in a digest, with the others.")
+    details = (_digest_entry(trail, "held") or {}).get("details") or {}
+    if details.get("at"):
+        which = describe_cadence(details.get("cadence", ""), details.get("weekday"), details["at"])
+        return _("It is held for %(digest)s, and will come together with the others.") % {
+            "digest": which
+        }
+    return _("It is held to come together with related updates in one message.")
 
 
 def _about(message, topic, topic_name: str, channel: str, *, went: bool) -> str:

@@ -13,7 +13,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from orchestrator.consent.models import Topic
-from orchestrator.consent.preferences import UNSET, PreferenceChanges
+from orchestrator.consent.preferences import DEFAULT_DIGEST_TIME, UNSET, PreferenceChanges
 from orchestrator.preferences.selectors import PreferenceState
 
 #: The highest personal weekly cap offered; above it a cap would not hold anything back.
@@ -43,6 +43,22 @@ CHANNEL_LABELS = {
     "whatsapp": _("WhatsApp"),
     "line": _("LINE"),
 }
+
+
+CADENCE_CHOICES = [
+    ("immediate", _("As it happens")),
+    ("daily", _("Daily digest")),
+    ("weekly", _("Weekly digest")),
+]
+WEEKDAY_CHOICES = [
+    (0, _("Monday")),
+    (1, _("Tuesday")),
+    (2, _("Wednesday")),
+    (3, _("Thursday")),
+    (4, _("Friday")),
+    (5, _("Saturday")),
+    (6, _("Sunday")),
+]
 
 
 def cell_name(topic_id: int, channel: str) -> str:
@@ -85,6 +101,7 @@ class PreferencesForm(forms.Form):
         channels: list[str],
         current: PreferenceState,
         today: dt.date,
+        digestible: list[Topic] = (),
         **kwargs,
     ) -> None:
         initial = {
@@ -121,6 +138,28 @@ class PreferencesForm(forms.Form):
                 initial=current.channels_allowed.get(channel, True),
                 label=CHANNEL_LABELS.get(channel, channel),
             )
+        #: (topic, cadence field, time field, weekday field) per digestible topic.
+        self.digest_topics: list[int] = []
+        for topic in digestible:
+            cadence, at, weekday = current.digests.get(
+                topic.id, ("immediate", DEFAULT_DIGEST_TIME, None)
+            )
+            name = topic.name_in()
+            self.fields[f"digest_{topic.id}"] = forms.ChoiceField(
+                choices=CADENCE_CHOICES, initial=cadence, label=name
+            )
+            self.fields[f"digest_{topic.id}_time"] = forms.TimeField(
+                label=_("At"),
+                initial=at,
+                widget=forms.TimeInput(format="%H:%M", attrs={"type": "time"}),
+            )
+            self.fields[f"digest_{topic.id}_weekday"] = forms.TypedChoiceField(
+                choices=WEEKDAY_CHOICES,
+                coerce=int,
+                initial=weekday if weekday is not None else 0,
+                label=_("On (weekly)"),
+            )
+            self.digest_topics.append(topic.id)
         self.fields["shown"].initial = " ".join(
             [cell_name(t, c) for t, c in self.cells] + [f"allow_{c}" for c in channels]
         )
@@ -147,6 +186,12 @@ class PreferencesForm(forms.Form):
         return [
             (topic, [(channel, self[name] if name else None) for channel, name in row])
             for topic, row in self.grid
+        ]
+
+    def digest_rows(self):
+        return [
+            (self[f"digest_{t}"], self[f"digest_{t}_time"], self[f"digest_{t}_weekday"])
+            for t in self.digest_topics
         ]
 
     def channel_fields(self):
@@ -202,7 +247,15 @@ class PreferencesForm(forms.Form):
             max_per_week=data.get("max_per_week"),
             paused_until=self._paused_until(tz),
             channel_order=self._order(),
+            digests=tuple(self._digests()),
         )
+
+    def _digests(self):
+        data = self.cleaned_data
+        for topic_id in self.digest_topics:
+            cadence = data[f"digest_{topic_id}"]
+            weekday = data[f"digest_{topic_id}_weekday"] if cadence == "weekly" else None
+            yield topic_id, cadence, data[f"digest_{topic_id}_time"], weekday
 
     def _paused_until(self, tz: str):
         paused = self.cleaned_data.get("paused_until")

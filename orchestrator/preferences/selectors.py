@@ -11,6 +11,7 @@ from orchestrator.consent.models import (
     ChannelOptOut,
     ChannelPreference,
     ConsentRecord,
+    DigestPreference,
     Subscription,
     Topic,
 )
@@ -30,6 +31,7 @@ EXPLAINED_STATUSES = (
     "deferred",
     "suppressed",
     "expired",
+    "held",
 )
 
 
@@ -51,6 +53,12 @@ class PreferenceState:
     #: The local date marketing resumes on; None when not paused.
     paused_until: dt.date | None = None
     channel_order: tuple[str, ...] = ()
+    #: Digestible topic id -> (cadence, local time, weekday or None); absent: as it happens.
+    digests: dict[int, tuple[str, dt.time, int | None]] = field(default_factory=dict)
+
+
+def digestible_topics() -> list[Topic]:
+    return list(Topic.objects.filter(digestible=True).order_by("name"))
 
 
 def reachable_channels(customer) -> list[str]:
@@ -95,6 +103,10 @@ def preference_state(
         max_per_week=pref.max_per_week if pref else None,
         paused_until=paused,
         channel_order=tuple(pref.channel_order) if pref else (),
+        digests={
+            d.topic_id: (d.cadence, d.at, d.weekday)
+            for d in DigestPreference.objects.filter(customer=customer)
+        },
     )
 
 

@@ -168,7 +168,13 @@ def preference_center(request, token, customer, *, lang, nonce):
     channels = selectors.reachable_channels(customer)
     current = selectors.preference_state(customer, now=now, topics=topics)
     today = local_today(customer.timezone, now)
-    kwargs = {"topics": topics, "channels": channels, "current": current, "today": today}
+    kwargs = {
+        "topics": topics,
+        "channels": channels,
+        "current": current,
+        "today": today,
+        "digestible": selectors.digestible_topics(),
+    }
     status = 200
     if request.method == "POST" and request.POST.get("action") == "unsubscribe_all":
         preferences_update(
