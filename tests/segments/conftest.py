@@ -1,0 +1,3 @@
+from tests.journeys.conftest import template, topic
+
+__all__ = ["template", "topic"]
