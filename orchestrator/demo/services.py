@@ -30,6 +30,7 @@ from orchestrator.audience.services import EventInput, customer_upsert, events_r
 from orchestrator.consent.models import ChannelPreference, ConsentRecord, Subscription, Topic
 from orchestrator.delivery.models import FrequencyRule, Message, MessageTemplate, TemplateVariant
 from orchestrator.delivery.services import message_create
+from orchestrator.demo.segments import load_segments
 
 BRAND = "Stride Running"
 
@@ -903,6 +904,7 @@ def load_demo(*, today: dt.date | None = None) -> DemoSummary:
         )
         summary.messages += 1
     summary.inbound = _inbound_examples(people)
+    load_segments()
     summary.journeys = _ensure_journeys()
     return summary
 
