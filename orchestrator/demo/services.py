@@ -30,6 +30,7 @@ from orchestrator.audience.services import EventInput, customer_upsert, events_r
 from orchestrator.consent.models import ChannelPreference, ConsentRecord, Subscription, Topic
 from orchestrator.delivery.models import FrequencyRule, Message, MessageTemplate, TemplateVariant
 from orchestrator.delivery.services import message_create
+from orchestrator.demo.digests import load_order_digest
 from orchestrator.demo.segments import load_segments
 
 BRAND = "Stride Running"
@@ -906,6 +907,7 @@ def load_demo(*, today: dt.date | None = None) -> DemoSummary:
     summary.inbound = _inbound_examples(people)
     load_segments()
     summary.journeys = _ensure_journeys()
+    load_order_digest(skip={external_id for external_id, _t, _c in DEMO_SENDS})
     return summary
 
 
