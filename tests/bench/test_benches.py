@@ -74,6 +74,15 @@ def test_sweep_prints_the_daily_sweep():
     assert_figure(lines, rf"daily sweep for 300 customers: {NUMBER} s, peak \d+ MB python")
 
 
+def test_segments_prints_the_live_count():
+    lines = run_bench(
+        "segments",
+        *("--customers", "400", "--events", "2000", "--repeat", "1"),
+        *("--database", scratch("segments")),
+    )
+    assert_figure(lines, r"segment count: \d+ customers in \d+ ms")
+
+
 def test_analytics_prints_page_timings():
     lines = run_bench(
         "analytics",
