@@ -100,7 +100,12 @@ class StepInline(admin.StackedInline):
             "Send a message",
             {
                 "classes": ("step-kind", "kind-send"),
-                "fields": (("send_template", "send_channel"), "send_fallback", "send_ttl_hours"),
+                "fields": (
+                    ("send_template", "send_channel"),
+                    "send_fallback",
+                    "send_ttl_hours",
+                    ("send_digest_minutes", "send_digest_count", "send_digest_key"),
+                ),
             },
         ),
         (

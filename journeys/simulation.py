@@ -102,6 +102,8 @@ class _World:
     event_rate: dict[str, float]
     window: Window
     notes: set[str] = field(default_factory=set)
+    #: Open digests of digest send steps: (person, step, key value) -> (opened, due, held).
+    digests: dict[tuple, list[Any]] = field(default_factory=dict)
 
 
 def _load_world(
@@ -221,6 +223,31 @@ def _channel_options(world: _World, customer: Customer, config: Mapping[str, Any
     )
 
 
+def _digest_send_at(
+    world: _World, entrant: Entrant, step: dict, context: dict, at: dt.datetime
+) -> dt.datetime | None:
+    """When a digest send step's message goes for this arrival, or None when it joins
+    the customer's open digest (one message per window, or per ``count`` arrivals)."""
+    digest = step["config"]["digest"]
+    world.notes.add(
+        "A send step sent as a digest counts one message per customer (and per "
+        f"{digest.get('key') or 'customer'}) per digest, at the end of its window."
+    )
+    value = context.get(digest["key"]) if digest.get("key") else None
+    person = (entrant.customer_id, entrant.replica, step["key"], str(value))
+    window = dt.timedelta(minutes=float(digest.get("window_minutes") or 0)) or None
+    count = int(digest.get("count") or 0)
+    open_digest = world.digests.get(person)
+    if open_digest is not None:
+        opened, due, held = open_digest
+        if opened <= at < due and (not count or held < count):
+            open_digest[2] += 1
+            return None
+    due = at + window if window else at + dt.timedelta(days=7)
+    world.digests[person] = [at, due, 1]
+    return due if window else at
+
+
 def _walk(
     world: _World,
     index: int,
@@ -249,6 +276,11 @@ def _walk(
             if not options:
                 unsent.append((at, "no_channel", weight))
                 continue
+            send_at = at
+            if config.get("digest"):
+                send_at = _digest_send_at(world, entrant, step, context, at)
+                if send_at is None:
+                    continue  # joins the digest already open: no message of its own
             ttl = config.get("ttl_hours")
             expires_at = None
             if ttl:
@@ -261,7 +293,7 @@ def _walk(
                 _Send(
                     index,
                     (entrant.customer_id, entrant.replica),
-                    at,
+                    send_at,
                     step["key"],
                     options,
                     expires_at,
