@@ -5,7 +5,7 @@ An unknown path under /api/ gets the JSON error body from ApiEdgeMiddleware.
 
 from django.urls import path
 
-from orchestrator.api import analytics, journeys, privacy, segments, views
+from orchestrator.api import analytics, broadcasts, journeys, privacy, segments, views
 
 urlpatterns = [
     path("customers", views.CustomerUpsertView.as_view(), name="customers"),
@@ -66,6 +66,28 @@ urlpatterns = [
         "segments/<slug:key>/members",
         segments.SegmentMembersView.as_view(),
         name="segment-members",
+    ),
+    path("broadcasts", broadcasts.BroadcastListView.as_view(), name="broadcasts"),
+    path(
+        "broadcasts/<slug:key>", broadcasts.BroadcastDetailView.as_view(), name="broadcast-detail"
+    ),
+    path(
+        "broadcasts/<slug:key>/schedule",
+        broadcasts.BroadcastScheduleView.as_view(),
+        name="broadcast-schedule",
+    ),
+    path(
+        "broadcasts/<slug:key>/cancel",
+        broadcasts.BroadcastCancelView.as_view(),
+        name="broadcast-cancel",
+    ),
+    path(
+        "broadcasts/<slug:key>/test", broadcasts.BroadcastTestView.as_view(), name="broadcast-test"
+    ),
+    path(
+        "broadcasts/<slug:key>/forecast",
+        broadcasts.BroadcastForecastView.as_view(),
+        name="broadcast-forecast",
     ),
     path("channels/health", analytics.ChannelHealthView.as_view(), name="channel-health"),
 ]

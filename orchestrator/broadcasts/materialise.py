@@ -194,7 +194,6 @@ def materialise(
                     'broadcast', %(key)s, 'variant', r.variant))),
             %(now)s, %(now)s, %(broadcast_id)s, r.variant
         FROM rows r
-        ORDER BY r.customer_id
         ON CONFLICT (broadcast_id, customer_id) WHERE broadcast_id IS NOT NULL DO NOTHING
         RETURNING id, status, explanation -> 0 ->> 'reason' AS reason
     )
@@ -235,6 +234,8 @@ def materialise(
         **members_params_named,
     }
     with transaction.atomic(), connection.cursor() as cursor:
+        # One statement hashes the audience and the preferences: room to do it in memory.
+        cursor.execute("SET LOCAL work_mem = '256MB'")
         cursor.execute(sql, params)
         written = cursor.rowcount
         if written:

@@ -65,7 +65,7 @@ class BroadcastInvalid(ValueError):
         self.fields = fields or {}
 
 
-def _problems(b: Broadcast) -> dict[str, list[str]]:
+def broadcast_problems(b: Broadcast) -> dict[str, list[str]]:
     """What is wrong with a broadcast's settings, by field; {} when it can be scheduled."""
     out: dict[str, list[str]] = {}
 
@@ -138,7 +138,7 @@ def broadcast_save(*, fields: dict[str, Any], key: str | None = None) -> tuple[B
         }
         if missing:
             raise BroadcastInvalid("Required fields are missing.", missing)
-        problems = _problems(broadcast)
+        problems = broadcast_problems(broadcast)
         if problems:
             raise BroadcastInvalid("The broadcast's settings have problems.", problems)
         if broadcast.status == Broadcast.Status.SCHEDULED:
@@ -173,7 +173,7 @@ def broadcast_schedule(*, broadcast: Broadcast, now: dt.datetime | None = None) 
             f"Only a draft can be scheduled; this broadcast is {broadcast.status}.",
             {"status": [f"Is {broadcast.status}."]},
         )
-    problems = _problems(broadcast)
+    problems = broadcast_problems(broadcast)
     if broadcast.expires_at is not None and broadcast.expires_at <= now:
         problems.setdefault("expires_at", []).append("The deadline has passed.")
     try:
