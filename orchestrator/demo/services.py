@@ -30,6 +30,7 @@ from orchestrator.audience.services import EventInput, customer_upsert, events_r
 from orchestrator.consent.models import ChannelPreference, ConsentRecord, Subscription, Topic
 from orchestrator.delivery.models import FrequencyRule, Message, MessageTemplate, TemplateVariant
 from orchestrator.delivery.services import message_create
+from orchestrator.demo.broadcasts import load_newsletter
 from orchestrator.demo.digests import load_order_digest
 from orchestrator.demo.segments import load_segments
 
@@ -908,6 +909,7 @@ def load_demo(*, today: dt.date | None = None) -> DemoSummary:
     load_segments()
     summary.journeys = _ensure_journeys()
     load_order_digest(skip={external_id for external_id, _t, _c in DEMO_SENDS})
+    load_newsletter(today=today)
     return summary
 
 

@@ -169,3 +169,9 @@ def test_api_quotes_the_plain_drf_peer(api_run):
         API_FIGURE + rf"; plain DRF peer \d+ requests/s, p50 {NUMBER} ms, p99 {NUMBER} ms: "
         rf"{NUMBER}x the peer",
     )
+
+
+def test_broadcasts_prints_the_materialisation():
+    lines = run_bench("broadcasts", "--customers", "300", "--database", scratch("broadcasts"))
+    assert_figure(lines, rf"materialised 300 messages in {NUMBER} s")
+    assert "transactional message queued after the broadcast: sent in the first batch" in lines[-2]
