@@ -85,9 +85,9 @@ def test_a_daily_digest_holds_each_message_and_sends_one_at_the_local_time():
     assert digest.due_at == MONDAY_10.replace(hour=20)
     for message in Message.objects.filter(id__in=[m.id for m in held]):
         assert message.status == MessageStatus.CANCELED
-        assert f"folded into digest message #{digest.message_id}" in message.explanation[-1][
-            "reason"
-        ]
+        assert (
+            f"folded into digest message #{digest.message_id}" in message.explanation[-1]["reason"]
+        )
         assert message.history.filter(code="digested").count() == 1
     # Built again: nothing more goes.
     with time_machine.travel(MONDAY_10 + dt.timedelta(days=2), tick=False):
