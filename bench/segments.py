@@ -26,6 +26,7 @@ BENCH_DATABASE = "bench_segments"
 EVENT_INDEXES = {
     "event_customer_name_idx": "(customer_id, name, occurred_at DESC)",
     "event_name_time_idx": "(name, occurred_at DESC)",
+    "segments_event_membership_idx": "(name, occurred_at) INCLUDE (customer_id)",
 }
 RECENT_BUYERS = {
     "all": [
@@ -117,8 +118,10 @@ def seed(customers: int, events: int) -> None:
             WHERE id % 200 = 0 AND phone <> ''
             """
         )
-        cursor.execute("ANALYZE audience_customer")
-        cursor.execute("ANALYZE audience_event")
+        # What autovacuum does after a bulk load: the visibility map lets the event index
+        # answer without reading event rows.
+        cursor.execute("VACUUM ANALYZE audience_customer")
+        cursor.execute("VACUUM ANALYZE audience_event")
         log(f"indexes and analyze in {time.perf_counter() - started:.1f} s")
 
 
