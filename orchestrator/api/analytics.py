@@ -43,6 +43,16 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _range(request: Request):
+    unknown = sorted(set(request.query_params) - {"from", "to"})
+    if unknown:
+        # The schema names only from and to: a misspelt "form=" must not silently
+        # answer for the default range.
+        message = f"Unknown parameter: {unknown[0][:40]!r}; this takes only from and to."
+        raise ApiError(
+            code="unknown_parameter",
+            message=message,
+            fields={name[:40]: ["Not a parameter of this operation."] for name in unknown[:10]},
+        )
     params = {name: request.query_params.get(name) for name in ("from", "to")}
     for name, value in params.items():
         # As the schema says (format: date): YYYY-MM-DD; given empty is not left out.

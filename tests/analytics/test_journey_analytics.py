@@ -280,3 +280,13 @@ def test_analytics_page_and_api(scenario, admin_client, api):
     health = api.get("/api/v1/channels/health")
     assert health.status_code == 200
     assert health.json()["channels"][0]["complaint"]["level"] == "bad"
+
+
+@pytest.mark.django_db
+def test_an_unknown_query_parameter_is_a_400_not_the_default_range(api):
+    response = api.get("/api/v1/channels/health?form=2026-11-01")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "unknown_parameter"
+    assert "form" in response.json()["error"]["fields"]
+    assert api.get("/api/v1/channels/health?from=2026-11-01").status_code == 200
