@@ -104,7 +104,16 @@ class StepInline(admin.StackedInline):
                     ("send_template", "send_channel"),
                     "send_fallback",
                     "send_ttl_hours",
-                    ("send_digest_minutes", "send_digest_count", "send_digest_key"),
+                ),
+            },
+        ),
+        (
+            "Send as a digest",
+            {
+                "classes": ("step-kind", "kind-digest"),
+                "fields": (
+                    ("digest_template", "digest_channel"),
+                    ("digest_minutes", "digest_count", "digest_key"),
                 ),
             },
         ),

@@ -212,7 +212,9 @@ STEP_DEFAULTS = {
     "timeout_seconds": 5,
 }
 STEP_MANAGED = {
+    # "digest" here drops the old send-step form of a digest if one is ever saved.
     StepKind.SEND: ("template", "channel", "fallback_channel", "ttl_hours", "digest"),
+    StepKind.DIGEST: ("template", "channel", "window_minutes", "count", "key"),
     StepKind.WAIT: ("mode", "minutes", "time", "from", "attribute", "offset_minutes"),
     StepKind.WAIT_FOR_EVENT: ("event", "timeout_minutes", "filter"),
     StepKind.BRANCH: ("conditions", "match"),
@@ -249,23 +251,28 @@ class StepForm(forms.ModelForm):
         label="Drop if not sent within (hours)",
         help_text="Empty: no limit.",
     )
-    send_digest_minutes = forms.FloatField(
+    # Send as a digest.
+    digest_template = forms.ChoiceField(required=False, label="Template")
+    digest_channel = forms.ChoiceField(
+        required=False, choices=CHANNEL_CHOICES, initial="preferred", label="Channel"
+    )
+    digest_minutes = forms.FloatField(
         required=False,
         min_value=0,
-        label="As a digest: collect for (minutes)",
-        help_text="Messages reaching this step for a customer within this time go as one. "
-        "Empty (and no count below): each goes on its own.",
+        label="Collect for (minutes)",
+        help_text="Messages reaching this step for a customer within this time go as one.",
     )
-    send_digest_count = forms.IntegerField(
+    digest_count = forms.IntegerField(
         required=False,
         min_value=2,
-        label="As a digest: or send once it holds",
+        label="Or send once it holds",
         help_text="Send the digest as soon as it holds this many.",
     )
-    send_digest_key = forms.CharField(
+    digest_key = forms.CharField(
         required=False,
-        label="As a digest: one per",
-        help_text="A property of the trigger, e.g. order_id: one digest per order.",
+        label="One digest per",
+        help_text="A property of the trigger, e.g. order_id: one digest per order. "
+        "Empty: one per customer.",
     )
     # Wait.
     wait_mode = forms.ChoiceField(
@@ -359,6 +366,7 @@ class StepForm(forms.ModelForm):
         if current and current not in dict(choices):
             choices.append((current, f"{current} (missing)"))
         self.fields["send_template"].choices = choices
+        self.fields["digest_template"].choices = choices
         if self.instance.pk or self.instance.config:
             for name, value in self._initial_from_config().items():
                 self.initial.setdefault(name, value)
@@ -372,9 +380,14 @@ class StepForm(forms.ModelForm):
                 "send_channel": c.get("channel", "preferred"),
                 "send_fallback": c.get("fallback_channel", ""),
                 "send_ttl_hours": c.get("ttl_hours"),
-                "send_digest_minutes": (c.get("digest") or {}).get("window_minutes"),
-                "send_digest_count": (c.get("digest") or {}).get("count"),
-                "send_digest_key": (c.get("digest") or {}).get("key", ""),
+            }
+        if kind == StepKind.DIGEST:
+            return {
+                "digest_template": c.get("template", ""),
+                "digest_channel": c.get("channel", "preferred"),
+                "digest_minutes": c.get("window_minutes"),
+                "digest_count": c.get("count"),
+                "digest_key": c.get("key", ""),
             }
         if kind == StepKind.WAIT:
             out = {
@@ -419,7 +432,15 @@ class StepForm(forms.ModelForm):
                 "channel": c.get("send_channel") or "preferred",
                 "fallback_channel": c.get("send_fallback"),
                 "ttl_hours": number(c.get("send_ttl_hours")),
-                "digest": _digest_config(c),
+                "digest": None,
+            }
+        if kind == StepKind.DIGEST:
+            return {
+                "template": c.get("digest_template"),
+                "channel": c.get("digest_channel") or "preferred",
+                "window_minutes": number(c.get("digest_minutes")),
+                "count": c.get("digest_count"),
+                "key": (c.get("digest_key") or "").strip() or None,
             }
         if kind == StepKind.WAIT:
             mode = c.get("wait_mode") or "duration"
@@ -477,21 +498,6 @@ class StepForm(forms.ModelForm):
             config.pop("value", None)
         self.instance.config = config
         return cleaned
-
-
-def _digest_config(c: dict[str, Any]) -> dict[str, Any] | None:
-    """A send step's digest settings from the form; None: it sends each on its own."""
-    window, count = number(c.get("send_digest_minutes")), c.get("send_digest_count")
-    if window is None and count is None:
-        return None
-    digest: dict[str, Any] = {}
-    if window is not None:
-        digest["window_minutes"] = window
-    if count is not None:
-        digest["count"] = count
-    if (c.get("send_digest_key") or "").strip():
-        digest["key"] = c["send_digest_key"].strip()
-    return digest
 
 
 def _step_places(prefix: str) -> dict[str, str]:

@@ -110,14 +110,10 @@ def export(journey: Journey) -> dict[str, Any]:
 PROPERTY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
-def _digest_problems(digest: Any, where: str) -> list[Problem]:
-    """A send step "as a digest": a window, a count or both; optionally per key."""
-    if digest is None:
-        return []
-    if not isinstance(digest, Mapping):
-        return [Problem(where, "The digest settings must be an object.")]
+def _digest_problems(config: Mapping[str, Any], where: str) -> list[Problem]:
+    """A digest step: a window, a count or both; optionally per key."""
     p = []
-    window, count, key = digest.get("window_minutes"), digest.get("count"), digest.get("key")
+    window, count, key = config.get("window_minutes"), config.get("count"), config.get("key")
     if window is None and count is None:
         p.append(
             Problem(where, "Say how long a digest collects, or after how many messages it goes.")
@@ -131,6 +127,37 @@ def _digest_problems(digest: Any, where: str) -> list[Problem]:
     return p
 
 
+def _message_problems(config: Mapping[str, Any], templates: Mapping[str, set[str]], where: str):
+    """What a send or digest step sends: its template, channel and fallback."""
+    p: list[Problem] = []
+    template = config.get("template")
+    channel = config.get("channel", "preferred")
+    fallback = config.get("fallback_channel") or ""
+    if not all(isinstance(v, str) for v in (template or "", channel, fallback)):
+        return [Problem(where, "Template, channel and fallback are names (text).")]
+    if not template:
+        p.append(Problem(where, "Choose the message template to send."))
+    elif template not in templates:
+        p.append(Problem(where, f"There is no message template {template!r}."))
+    if channel != "preferred" and channel not in CHANNELS:
+        p.append(Problem(where, f"Unknown channel {channel!r}."))
+    elif channel != "preferred" and template in templates and channel not in templates[template]:
+        p.append(Problem(where, f"Template {template!r} has no {channel} version to send."))
+    if fallback:
+        if fallback not in CHANNELS:
+            p.append(Problem(where, f"Unknown fallback channel {fallback!r}."))
+        elif fallback == channel:
+            p.append(Problem(where, "The fallback channel must differ from the channel."))
+        elif template in templates and fallback not in templates[template]:
+            p.append(Problem(where, f"Template {template!r} has no {fallback} version."))
+    ttl = config.get("ttl_hours")
+    if ttl is not None and not positive(ttl):
+        p.append(Problem(where, "Time to live must be a positive number of hours."))
+    if "data" in config and not isinstance(config["data"], Mapping):
+        p.append(Problem(where, "Extra template data must be an object."))
+    return p
+
+
 def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[str]]) -> list:
     kind = step.get("kind")
     config = step.get("config") or {}
@@ -139,34 +166,13 @@ def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[s
     if not isinstance(config, Mapping):
         return [Problem(where, "The step's settings must be an object.")]
     if kind == StepKind.SEND:
-        template = config.get("template")
-        channel = config.get("channel", "preferred")
-        fallback = config.get("fallback_channel") or ""
-        if not all(isinstance(v, str) for v in (template or "", channel, fallback)):
-            return [Problem(where, "Template, channel and fallback are names (text).")]
-        if not template:
-            p.append(Problem(where, "Choose the message template to send."))
-        elif template not in templates:
-            p.append(Problem(where, f"There is no message template {template!r}."))
-        if channel != "preferred" and channel not in CHANNELS:
-            p.append(Problem(where, f"Unknown channel {channel!r}."))
-        elif (
-            channel != "preferred" and template in templates and channel not in templates[template]
-        ):
-            p.append(Problem(where, f"Template {template!r} has no {channel} version to send."))
-        if fallback:
-            if fallback not in CHANNELS:
-                p.append(Problem(where, f"Unknown fallback channel {fallback!r}."))
-            elif fallback == channel:
-                p.append(Problem(where, "The fallback channel must differ from the channel."))
-            elif template in templates and fallback not in templates[template]:
-                p.append(Problem(where, f"Template {template!r} has no {fallback} version."))
-        ttl = config.get("ttl_hours")
-        if ttl is not None and not positive(ttl):
-            p.append(Problem(where, "Time to live must be a positive number of hours."))
-        if "data" in config and not isinstance(config["data"], Mapping):
-            p.append(Problem(where, "Extra template data must be an object."))
-        p += _digest_problems(config.get("digest"), where)
+        p += _message_problems(config, templates, where)
+        if config.get("digest"):
+            # Stored journeys were migrated (0005); an old export still says it this way.
+            p.append(Problem(where, "A digest is a step of its own: make this a digest step."))
+    elif kind == StepKind.DIGEST:
+        p += _message_problems(config, templates, where)
+        p += _digest_problems(config, where)
     elif kind == StepKind.WAIT:
         mode = config.get("mode", "duration")
         if mode not in WAIT_MODES:

@@ -31,6 +31,8 @@ END = "__end__"
 #: Okabe-Ito colours (as in orchestrator.core.charts), one per step kind.
 KIND_COLOURS = {
     StepKind.SEND: "#0072B2",
+    # A digest sends too; the palette's spare yellow is unreadable as text on white.
+    StepKind.DIGEST: "#0072B2",
     StepKind.WAIT: "#E69F00",
     StepKind.WAIT_FOR_EVENT: "#56B4E9",
     StepKind.BRANCH: "#CC79A7",
@@ -120,6 +122,19 @@ def summarize(step: Mapping[str, Any]) -> str:
         fallback = config.get("fallback_channel")
         tail = f", else {fallback}" if fallback else ""
         return f"{config.get('template') or '(no template)'} by {channel}{tail}"
+    if kind == StepKind.DIGEST:
+        channel = config.get("channel") or "preferred"
+        channel = "preferred channel" if channel == "preferred" else channel
+        goes = []
+        if config.get("window_minutes"):
+            goes.append(f"after {duration(config['window_minutes'])}")
+        if config.get("count"):
+            goes.append(f"at {config['count']} messages")
+        per = f" per {config['key']}" if config.get("key") else ""
+        return (
+            f"{config.get('template') or '(no template)'} by {channel}{per}, "
+            f"{' or '.join(goes) or '(no window)'}"
+        )
     if kind == StepKind.WAIT:
         mode = config.get("mode", "duration")
         if mode == "time_of_day":
@@ -157,6 +172,7 @@ KIND_NAMES = dict(StepKind.choices)
 #: Short enough for the top line of a box.
 KIND_SHORT = {
     StepKind.SEND: "send",
+    StepKind.DIGEST: "digest",
     StepKind.WAIT: "wait",
     StepKind.WAIT_FOR_EVENT: "wait for event",
     StepKind.BRANCH: "branch",

@@ -29,7 +29,14 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from journeys.models import Enrollment, Journey, JourneyVersion, StepKind, StepRun
+from journeys.models import (
+    MESSAGE_KINDS,
+    Enrollment,
+    Journey,
+    JourneyVersion,
+    StepKind,
+    StepRun,
+)
 from orchestrator.audience.models import Customer, Event
 from orchestrator.consent.models import Topic
 from orchestrator.core.tasking import publish_on_commit
@@ -271,7 +278,7 @@ def _run(e: Enrollment, batch: _Batch) -> None:
 def _execute(e: Enrollment, step: dict, definition: dict, batch: _Batch) -> bool:
     kind = step["kind"]
     config = step.get("config") or {}
-    if kind == StepKind.SEND:
+    if kind in MESSAGE_KINDS:
         _send(e, step, definition, batch)
         return _go(e, batch, step["next"])
     if kind == StepKind.WAIT:
@@ -404,7 +411,7 @@ def _send(e: Enrollment, step: dict, definition: dict, batch: _Batch) -> None:
     except SendRefused as refused:
         _log(batch, e, step, "skipped", reason=str(refused), code=refused.code)
         return
-    if config.get("digest"):
+    if step["kind"] == StepKind.DIGEST:
         holds.hold_for_step(message, _step_digest(e, step, definition, config))
     batch.stats.messages += 1
     run = _log(batch, e, step, "queued", channel=message.channel)
@@ -412,18 +419,17 @@ def _send(e: Enrollment, step: dict, definition: dict, batch: _Batch) -> None:
 
 
 def _step_digest(e: Enrollment, step: dict, definition: dict, config: dict) -> holds.StepDigest:
-    """A send step "as a digest": enrollments that reach it while the customer's digest
-    (per value of ``digest.key``, e.g. per order) is open join it."""
-    digest = config["digest"]
+    """A digest step: enrollments that reach it while the customer's digest (per value
+    of ``config.key``, e.g. per order) is open join it."""
     key = f"journey:{definition['key']}:{step['key']}"
-    if digest.get("key"):
-        key += f":{e.context.get(digest['key'], '')}"
-    minutes = digest.get("window_minutes")
+    if config.get("key"):
+        key += f":{e.context.get(config['key'], '')}"
+    minutes = config.get("window_minutes")
     return holds.StepDigest(
         key=key[:300],
         template_key=config["template"],
         window=dt.timedelta(minutes=float(minutes)) if minutes else None,
-        max_items=int(digest["count"]) if digest.get("count") else None,
+        max_items=int(config["count"]) if config.get("count") else None,
     )
 
 

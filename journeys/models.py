@@ -136,6 +136,7 @@ class JourneyVersion(models.Model):
 
 class StepKind(models.TextChoices):
     SEND = "send", "Send a message"
+    DIGEST = "digest", "Send as a digest (collect, then send one)"
     WAIT = "wait", "Wait"
     WAIT_FOR_EVENT = "wait_for_event", "Wait for an event (with a timeout)"
     BRANCH = "branch", "Branch on a condition"
@@ -143,6 +144,10 @@ class StepKind(models.TextChoices):
     UPDATE_ATTRIBUTE = "update_attribute", "Update a customer attribute"
     WEBHOOK = "webhook", "Call a webhook"
     EXIT = "exit", "Exit"
+
+
+#: Steps that send a message: a digest step sends one for everything it collected.
+MESSAGE_KINDS = frozenset({StepKind.SEND, StepKind.DIGEST})
 
 
 class Step(models.Model):

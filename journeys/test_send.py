@@ -14,7 +14,7 @@ from typing import Any
 from django.db import transaction
 
 from journeys.definition import definition_of
-from journeys.models import Journey, StepKind
+from journeys.models import MESSAGE_KINDS, Journey
 from journeys.triggers import registry
 from orchestrator.audience.models import Customer, Event
 from orchestrator.delivery.models import Message, MessageTemplate
@@ -54,7 +54,7 @@ def journey_test_send(*, journey: Journey, customer: Customer) -> TestSendResult
     definition = definition_of(journey)
     context = sample_context(journey, customer)
     result = TestSendResult(context=context)
-    sends = [s for s in definition["steps"] if s["kind"] == StepKind.SEND]
+    sends = [s for s in definition["steps"] if s["kind"] in MESSAGE_KINDS]
     if not sends:
         result.refusals.append("This journey has no send steps, so there is nothing to test.")
         return result

@@ -1,4 +1,4 @@
-"""The simulation counts a digest send step as one message per digest: arrivals within
+"""The simulation counts a digest step as one message per digest: arrivals within
 the window (per key) join it, and it goes at the window's end."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _arrive(world, minutes, order, step):
 
 def test_arrivals_within_the_window_per_order_make_one_message_each():
     world = SimpleNamespace(notes=set(), digests={})
-    step = {"key": "updates", "config": {"digest": {"window_minutes": 30, "key": "order_id"}}}
+    step = {"key": "updates", "config": {"window_minutes": 30, "key": "order_id"}}
     sends = [
         _arrive(world, m, order, step) for m, order in [(0, "A"), (10, "A"), (20, "B"), (40, "A")]
     ]
@@ -35,6 +35,6 @@ def test_arrivals_within_the_window_per_order_make_one_message_each():
 
 def test_a_count_closes_the_digest():
     world = SimpleNamespace(notes=set(), digests={})
-    step = {"key": "updates", "config": {"digest": {"window_minutes": 600, "count": 2}}}
+    step = {"key": "updates", "config": {"window_minutes": 600, "count": 2}}
     sends = [_arrive(world, m, "A", step) for m in (0, 1, 2, 3)]
     assert [s is not None for s in sends] == [True, False, True, False]

@@ -1,4 +1,4 @@
-"""The admin builder shows a send step's digest fields and saves them in the definition."""
+"""The admin builder shows a digest step's fields and saves them in the definition."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ def _post(admin_client, topic, **digest_fields):
         [
             {
                 "key": "updates",
-                "kind": "send",
+                "kind": "digest",
                 "next": "",
-                "send_template": "order-digest",
-                "send_channel": "email",
+                "digest_template": "order-digest",
+                "digest_channel": "email",
                 **digest_fields,
             }
         ],
@@ -39,26 +39,46 @@ def _post(admin_client, topic, **digest_fields):
     return admin_client.post(add_url(), data)
 
 
-def test_a_marketer_sets_a_digest_on_a_send_step_with_plain_fields(admin_client):
+def test_a_marketer_sets_up_a_digest_step_with_plain_fields(admin_client):
     topic = make_topic("journey-news")
     make_template("order-digest", topic=topic)
     page = admin_client.get(add_url())
-    assert b"As a digest: collect for (minutes)" in page.content
+    assert b"Collect for (minutes)" in page.content
+    assert b"kind-digest" in page.content
     response = _post(
         admin_client,
         topic,
-        send_digest_minutes="30",
-        send_digest_count="5",
-        send_digest_key="order_id",
+        digest_minutes="30",
+        digest_count="5",
+        digest_key="order_id",
     )
     assert response.status_code == 302, response.context["errors"] if response.context else ""
     step = export(Journey.objects.get(key="order-updates"))["steps"][0]
-    assert step["config"]["digest"] == {"window_minutes": 30, "count": 5, "key": "order_id"}
+    assert step["kind"] == "digest"
+    assert step["config"] == {
+        "template": "order-digest",
+        "channel": "email",
+        "window_minutes": 30,
+        "count": 5,
+        "key": "order_id",
+    }
+
+
+def test_the_digest_fieldset_holds_only_the_digest_steps_fields(admin_client):
+    topic = make_topic("journey-news")
+    make_template("order-digest", topic=topic)
+    page = admin_client.get(add_url()).content.decode()
+    start = page.index("kind-digest")
+    fieldset = page[start : page.index("</fieldset>", start)]
+    for field in ("digest_template", "digest_channel", "digest_minutes", "digest_count"):
+        assert f"-{field}" in fieldset
+    assert "digest_key" in fieldset
+    assert "send_fallback" not in fieldset and "send_ttl_hours" not in fieldset
 
 
 def test_a_wrong_digest_key_is_refused_in_a_marketers_words(admin_client):
     topic = make_topic("journey-news")
     make_template("order-digest", topic=topic)
-    response = _post(admin_client, topic, send_digest_minutes="30", send_digest_key="order id")
+    response = _post(admin_client, topic, digest_minutes="30", digest_key="order id")
     assert response.status_code == 200
     assert "Collect per the value of a property name" in response.content.decode()

@@ -1,4 +1,4 @@
-"""A send step "as a digest": enrollments that reach it while the customer's digest (per
+"""A digest step: enrollments that reach it while the customer's digest (per
 order) is open join it, and one message lists them after the window or the count."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from orchestrator.delivery import dispatcher
 from orchestrator.delivery.digests import digests_build_due
 from orchestrator.delivery.models import Digest, Message, MessageStatus
 from tests.delivery.factories import locmem_adapters, make_customer, make_template, make_topic
-from tests.journeys.conftest import make_journey, send
+from tests.journeys.conftest import digest_step, make_journey, send
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +50,7 @@ def _arrive(journey, customer, n, **context):
 
 def test_enrollments_within_the_window_join_one_digest_per_order():
     journey = make_journey(
-        [send(template="order-digest", digest={"window_minutes": 30, "key": "order_id"})]
+        [digest_step(template="order-digest", window_minutes=30, key="order_id")]
     )
     customer = make_customer()
     start = timezone.now()
@@ -70,7 +70,7 @@ def test_enrollments_within_the_window_join_one_digest_per_order():
 
 
 def test_a_digest_goes_as_soon_as_it_holds_its_count():
-    journey = make_journey([send(template="order-digest", digest={"count": 2})])
+    journey = make_journey([digest_step(template="order-digest", count=2)])
     customer = make_customer()
     _arrive(journey, customer, 1, order_id="A1", status="packed")
     _run()
@@ -97,7 +97,35 @@ def test_a_wrong_digest_step_is_explained_in_a_marketers_words(digest, words):
         "name": "D",
         "topic": "journey-news",
         "trigger": {"kind": "event", "event": "order.updated"},
-        "steps": [send(template="order-digest", digest=digest)],
+        "steps": [digest_step(template="order-digest", **digest)],
     }
     problems = validate(definition)
     assert any(words in p.message for p in problems), problems
+
+
+def test_a_send_step_carrying_digest_settings_is_told_to_become_a_digest_step():
+    definition = {
+        "key": "d",
+        "name": "D",
+        "topic": "journey-news",
+        "trigger": {"kind": "event", "event": "order.updated"},
+        "steps": [send(template="order-digest", digest={"window_minutes": 30})],
+    }
+    problems = validate(definition)
+    assert [p.message for p in problems] == [
+        "A digest is a step of its own: make this a digest step."
+    ]
+
+
+def test_a_plain_send_step_in_the_same_journey_sends_at_once():
+    journey = make_journey(
+        [
+            send("now", template="order-digest", next="later"),
+            digest_step("later", template="order-digest", window_minutes=30),
+        ]
+    )
+    customer = make_customer()
+    _arrive(journey, customer, 1, order_id="A1", status="packed")
+    _run()
+    assert Message.objects.filter(status=MessageStatus.HELD).count() == 1
+    assert Message.objects.exclude(status=MessageStatus.HELD).count() == 1

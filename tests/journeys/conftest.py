@@ -26,6 +26,18 @@ def send(
     return {"key": key, "kind": "send", "next": next, "config": {"template": template, **config}}
 
 
+def digest_step(
+    step_key: str = "digest", template: str = "journey-hello", *, next: str = "", **config: Any
+) -> dict[str, Any]:
+    """A digest step: ``window_minutes``, ``count`` and ``key`` go in ``config``."""
+    return {
+        "key": step_key,
+        "kind": "digest",
+        "next": next,
+        "config": {"template": template, **config},
+    }
+
+
 def make_journey(
     steps: list[dict[str, Any]],
     *,
@@ -56,4 +68,4 @@ def ago(**kw: float) -> dt.datetime:
     return timezone.now() - dt.timedelta(**kw)
 
 
-__all__ = ["ago", "make_customer", "make_journey", "send"]
+__all__ = ["ago", "digest_step", "make_customer", "make_journey", "send"]
