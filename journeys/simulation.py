@@ -35,7 +35,7 @@ from django.utils import timezone
 from journeys.definition import definition_of, validate
 from journeys.engine import next_local_time, parse_instant
 from journeys.forecasting import HISTORY, Entrant, Forecast, Window, draw, zone_of
-from journeys.models import Journey, StepKind
+from journeys.models import MESSAGE_KINDS, Journey, StepKind
 from journeys.problems import DefinitionInvalid
 from journeys.triggers import registry
 from orchestrator.audience.models import Customer
@@ -44,6 +44,7 @@ from orchestrator.consent.selectors import SUPPRESSED, ConsentRequest, consent_d
 from orchestrator.delivery import fatigue, policy, routing
 from orchestrator.delivery.models import FrequencyRule, MessageTemplate
 from orchestrator.segments import conditions
+from orchestrator.segments.selectors import SegmentMissing, members_among
 
 MAX_DAYS = 60
 MAX_SAMPLE = 10_000
@@ -102,8 +103,10 @@ class _World:
     event_rate: dict[str, float]
     window: Window
     notes: set[str] = field(default_factory=set)
-    #: Open digests of digest send steps: (person, step, key value) -> (opened, due, held).
+    #: Open digests of digest steps: (person, step, key value) -> (opened, due, held).
     digests: dict[tuple, list[Any]] = field(default_factory=dict)
+    #: Segment key -> which sampled customers are members today (one query per segment).
+    segment_members: dict[str, set[int]] = field(default_factory=dict)
 
 
 def _load_world(
@@ -113,7 +116,7 @@ def _load_world(
     customers = {c.id: c for c in Customer.objects.select_related("preference").filter(id__in=ids)}
     steps = definition["steps"]
     template_keys = {
-        (s.get("config") or {}).get("template") for s in steps if s["kind"] == StepKind.SEND
+        (s.get("config") or {}).get("template") for s in steps if s["kind"] in MESSAGE_KINDS
     }
     templates = {t.key: t for t in MessageTemplate.objects.filter(key__in=template_keys)}
     template_channels: dict[str, set[str] | None] = {
@@ -183,6 +186,20 @@ def _facts(
         )
         return None
 
+    def in_segment(key: str) -> bool:
+        members = world.segment_members.get(key)
+        if members is None:
+            world.notes.add(
+                "Segment conditions read who is in the segment today, not on the day "
+                "a customer would reach the branch."
+            )
+            try:
+                members = members_among(key, sorted(world.customers), now=world.window.now)
+            except SegmentMissing:
+                members = set()
+            world.segment_members[key] = members
+        return customer_id in members
+
     return conditions.Facts(
         attributes=attributes,
         context=context,
@@ -191,6 +208,7 @@ def _facts(
         had_event=had_event,
         last_message_status=unknown,
         last_reply=unknown,
+        in_segment=in_segment,
     )
 
 
@@ -226,11 +244,11 @@ def _channel_options(world: _World, customer: Customer, config: Mapping[str, Any
 def _digest_send_at(
     world: _World, entrant: Entrant, step: dict, context: dict, at: dt.datetime
 ) -> dt.datetime | None:
-    """When a digest send step's message goes for this arrival, or None when it joins
-    the customer's open digest (one message per window, or per ``count`` arrivals)."""
-    digest = step["config"]["digest"]
+    """When a digest step's message goes for this arrival, or None when it joins the
+    customer's open digest (one message per window, or per ``count`` arrivals)."""
+    digest = step["config"]
     world.notes.add(
-        "A send step sent as a digest counts one message per customer (and per "
+        "A digest step counts one message per customer (and per "
         f"{digest.get('key') or 'customer'}) per digest, at the end of its window."
     )
     value = context.get(digest["key"]) if digest.get("key") else None
@@ -271,13 +289,13 @@ def _walk(
         step = world.by_key[key]
         kind, config = step["kind"], step.get("config") or {}
         key = step.get("next") or ""
-        if kind == StepKind.SEND:
+        if kind in MESSAGE_KINDS:
             options = _channel_options(world, customer, config)
             if not options:
                 unsent.append((at, "no_channel", weight))
                 continue
             send_at = at
-            if config.get("digest"):
+            if kind == StepKind.DIGEST:
                 send_at = _digest_send_at(world, entrant, step, context, at)
                 if send_at is None:
                     continue  # joins the digest already open: no message of its own

@@ -338,3 +338,60 @@ def test_replenishment_trigger_enters_days_before_the_predicted_purchase(templat
     # Every 30 days: next purchase due on the 12th, reminded on the 10th.
     assert by_date(result, "entries") == {"2030-01-10": 1}
     assert result["totals"]["messages"] == {"email": 1}
+
+
+def _segment_branch(op: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "key": "vip",
+            "kind": "branch",
+            "next": "yes",
+            "alt_next": "no",
+            "config": {"conditions": [{"type": "segment", "segment": "vips", "op": op}]},
+        },
+        send("yes", channel="email"),
+        send("no", channel="sms"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("op", "expected"), [("in", {"email": 3, "sms": 7}), ("not_in", {"email": 7, "sms": 3})]
+)
+def test_a_segment_branch_reads_who_is_in_the_segment_with_one_query(template, op, expected):
+    from orchestrator.segments.services import segment_save
+
+    for i in range(10):
+        tier = "gold" if i < 3 else "silver"
+        make_customer(f"s{i}", attributes={"fitting_at": "2030-01-08T11:00:00Z", "tier": tier})
+    segment_save(
+        key="vips",
+        name="VIPs",
+        conditions={"all": [{"type": "attribute", "name": "tier", "op": "eq", "value": "gold"}]},
+    )
+    journey = journey_of(_segment_branch(op))
+
+    with CaptureQueriesContext(connection) as queries:
+        result = simulate(journey, days=3, now=NOW)
+
+    assert result["totals"]["messages"] == expected
+    membership = [q for q in queries.captured_queries if "c.id = ANY" in q["sql"]]
+    assert len(membership) == 1
+    assert any("in the segment today" in a for a in result["assumptions"])
+
+
+def test_a_digest_step_counts_one_message_per_window(template):
+    from tests.journeys.conftest import digest_step
+
+    make_customer("d", attributes={"fitting_at": "2030-01-08T11:00:00Z"})
+    # Enters at 10:00 on the 8th and comes back to the digest every 30 minutes.
+    steps = [
+        digest_step("updates", channel="email", next="pause", window_minutes=120),
+        {"key": "pause", "kind": "wait", "next": "updates", "config": {"minutes": 30}},
+    ]
+
+    result = simulate(journey_of(steps), days=2, now=NOW)
+
+    # 28 arrivals from 10:00 to 23:30; one digest per two hours goes at 12:00, 14:00,
+    # ... 22:00 (6 of them); the one opened at 22:00 goes at midnight, after the window.
+    assert result["totals"]["messages"] == {"email": 6}
+    assert any("digest step counts one message" in a for a in result["assumptions"])
