@@ -94,3 +94,35 @@ def test_marketer_builds_fixes_activates_and_sees_the_diagram(page, live_server,
     expect(page.locator(".messagelist")).to_contain_text("Archived")
     journey.refresh_from_db()
     assert journey.status == Journey.Status.ARCHIVED
+
+
+def test_a_digest_step_shows_only_its_own_fields_and_saves(page, live_server, topic, template):
+    get_user_model().objects.create_superuser("boss", "boss@example.com", "pw-boss-12345")
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/journeys/journey/add/")
+    page.fill("#id_username", "boss")
+    page.fill("#id_password", "pw-boss-12345")
+    page.click("input[type=submit]")
+
+    page.fill("#id_name", "Order updates")
+    page.select_option("#id_topic", label=str(topic))
+    page.select_option("#id_trigger_kind", "event")
+    page.fill("#id_event_name", "order.updated")
+    page.fill("#id_steps-0-key", "updates")
+    page.select_option("#id_steps-0-kind", "digest")
+    # The digest's own fields, and none of the send step's.
+    expect(page.locator("#id_steps-0-digest_minutes")).to_be_visible()
+    expect(page.locator("#id_steps-0-digest_key")).to_be_visible()
+    expect(page.locator("#id_steps-0-send_template")).to_be_hidden()
+    expect(page.locator("#id_steps-0-send_ttl_hours")).to_be_hidden()
+    page.select_option("#id_steps-0-digest_template", "journey-hello")
+    page.select_option("#id_steps-0-digest_channel", "email")
+    page.fill("#id_steps-0-digest_minutes", "30")
+    page.fill("#id_steps-0-digest_key", "order_id")
+    page.click("input[name=_continue]")
+    expect(page.locator(".messagelist")).to_contain_text("was added successfully")
+
+    step = Journey.objects.get(key="order-updates").steps.get()
+    assert (step.kind, step.config) == (
+        "digest",
+        {"template": "journey-hello", "channel": "email", "window_minutes": 30, "key": "order_id"},
+    )
