@@ -39,6 +39,7 @@ from orchestrator.api.views import ApiView, _body_with_key, _errors, _key_parame
 #: text; validation looks them up in sets and dicts, where a list or an object cannot go.
 _TEXT_SETTINGS: dict[str, tuple[str, ...]] = {
     StepKind.SEND: ("template", "channel", "fallback_channel"),
+    StepKind.DIGEST: ("template", "channel", "key"),
     StepKind.WAIT: ("mode", "time", "attribute", "from"),
     StepKind.WAIT_FOR_EVENT: ("event",),
     StepKind.BRANCH: ("match",),
