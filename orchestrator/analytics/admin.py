@@ -1,14 +1,19 @@
-"""The journey analytics page and the channel health page of the admin."""
+"""The journey analytics page, the channel health page and the broadcast results pages of
+the admin."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from journeys.models import Journey
-from orchestrator.analytics.models import ChannelDay
+from orchestrator.analytics.models import BroadcastResults, ChannelDay
 from orchestrator.analytics.rollups import analytics_catch_up
 from orchestrator.analytics.selectors import (
     COMPLAINT_THRESHOLDS,
@@ -17,6 +22,7 @@ from orchestrator.analytics.selectors import (
     date_range,
     journey_analytics,
 )
+from orchestrator.broadcasts.selectors import broadcast_progress, broadcast_results
 from orchestrator.core.charts import Series, bar_chart, funnel_chart, line_chart
 
 
@@ -115,3 +121,58 @@ class ChannelHealthAdmin(admin.ModelAdmin):
             ),
         }
         return TemplateResponse(request, "admin/analytics/channel_health.html", context)
+
+
+@admin.register(BroadcastResults)
+class BroadcastResultsAdmin(admin.ModelAdmin):
+    """The "Broadcast results" entry: every broadcast, each with a results page that shows
+    what the broadcast's own page shows (the broadcasts selectors, not a second count)."""
+
+    list_display = ["name", "key", "status", "materialised_at", "results"]
+    list_filter = ["status"]
+    search_fields = ["key", "name"]
+    ordering = ["-materialised_at", "-id"]
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("broadcasts.view_broadcast")
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.has_module_perms("broadcasts")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Results")
+    def results(self, obj: BroadcastResults) -> str:
+        url = reverse("admin:analytics_broadcastresults_results", args=[obj.pk])
+        return format_html('<a href="{}" class="results-link">Results</a>', url)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/results/",
+                self.admin_site.admin_view(self.results_view),
+                name="analytics_broadcastresults_results",
+            ),
+            *super().get_urls(),
+        ]
+
+    def results_view(self, request, pk: int):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        broadcast = get_object_or_404(BroadcastResults, pk=pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Broadcast results: {broadcast.name}",
+            "broadcast": broadcast,
+            "progress": broadcast_progress(broadcast),
+            "results": broadcast_results(broadcast),
+        }
+        return TemplateResponse(request, "admin/analytics/broadcast_results.html", context)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from orchestrator.broadcasts.models import Broadcast
+
 
 class JourneyDay(models.Model):
     """How many times something happened in a journey, per day, step, reason and arm.
@@ -78,3 +80,13 @@ class ChannelDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.channel}/{self.provider} {self.metric}: {self.count}"
+
+
+class BroadcastResults(Broadcast):
+    """The "Broadcast results" entry of the analytics admin: each broadcast's outcome,
+    read from the broadcasts app's own selectors. A proxy: no table of its own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "broadcast results"
+        verbose_name_plural = "broadcast results"
