@@ -8,8 +8,9 @@ customers in eight time zones with one statement over ``generate_series`` (half 
 email address, a quarter with a phone only, a quarter with both; one in ten with their
 own channel order), a default opt-in marketing topic and a template on email and SMS.
 Then it times ``materialise`` of a broadcast "at 09:00 in each customer's own time
-zone" with a deadline: one INSERT ... SELECT that routes each customer's channel,
-computes their send time in SQL and writes every message with its first history row.
+zone" with a deadline: INSERT ... SELECT statements that route each customer's channel,
+compute their send time in SQL and write every message with its first history row (two
+connections at once, each a range of customer ids, from 50,000 customers up).
 The local date is yesterday, so every copy is due at once: the outbox then holds N
 waiting broadcast messages, and a transactional message queued after them must still
 be claimed in the dispatcher's first batch (priority).
