@@ -137,7 +137,7 @@ class Message(models.Model):
     #: The broadcast that queued it (broadcasts.Broadcast id; no foreign key, so delivery
     #: does not depend on broadcasts) and its A/B variant ("a", "b"; "" without a test).
     broadcast_id = models.BigIntegerField(null=True, blank=True)
-    broadcast_variant = models.CharField(max_length=1, blank=True, default="")
+    broadcast_variant = models.CharField(max_length=1, blank=True, default="", db_default="")
     fallback_channel = models.CharField(
         max_length=16,
         choices=Channel.choices,
