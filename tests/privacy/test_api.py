@@ -85,6 +85,7 @@ def test_preferences_read_the_choices_and_defaults(alex, topics, client_for):
         "paused_until": None,
         "channel_order": [],
         "max_per_week": None,
+        "digests": {},
     }
 
 
