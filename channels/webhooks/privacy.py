@@ -97,6 +97,18 @@ def webhooks_export(customer: Customer) -> dict[str, Any]:
     }
 
 
+def webhooks_lock(customer: Customer) -> None:
+    """Lock the webhook events naming them, in id order, before erasure locks their
+    messages: webhook processing locks events first and then their messages, so taking
+    them in the same order means the two wait for each other instead of deadlocking."""
+    list(
+        WebhookEvent.objects.select_for_update()
+        .filter(id__in=_webhook_event_ids(customer))
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
 def webhooks_erase(customer: Customer) -> dict[str, int]:
     """Delete their inbound messages; scrub (not delete) the webhook events naming them.
 

@@ -157,13 +157,20 @@ def _apply_statuses(
             named.append((event, report))
     if not named:
         return done, waiting
-    # Locked in id order, as the dispatcher and erasure lock them: no deadlock between them.
+    # A message another transaction holds (a dispatcher recording it, an erasure) is
+    # skipped, never waited for: its event waits for the next run. Waiting here while
+    # holding the claimed events could close a circle with an erasure, which locks the
+    # person's messages and then scrubs their events.
+    named_ids = {r.message_id for _, r in named}
     messages = {
         m.id: m
-        for m in Message.objects.select_for_update()
-        .filter(id__in={r.message_id for _, r in named})
+        for m in Message.objects.select_for_update(skip_locked=True)
+        .filter(id__in=named_ids)
         .order_by("id")
     }
+    busy = set(
+        Message.objects.filter(id__in=named_ids - set(messages)).values_list("id", flat=True)
+    )
     retried = set(
         MessageEvent.objects.filter(
             message_id__in=[r.message_id for _, r in named if r.window_closed],
@@ -177,7 +184,10 @@ def _apply_statuses(
         provider = event.provider
         message = messages.get(report.message_id)
         if message is None:
-            errors[event.id] = f"message {report.message_id} does not exist"
+            if report.message_id in busy:
+                waiting.add(event.id)
+            else:
+                errors[event.id] = f"message {report.message_id} does not exist"
             continue
         if message.channel not in PROVIDERS[provider].CHANNELS:
             errors[event.id] = f"message {message.id} was not sent by {provider}"

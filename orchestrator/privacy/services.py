@@ -20,7 +20,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from channels.devinbox.privacy import devinbox_erase
-from channels.webhooks.privacy import webhooks_erase, webhooks_export
+from channels.webhooks.privacy import webhooks_erase, webhooks_export, webhooks_lock
 from journeys.privacy import journeys_erase, journeys_export
 from orchestrator.audience.models import Customer
 from orchestrator.audience.selectors import customer_addresses
@@ -193,7 +193,8 @@ def customer_erase(*, customer: Customer, source: str) -> ErasureSummary:
 
     0. Take their send lock exclusively: provider calls in flight for them finish and
        are recorded first; a dispatcher's next chunk for them waits, then finds its
-       rows gone. Then lock their messages, so no history row appears for one of them
+       rows gone. Then lock the webhook events naming them and their messages (the order
+       webhook processing takes them in), so no history row appears for one of them
        between our deletes (a race is retried, ``ERASE_ATTEMPTS`` times in all).
     1. Lock the customer row. A journey step or an API send for them that is writing
        right now finishes first; one that starts later waits on the lock and then fails
@@ -283,6 +284,8 @@ def _erase(customer: Customer, source: str) -> ErasureSummary:
         # dispatcher holds the send lock from a chunk's hand-off to its record) and keep
         # any new one from starting until this transaction ends.
         wait_for_sends(cursor, customer.pk)
+    # Webhook events before messages, as webhook processing takes them.
+    webhooks_lock(customer)
     _lock_messages(customer.pk)
     locked = Customer.objects.select_for_update().filter(pk=customer.pk).first()
     if locked is None:
