@@ -120,7 +120,10 @@ else:
         "PORT": str(_pg.port),
     }
     EMBEDDED_DATABASE_URL = _pg.url
-_default_db["CONN_MAX_AGE"] = env.get_int("DB_CONN_MAX_AGE", 0, minimum=0)
+# Production keeps connections open (a new PostgreSQL connection per request costs more
+# than the request); a health check before reuse replaces one the server dropped.
+_default_db["CONN_MAX_AGE"] = env.get_int("DB_CONN_MAX_AGE", 0 if DEBUG else 600, minimum=0)
+_default_db["CONN_HEALTH_CHECKS"] = True
 # Concurrent test runs against one server each get their own test database.
 _test_suffix = env.get_str("TEST_DB_SUFFIX", "")
 _default_db["TEST"] = {"NAME": f"test_orchestrator{'_' + _test_suffix if _test_suffix else ''}"}
