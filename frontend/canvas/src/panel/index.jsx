@@ -1,10 +1,5 @@
-// Placeholder until the side panel components land; they render nothing.
-export function StepPanel() {
-  return null;
-}
-export function SettingsPanel() {
-  return null;
-}
-export function ConditionsEditor() {
-  return null;
-}
+// The canvas's side panel: a step's settings, the journey's settings and the
+// conditions editor, each rendered from the catalog the server sends with the state.
+export { ConditionsEditor } from "./ConditionsEditor.jsx";
+export { SettingsPanel } from "./SettingsPanel.jsx";
+export { StepPanel } from "./StepPanel.jsx";
