@@ -7,7 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from orchestrator.api.auth import api_key_create
+from orchestrator.api.auth import api_key_cache_clear, api_key_create
 from orchestrator.api.models import ApiKey, IdempotencyRecord
 from orchestrator.core.adminkit import ReadOnlyAdminMixin, pretty_json
 
@@ -73,6 +73,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        api_key_cache_clear()  # other processes follow within API_KEY_CACHE_SECONDS
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
 
 

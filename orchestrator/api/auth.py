@@ -1,16 +1,66 @@
-"""Bearer API keys with scopes. Keys are shown once and stored as SHA-256 hashes."""
+"""Bearer API keys with scopes. Keys are shown once and stored as SHA-256 hashes.
+
+A key found valid is remembered by its hash in the process for ``API_KEY_CACHE_SECONDS``
+(5 s unless configured): a busy client's requests do not each read the key's row.
+Revoking a key therefore takes effect within that many seconds in every process, and
+at once in the process that revoked it (``api_key_cache_clear``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
 from orchestrator.api.models import ApiKey
 
 KEY_PREFIX = "ok_"
+#: Keys remembered at most; the cache starts again when full (one query per key then).
+_CACHE_LIMIT = 1000
+_cache: dict[str, tuple[float, ApiKey]] = {}
+_cache_lock = threading.Lock()
+#: The clock the cache expires by (tests move it).
+_clock = time.monotonic
+
+
+def cache_seconds() -> float:
+    return float(getattr(settings, "API_KEY_CACHE_SECONDS", 5))
+
+
+def api_key_cache_clear() -> None:
+    """Forget every remembered key, e.g. after revoking one."""
+    with _cache_lock:
+        _cache.clear()
+
+
+@receiver([post_save, post_delete], sender=ApiKey)
+def _key_changed(sender, **kwargs) -> None:
+    api_key_cache_clear()
+
+
+def _valid_key(key_hash: str) -> ApiKey | None:
+    """The unrevoked key with this hash, from the cache while it is fresh."""
+    now = _clock()
+    ttl = cache_seconds()
+    entry = _cache.get(key_hash)
+    if entry is not None and now - entry[0] < ttl:
+        return entry[1]
+    key = ApiKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True).first()
+    with _cache_lock:
+        if key is None or ttl <= 0:
+            _cache.pop(key_hash, None)
+        else:
+            if len(_cache) >= _CACHE_LIMIT:
+                _cache.clear()
+            _cache[key_hash] = (now, key)
+    return key
 
 
 def hash_key(raw: str) -> str:
@@ -44,14 +94,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <api key>'.")
-        try:
-            key = ApiKey.objects.get(key_hash=hash_key(token.strip()), revoked_at__isnull=True)
-        except ApiKey.DoesNotExist:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API key.") from None
+        key = _valid_key(hash_key(token.strip()))
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         now = timezone.now()
         # Touch last_used_at at most once a minute: one write per request would be a hot row.
         if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            key.last_used_at = now
         return (None, key)
 
     def authenticate_header(self, request) -> str:

@@ -7,8 +7,7 @@ as the client sent them).
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -21,86 +20,159 @@ from orchestrator.audience.services import EventInput, EventsRecorded, customer_
 from orchestrator.audience.services import events_record as audience_events_record
 from orchestrator.consent.models import Topic
 from orchestrator.delivery.models import Message, MessageTemplate
-from orchestrator.delivery.services import SendRefused, SendUnrenderable, message_create
+from orchestrator.delivery.services import (
+    SendRefused,
+    SendUnrenderable,
+    message_build_checked,
+    messages_queue,
+    template_variant_rows,
+)
 
 
-def recipient_resolve(to: Mapping[str, str]) -> Customer:
-    """The one customer ``to`` names (by external_id, email or E.164 phone), else ApiError."""
-    if "external_id" in to:
-        matches = list(Customer.objects.filter(external_id=to["external_id"]))
-        named = f"external_id {to['external_id']!r}"
-    elif "email" in to:
-        email = to["email"]
-        # Exact or all-lowercase, so the lookup stays on the email index.
-        matches = list(Customer.objects.filter(email__in={email, email.lower()})[:2])
-        named = "this email address"
-    else:
-        matches = list(Customer.objects.filter(phone=to["phone"])[:2])
-        named = "this phone number"
-    if not matches:
-        raise ApiError(
+def _recipient_errors(named: str, count: int) -> ApiError | None:
+    if not count:
+        return ApiError(
             code="unknown_customer",
             message=f"No customer has {named}.",
             fields={"to": [f"No customer has {named}."]},
         )
-    if len(matches) > 1:
-        raise ApiError(
+    if count > 1:
+        return ApiError(
             code="ambiguous_customer",
             message=f"Several customers have {named}; send to an external_id instead.",
             fields={"to": [f"Several customers have {named}."]},
         )
-    return matches[0]
+    return None
 
 
-def message_send(
-    *,
-    to: Mapping[str, str],
-    template: str,
-    topic: str | None = None,
-    channel: str = "preferred",
-    data: dict[str, Any] | None = None,
-    send_at: dt.datetime | None = None,
-    expires_at: dt.datetime | None = None,
-    priority: int = 5,
-    fallback_channel: str = "",
-) -> Message:
-    """Queue one API-triggered message; unknown references and refusals raise ApiError 400,
-    a template that cannot render with ``data`` ApiError 422 naming the missing variables."""
-    customer = recipient_resolve(to)
-    template_row = MessageTemplate.objects.filter(key=template).first()
-    topic_row = Topic.objects.filter(key=topic).first() if topic is not None else None
-    unknown: dict[str, list[str]] = {}
-    if template_row is None:
-        unknown["template"] = [f"Unknown template {template!r}."]
-    if topic is not None and topic_row is None:
-        unknown["topic"] = [f"Unknown topic {topic!r}."]
-    if unknown:
-        code = "unknown_template" if "template" in unknown else "unknown_topic"
-        raise ApiError(code=code, message=" ".join(m[0] for m in unknown.values()), fields=unknown)
-    try:
-        return message_create(
-            customer=customer,
-            template=template_row,
-            topic=topic_row,
-            channel=channel,
-            data=data or {},
-            send_at=send_at,
-            expires_at=expires_at,
-            priority=priority,
-            source=Message.Source.API,
-            fallback_channel=fallback_channel,
-            check_render=True,
-        )
-    except SendUnrenderable as exc:
+def recipients_resolve(tos: Sequence[Mapping[str, str]]) -> list[Customer | ApiError]:
+    """The one customer each ``to`` names (by external_id, email or E.164 phone), else the
+    ApiError saying why not; one query per kind of address, whatever the number of them.
+
+    The customer's channel preference comes along (a "preferred" send reads it).
+    """
+    wanted: dict[str, set[str]] = {"external_id": set(), "email": set(), "phone": set()}
+    for to in tos:
+        if "external_id" in to:
+            wanted["external_id"].add(to["external_id"])
+        elif "email" in to:
+            # Exact or all-lowercase, so the lookup stays on the email index.
+            wanted["email"].update((to["email"], to["email"].lower()))
+        else:
+            wanted["phone"].add(to["phone"])
+    found: dict[str, dict[str, list[Customer]]] = {kind: {} for kind in wanted}
+    for kind, values in wanted.items():
+        if values:
+            customers = Customer.objects.select_related("preference").filter(
+                **{f"{kind}__in": values}
+            )
+            for customer in customers:
+                found[kind].setdefault(getattr(customer, kind), []).append(customer)
+    results: list[Customer | ApiError] = []
+    for to in tos:
+        if "external_id" in to:
+            matches = found["external_id"].get(to["external_id"], [])
+            named = f"external_id {to['external_id']!r}"
+        elif "email" in to:
+            email = to["email"]
+            matches = [*found["email"].get(email, [])]
+            if email.lower() != email:
+                matches += found["email"].get(email.lower(), [])
+            named = "this email address"
+        else:
+            matches = found["phone"].get(to["phone"], [])
+            named = "this phone number"
+        results.append(_recipient_errors(named, len(matches)) or matches[0])
+    return results
+
+
+def recipient_resolve(to: Mapping[str, str]) -> Customer:
+    """The one customer ``to`` names (by external_id, email or E.164 phone), else ApiError."""
+    [resolved] = recipients_resolve([to])
+    if isinstance(resolved, ApiError):
+        raise resolved
+    return resolved
+
+
+def _send_error(exc: SendRefused) -> ApiError:
+    """A refusal of the send rules in the API's words: 422 naming what the template
+    cannot render, else 400 naming the field."""
+    if isinstance(exc, SendUnrenderable):
         fields = {
             name: [f"Undefined; the template needs it ({', '.join(variants)})."]
             for name, variants in exc.missing.items()
         }
         if exc.problems:
             fields["template"] = [f"{v}: {p}" for v, p in exc.problems.items()]
-        raise ApiError(code=exc.code, message=str(exc), status_code=422, fields=fields) from None
-    except SendRefused as exc:
-        raise ApiError(code=exc.code, message=str(exc), fields={exc.field: [str(exc)]}) from None
+        return ApiError(code=exc.code, message=str(exc), status_code=422, fields=fields)
+    return ApiError(code=exc.code, message=str(exc), fields={exc.field: [str(exc)]})
+
+
+def messages_send(sends: Sequence[Mapping[str, Any]]) -> list[Message | ApiError]:
+    """Queue API-triggered messages (each the validated fields of one send) together,
+    in the caller's transaction: the message or the ApiError refusing it, per send.
+
+    The references are read set-based (customers, templates with their variants,
+    topics: a query each), every send goes through the same rules as a single one
+    (``message_build_checked``), and the accepted ones are written in two statements
+    (``messages_queue``). Unknown references and refusals are 400, a template that
+    cannot render with the data 422 naming the missing variables.
+    """
+    customers = recipients_resolve([send["to"] for send in sends])
+    templates = {
+        t.key: t
+        for t in MessageTemplate.objects.select_related("topic").filter(
+            key__in={send["template"] for send in sends}
+        )
+    }
+    variant_rows = template_variant_rows(t.pk for t in templates.values())
+    topic_keys = {send["topic"] for send in sends if send.get("topic") is not None}
+    topics = {t.key: t for t in Topic.objects.filter(key__in=topic_keys)} if topic_keys else {}
+    results: list[Message | ApiError] = []
+    for send, customer in zip(sends, customers, strict=True):
+        if isinstance(customer, ApiError):
+            results.append(customer)
+            continue
+        template = templates.get(send["template"])
+        topic = send.get("topic")
+        unknown: dict[str, list[str]] = {}
+        if template is None:
+            unknown["template"] = [f"Unknown template {send['template']!r}."]
+        if topic is not None and topic not in topics:
+            unknown["topic"] = [f"Unknown topic {topic!r}."]
+        if unknown:
+            code = "unknown_template" if "template" in unknown else "unknown_topic"
+            message = " ".join(m[0] for m in unknown.values())
+            results.append(ApiError(code=code, message=message, fields=unknown))
+            continue
+        try:
+            results.append(
+                message_build_checked(
+                    variant_rows=variant_rows[template.pk],
+                    customer=customer,
+                    template=template,
+                    topic=topics.get(topic) if topic is not None else None,
+                    channel=send.get("channel", "preferred"),
+                    data=send.get("data") or {},
+                    send_at=send.get("send_at"),
+                    expires_at=send.get("expires_at"),
+                    priority=send.get("priority", 5),
+                    source=Message.Source.API,
+                    fallback_channel=send.get("fallback_channel", ""),
+                )
+            )
+        except SendRefused as exc:
+            results.append(_send_error(exc))
+    messages_queue([r for r in results if isinstance(r, Message)])
+    return results
+
+
+def message_send(**send: Any) -> Message:
+    """Queue one API-triggered message (a batch of one); raises the ApiError refusing it."""
+    [result] = messages_send([send])
+    if isinstance(result, ApiError):
+        raise result
+    return result
 
 
 def customers_bulk_upsert(items: list[Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
@@ -13,7 +14,13 @@ from orchestrator.audience.models import Customer
 from orchestrator.consent.models import CHANNELS, Topic
 from orchestrator.core.tasking import publish_on_commit
 from orchestrator.delivery import holds, routing
-from orchestrator.delivery.models import Message, MessageEvent, MessageStatus, MessageTemplate
+from orchestrator.delivery.models import (
+    Message,
+    MessageEvent,
+    MessageStatus,
+    MessageTemplate,
+    TemplateVariant,
+)
 from orchestrator.delivery.rendering import build_context, render_check
 from orchestrator.delivery.trail import explain
 
@@ -72,6 +79,21 @@ def _route(
     return route
 
 
+#: What ``_check_renderable`` needs of each variant, in this order.
+VARIANT_COLUMNS = ("channel", "locale", "subject", "body", "html", "provider_options")
+
+
+def template_variant_rows(template_ids: Iterable[int]) -> dict[int, list[tuple]]:
+    """The variants of each template (``VARIANT_COLUMNS``), for many templates in one query."""
+    rows: dict[int, list[tuple]] = {i: [] for i in template_ids}
+    if rows:
+        for template_id, *row in TemplateVariant.objects.filter(
+            template_id__in=rows.keys()
+        ).values_list("template_id", *VARIANT_COLUMNS):
+            rows[template_id].append(tuple(row))
+    return rows
+
+
 def message_create(
     *,
     customer: Customer,
@@ -97,32 +119,38 @@ def message_create(
     variant the send could use, and a send that could not render is refused
     (``SendUnrenderable``) rather than queued to fail later.
     """
-    rows = None
+    fields = {
+        "customer": customer,
+        "template": template,
+        "topic": topic,
+        "channel": channel,
+        "data": data,
+        "send_at": send_at,
+        "expires_at": expires_at,
+        "priority": priority,
+        "idempotency_key": idempotency_key,
+        "source": source,
+        "fallback_channel": fallback_channel,
+        "journey": journey,
+        "enrollment_id": enrollment_id,
+    }
     if check_render:
-        rows = list(
-            template.variants.values_list(
-                "channel", "locale", "subject", "body", "html", "provider_options"
-            )
+        message = message_build_checked(
+            variant_rows=template_variant_rows([template.pk])[template.pk], **fields
         )
-    message = message_build(
-        customer=customer,
-        template=template,
-        topic=topic,
-        channel=channel,
-        data=data,
-        send_at=send_at,
-        expires_at=expires_at,
-        priority=priority,
-        idempotency_key=idempotency_key,
-        source=source,
-        fallback_channel=fallback_channel,
-        journey=journey,
-        enrollment_id=enrollment_id,
-        variants=None if rows is None else [(row[0], row[1]) for row in rows],
-    )
-    if rows is not None:
-        _check_renderable(message, rows)
+    else:
+        message = message_build(**fields)
     messages_queue([message])
+    return message
+
+
+def message_build_checked(*, variant_rows: list[tuple], **fields: Any) -> Message:
+    """``message_build``, then render the template now with the message's data on every
+    variant the send could use (``_check_renderable``); ``variant_rows`` are the
+    template's variants (``template_variant_rows``). Raises SendRefused/SendUnrenderable.
+    """
+    message = message_build(variants=[(row[0], row[1]) for row in variant_rows], **fields)
+    _check_renderable(message, variant_rows)
     return message
 
 
