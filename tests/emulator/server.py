@@ -29,12 +29,14 @@ libfaketime at another hour.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -44,6 +46,27 @@ Handler = Callable[["Received"], Response]
 
 #: Seconds between two looks of a polling wait.
 POLL_INTERVAL = 0.005
+#: The longest request line or header line read, and the most header lines.
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+_SERVER = "ProviderEmulator/1.0"
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _reason(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+def _http_date() -> str:
+    """The ``Date`` header's value, formatted once a second."""
+    global _date_cache
+    now = int(time.time())
+    second, text = _date_cache
+    if second != now:
+        text = email.utils.formatdate(now, usegmt=True)
+        _date_cache = (now, text)
+    return text
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
@@ -112,26 +135,76 @@ class ProviderEmulator:
         emulator = self
 
         class _Handler(BaseHTTPRequestHandler):
+            """HTTP/1.1 with keep-alive, read and written with as few calls as it takes.
+
+            The request line and headers are split by hand (no ``email`` parser) and
+            each answer - status line, headers and body - is one write: one packet,
+            one wake-up of the client, instead of the standard handler's two.
+            """
+
             protocol_version = "HTTP/1.1"
-            # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's
-            # algorithm holds the body until the client's delayed ACK (~40 ms a request).
             disable_nagle_algorithm = True
 
             def log_message(self, format, *args):
                 pass
 
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                split = urlsplit(self.path)
+            def handle_one_request(self) -> None:
+                try:
+                    self._handle_one()
+                except TimeoutError:
+                    self.close_connection = True
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up (a timeout fault)
+
+            def _handle_one(self) -> None:
+                line = self.rfile.readline(_MAX_LINE + 1)
+                if not line:
+                    self.close_connection = True
+                    return
+                parts = line.split()
+                if len(line) > _MAX_LINE or len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+                    self._write(400, {}, b"", close=True)
+                    return
+                method, target, version = (part.decode("latin-1") for part in parts)
+                headers: dict[str, str] = {}
+                while True:
+                    raw = self.rfile.readline(_MAX_LINE + 1)
+                    if raw in (b"\r\n", b"\n", b""):
+                        break
+                    if len(raw) > _MAX_LINE or len(headers) >= _MAX_HEADERS:
+                        self._write(431, {}, b"", close=True)
+                        return
+                    name, colon, value = raw.decode("latin-1").partition(":")
+                    if not colon:
+                        self._write(400, {}, b"", close=True)
+                        return
+                    headers[name.strip().lower()] = value.strip()
+                connection = headers.get("connection", "").lower()
+                self.close_connection = (
+                    "close" in connection
+                    if version == "HTTP/1.1"
+                    else "keep-alive" not in connection
+                )
+                if headers.get("expect", "").lower() == "100-continue":
+                    self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                try:
+                    length = int(headers.get("content-length") or 0)
+                except ValueError:
+                    self._write(400, {}, b"", close=True)
+                    return
+                body = self.rfile.read(length) if length > 0 else b""
+                path, _, query = target.partition("?")
+                if "://" in path:  # an absolute URL, as a forwarding proxy receives it
+                    split = urlsplit(target)
+                    path, query = split.path, split.query
                 request = Received(
-                    method=self.command,
-                    path=split.path,
-                    query=parse_qs(split.query, keep_blank_values=True),
-                    headers={k.lower(): v for k, v in self.headers.items()},
+                    method=method,
+                    path=path,
+                    query=parse_qs(query, keep_blank_values=True) if query else {},
+                    headers=headers,
                     body=body,
                 )
-                status, headers, payload = emulator._dispatch(request)
+                status, answer_headers, payload = emulator._dispatch(request)
                 if isinstance(payload, bytes):
                     data = payload
                 elif isinstance(payload, str):
@@ -140,18 +213,29 @@ class ProviderEmulator:
                     data = b""
                 else:
                     data = json.dumps(payload).encode()
-                    headers = {"Content-Type": "application/json", **headers}
-                try:
-                    self.send_response(status)
-                    for name, value in headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout fault)
+                    answer_headers = {"Content-Type": "application/json", **answer_headers}
+                self._write(status, answer_headers, data)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+            def _write(
+                self, status: int, headers: dict[str, str], data: bytes, *, close: bool = False
+            ) -> None:
+                """The whole answer in one write; ``Connection: close`` ends the connection."""
+                lines = [
+                    f"HTTP/1.1 {status} {_reason(status)}",
+                    f"Server: {_SERVER}",
+                    f"Date: {_http_date()}",
+                ]
+                for name, value in headers.items():
+                    lines.append(f"{name}: {value}")
+                    if name.lower() == "connection" and value.lower() == "close":
+                        close = True
+                if close:
+                    self.close_connection = True
+                    if not any(name.lower() == "connection" for name in headers):
+                        lines.append("Connection: close")
+                lines.append(f"Content-Length: {len(data)}")
+                head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+                self.wfile.write(head + data)
 
         class _Server(ThreadingHTTPServer):
             # SendGrid's client opens a connection per request: with the default

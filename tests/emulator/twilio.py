@@ -255,6 +255,8 @@ class TwilioState:
     opted_out: set[str] = field(default_factory=set)
     #: Every Message resource created, in order.
     messages: list[dict[str, Any]] = field(default_factory=list)
+    #: The same resources by Message SID (the lifecycle and fetches find them here).
+    by_sid: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # --- WhatsApp ---------------------------------------------------------------------
     #: (sender, customer) plain E.164 numbers → ``clock()`` time the customer last wrote.
@@ -553,6 +555,7 @@ def _create_message(twilio: TwilioState, request: Received) -> Response:
     )
     with twilio.lock:
         twilio.messages.append(message)
+        twilio.by_sid[sid] = message
         answer = dict(message)
     twilio.worker.schedule(steps, twilio.callback_delay)
     return 201, {}, answer
@@ -562,12 +565,9 @@ def _fetch_message(twilio: TwilioState, request: Received) -> Response:
     if _authenticated(twilio, request) is None:
         return error(401, 20003, "Authenticate")
     with twilio.lock:
-        for message in twilio.messages:
-            if (
-                message["sid"] == request.params["sid"]
-                and message["account_sid"] == request.params["account_sid"]
-            ):
-                return 200, {}, dict(message)
+        message = twilio.by_sid.get(request.params["sid"])
+        if message is not None and message["account_sid"] == request.params["account_sid"]:
+            return 200, {}, dict(message)
     return error(404, 20404, f"The requested resource {request.path} was not found")
 
 
@@ -737,16 +737,15 @@ class _CallbackWorker:
     def _process(self, step: _Step) -> None:
         twilio = self._twilio
         with twilio.lock:
-            for message in twilio.messages:
-                if message["sid"] == step.sid:
-                    message["status"] = step.status
-                    message["date_updated"] = _now()
-                    if step.status == "sent":
-                        message["date_sent"] = message["date_updated"]
-                    if step.error_code is not None:
-                        message["error_code"] = step.error_code
-                        message["error_message"] = ERROR_MESSAGES.get(step.error_code)
-                    break
+            message = twilio.by_sid.get(step.sid)
+            if message is not None:
+                message["status"] = step.status
+                message["date_updated"] = _now()
+                if step.status == "sent":
+                    message["date_sent"] = message["date_updated"]
+                if step.error_code is not None:
+                    message["error_code"] = step.error_code
+                    message["error_message"] = ERROR_MESSAGES.get(step.error_code)
         if not step.url or twilio.callbacks == "off":
             return
         for _ in range(2 if twilio.duplicate_callbacks else 1):
