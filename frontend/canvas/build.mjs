@@ -58,6 +58,11 @@ if (files.css) {
   lines.push(`<link rel="stylesheet" href="{% static 'journeys/canvas/${files.css.name}' %}">`);
 }
 lines.push(`<script src="{% static 'journeys/canvas/${files.js.name}' %}" defer></script>`);
+// The same names for code that looks the bundle up by name (journeys.canvas).
+writeFileSync(
+  join(staticDir, "manifest.json"),
+  JSON.stringify({ "canvas.js": files.js.name, "canvas.css": files.css?.name ?? null }, null, 2) + "\n",
+);
 mkdirSync(dirname(templateFile), { recursive: true });
 writeFileSync(templateFile, lines.join("\n") + "\n");
 console.log(Object.values(files).map((f) => f.name).join(" "));

@@ -1,9 +1,11 @@
 import { createRoot } from "react-dom/client";
 import "@xyflow/react/dist/style.css";
-
-function App() {
-  return <div data-testid="status">Loading the journey canvas</div>;
-}
+import "./canvas.css";
+import App from "./App.jsx";
 
 const mount = document.getElementById("journey-canvas");
-if (mount) createRoot(mount).render(<App />);
+const source = document.getElementById("canvas-state");
+if (mount && source) {
+  const initial = JSON.parse(source.textContent);
+  createRoot(mount).render(<App initial={initial} />);
+}
