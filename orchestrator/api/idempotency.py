@@ -130,6 +130,30 @@ def _take_over(*, record_id: int, lease: dt.datetime) -> dt.datetime | None:
     return row[0] if row else None
 
 
+def _existing(record: IdempotencyRecord | None, digest: str) -> Claim | Replay | None:
+    """How to answer a request whose key ``record`` already holds (raises ApiError 409/422);
+    None when the row vanished (its request failed and released it): claim again."""
+    if record is None:
+        return None
+    if record.request_hash != digest:
+        raise ApiError(
+            code="idempotency_key_reused",
+            message=f"This {HEADER} was used for a different request "
+            f"({record.method} {record.path} with another body). Use a new key.",
+            status_code=422,
+        )
+    if record.state == IdempotencyRecord.State.DONE:
+        return Replay(status=record.response_status, content=record.response_body)
+    age = timezone.now() - record.created_at
+    if age < ABANDONED_AFTER:
+        raise _in_flight()
+    lease = _take_over(record_id=record.pk, lease=record.created_at)
+    if lease is None:
+        return None  # finished, vanished or taken by someone else meanwhile: look again
+    logger.warning("idempotency: took over abandoned claim %s (%s old)", record.pk, age)
+    return Claim(record_id=record.pk, lease=lease)
+
+
 def idempotency_claim(
     *, api_key: ApiKey, key: str, method: str, path: str, digest: str
 ) -> Claim | Replay:
@@ -138,26 +162,61 @@ def idempotency_claim(
         inserted = _insert(api_key=api_key, key=key, method=method, path=path, digest=digest)
         if inserted:
             return Claim(record_id=inserted[0], lease=inserted[1])
-        record = IdempotencyRecord.objects.filter(api_key=api_key, key=key).first()
-        if record is None:
-            continue  # its request failed and released it just now: claim again
-        if record.request_hash != digest:
-            raise ApiError(
-                code="idempotency_key_reused",
-                message=f"This {HEADER} was used for a different request "
-                f"({record.method} {record.path} with another body). Use a new key.",
-                status_code=422,
-            )
-        if record.state == IdempotencyRecord.State.DONE:
-            return Replay(status=record.response_status, content=record.response_body)
-        age = timezone.now() - record.created_at
-        if age < ABANDONED_AFTER:
-            raise _in_flight()
-        lease = _take_over(record_id=record.pk, lease=record.created_at)
-        if lease is not None:
-            logger.warning("idempotency: took over abandoned claim %s (%s old)", record.pk, age)
-            return Claim(record_id=record.pk, lease=lease)
+        outcome = _existing(
+            IdempotencyRecord.objects.filter(api_key=api_key, key=key).first(), digest
+        )
+        if outcome is not None:
+            return outcome
     raise _in_flight()
+
+
+def idempotency_claim_many(
+    *, api_key: ApiKey, digests: dict[str, str], method: str, path: str
+) -> dict[str, Claim | Replay | ApiError]:
+    """``idempotency_claim`` for many keys ({key: request hash}) at once: one INSERT claims
+    every free key (committed on its own, as a single claim is) and one SELECT reads the
+    others; per key the Claim, the Replay, or the ApiError (409/422) to answer with."""
+    if not digests:
+        return {}
+    keys = list(digests)
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {_TABLE} (api_key_id, key, method, path, request_hash, state, created_at)
+            SELECT %s, k, %s, %s, d, %s, clock_timestamp()
+            FROM unnest(%s::text[], %s::text[]) AS t(k, d)
+            ON CONFLICT (api_key_id, key) DO NOTHING
+            RETURNING key, id, created_at
+            """,  # noqa: S608 - the table name is our own constant
+            [
+                api_key.pk,
+                method,
+                path,
+                IdempotencyRecord.State.IN_FLIGHT,
+                keys,
+                [digests[k] for k in keys],
+            ],
+        )
+        outcomes: dict[str, Claim | Replay | ApiError] = {
+            key: Claim(record_id=record_id, lease=lease)
+            for key, record_id, lease in cursor.fetchall()
+        }
+    taken = [k for k in keys if k not in outcomes]
+    if taken:
+        records = {
+            r.key: r for r in IdempotencyRecord.objects.filter(api_key=api_key, key__in=taken)
+        }
+        for key in taken:
+            try:
+                outcome = _existing(records.get(key), digests[key])
+                if outcome is None:  # rare: it changed hands meanwhile; one key at a time
+                    outcome = idempotency_claim(
+                        api_key=api_key, key=key, method=method, path=path, digest=digests[key]
+                    )
+            except ApiError as exc:
+                outcome = exc
+            outcomes[key] = outcome
+    return outcomes
 
 
 def idempotency_complete(claim: Claim, *, status: int, content: str) -> bool:
@@ -166,6 +225,54 @@ def idempotency_complete(claim: Claim, *, status: int, content: str) -> bool:
         pk=claim.record_id, state=IdempotencyRecord.State.IN_FLIGHT, created_at=claim.lease
     ).update(state=IdempotencyRecord.State.DONE, response_status=status, response_body=content)
     return updated == 1
+
+
+def idempotency_complete_many(done: list[tuple[Claim, int, str]]) -> bool:
+    """``idempotency_complete`` for many (claim, status, content) in one statement; True
+    only if every claim was still ours."""
+    if not done:
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {_TABLE} AS r
+            SET state = %s, response_status = v.status, response_body = to_jsonb(v.body)
+            FROM unnest(%s::bigint[], %s::timestamptz[], %s::int[], %s::text[])
+                AS v(id, lease, status, body)
+            WHERE r.id = v.id AND r.state = %s AND r.created_at = v.lease
+            """,  # noqa: S608 - the table name is our own constant
+            [
+                IdempotencyRecord.State.DONE,
+                [c.record_id for c, _s, _b in done],
+                [c.lease for c, _s, _b in done],
+                [status for _c, status, _b in done],
+                [body for _c, _s, body in done],
+                IdempotencyRecord.State.IN_FLIGHT,
+            ],
+        )
+        return cursor.rowcount == len(done)
+
+
+def idempotency_release_many(claims: list[Claim]) -> None:
+    """``idempotency_release`` for many claims in one statement."""
+    if not claims:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                DELETE FROM {_TABLE} AS r
+                USING unnest(%s::bigint[], %s::timestamptz[]) AS v(id, lease)
+                WHERE r.id = v.id AND r.state = %s AND r.created_at = v.lease
+                """,  # noqa: S608 - the table name is our own constant
+                [
+                    [c.record_id for c in claims],
+                    [c.lease for c in claims],
+                    IdempotencyRecord.State.IN_FLIGHT,
+                ],
+            )
+    except DatabaseError:
+        logger.warning("idempotency: could not release %d claims", len(claims), exc_info=True)
 
 
 def idempotency_release(claim: Claim) -> None:

@@ -30,6 +30,7 @@ urlpatterns = [
     path("events", views.EventView.as_view(), name="events"),
     path("events/bulk", views.EventBulkView.as_view(), name="events-bulk"),
     path("messages", views.MessageCreateView.as_view(), name="messages"),
+    path("messages/batch", views.MessageBatchView.as_view(), name="messages-batch"),
     path("messages/<int:pk>", views.MessageDetailView.as_view(), name="message-detail"),
     path("topics", views.TopicListView.as_view(), name="topics"),
     path("topics/<slug:key>", views.TopicDetailView.as_view(), name="topic-detail"),

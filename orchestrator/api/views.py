@@ -17,6 +17,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from orchestrator.api import services
+from orchestrator.api.batch import (
+    MessageBatchInSchemaSerializer,
+    MessageBatchInSerializer,
+    MessageBatchOutSerializer,
+    messages_batch,
+)
 from orchestrator.api.errors import ApiError
 from orchestrator.api.idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from orchestrator.api.parsers import SafeJSONParser
@@ -265,6 +271,31 @@ class MessageCreateView(ApiView):
     def post(self, request: Request) -> Response:
         message = services.message_send(**_valid(MessageInSerializer, request.data))
         return Response(MessageAcceptedSerializer.of(message), status=status.HTTP_202_ACCEPTED)
+
+
+class MessageBatchView(ApiView):
+    required_scopes = ["send"]
+
+    @extend_schema(
+        operation_id="messages_send_batch",
+        tags=["messages"],
+        summary="Queue up to 1000 messages, each with its own idempotency_key and result",
+        description="Each item is a send as POST /api/v1/messages takes it plus its own "
+        "idempotency_key (shared with that endpoint: a key sent there before is a replay "
+        "here). Answered 207 with one result per item, in order: 202 and the message id, "
+        "or the 4xx and error the single endpoint would have answered. The batch is "
+        "written in one transaction.",
+        request=MessageBatchInSchemaSerializer,
+        responses={
+            207: MessageBatchOutSerializer,
+            **_errors(400, 401, 403, 409, 413, e409="A claimed key changed hands meanwhile."),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        items = _valid(MessageBatchInSerializer, request.data)["messages"]
+        return Response(
+            messages_batch(api_key=request.auth, items=items), status=status.HTTP_207_MULTI_STATUS
+        )
 
 
 class MessageDetailView(ApiView):
