@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-any-hour lint format install bench clean
+.PHONY: run test test-any-hour lint format install bench clean assets assets-check
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,26 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.dispatch --messages 100000
+
+# The journey canvas (frontend/canvas) is built with esbuild from npm into a committed,
+# content-hashed bundle under journeys/static/, so `make run` and `make test` need no
+# Node.js. `make assets` rebuilds it; `make assets-check` rebuilds into a temp dir and
+# fails when the committed bundle is not what the sources build.
+CANVAS := frontend/canvas
+
+$(CANVAS)/node_modules/.package-lock.json: $(CANVAS)/package-lock.json
+	cd $(CANVAS) && npm ci --no-audit --no-fund
+
+assets: $(CANVAS)/node_modules/.package-lock.json
+	cd $(CANVAS) && node build.mjs
+
+assets-check: $(CANVAS)/node_modules/.package-lock.json
+	@trap 'rm -rf "$$out"' EXIT; out=$$(mktemp -d); \
+	(cd $(CANVAS) && node build.mjs --static-dir "$$out/static" --template "$$out/canvas_bundle.html") && \
+	diff -r "$$out/static" journeys/static/journeys/canvas && \
+	diff "$$out/canvas_bundle.html" templates/admin/journeys/journey/canvas_bundle.html && \
+	echo "The committed canvas bundle is what the sources build." || \
+	{ echo "The committed canvas bundle differs from a build of frontend/canvas: run make assets and commit it."; exit 1; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
