@@ -71,6 +71,11 @@ const GENERIC = {
   segment: { label: "Membership of a saved segment", group: "Segments" },
 };
 
+// Kinds of name a catalog's condition type takes (not names of particular fields).
+const NAME_KINDS = ["attribute", "text", "event", "segment"];
+// JSON types of attributes (as the catalog reports them) -> value types here.
+const VALUE_TYPES = { string: "text", number: "number", boolean: "bool", array: "list" };
+
 function fieldId(type, name) {
   return `${type}:${name ?? ""}`;
 }
@@ -85,38 +90,53 @@ export function conditionFields(catalog, types) {
     seen.add(f.id);
     out.push(f);
   };
+  // The catalog describes each condition type (what name it takes, which operators,
+  // what value) and may list particular fields (an attribute with its value type).
+  const described = {};
   for (const raw of catalog?.condition_fields || []) {
     if (!raw || typeof raw !== "object") continue;
     const type = raw.type || raw.condition_type;
-    const name = raw.segment ?? raw.name ?? null;
     if (!ACCEPTED[type]) continue;
-    const specific = name !== null && name !== "" && type !== "last_message" && type !== "reply";
+    const name = raw.segment ?? raw.field ?? raw.name ?? null;
+    const isDescriptor =
+      name === null || typeof raw.operators === "string" || NAME_KINDS.includes(name) || !raw.label;
+    if (isDescriptor) {
+      described[type] = raw;
+      continue;
+    }
     add({
-      id: specific ? fieldId(type, name) : fieldId(type, null),
+      id: fieldId(type, name),
       type,
-      name: specific ? name : null,
-      label: raw.label || (specific ? name : GENERIC[type].label),
+      name,
+      label: raw.label || name,
       group: raw.group || GENERIC[type].group,
-      valueType: raw.value_type || raw.valueType || raw.data_type || null,
+      valueType: raw.value_type || null,
       values: raw.values || raw.choices || null,
-      operators: raw.operators || null,
+      operators: Array.isArray(raw.operators) ? raw.operators : null,
     });
   }
-  if (!(catalog?.condition_fields || []).some((f) => f?.type === "attribute" && f.name)) {
-    for (const a of catalog?.attributes || []) {
-      const name = typeof a === "string" ? a : a.name;
-      add({
-        id: fieldId("attribute", name),
-        type: "attribute",
-        name,
-        label: name,
-        group: GENERIC.attribute.group,
-        valueType: typeof a === "string" ? null : a.type || null,
-      });
-    }
+  for (const a of catalog?.attributes || []) {
+    const name = typeof a === "string" ? a : a.name;
+    add({
+      id: fieldId("attribute", name),
+      type: "attribute",
+      name,
+      label: name,
+      group: GENERIC.attribute.group,
+      valueType: typeof a === "string" ? null : VALUE_TYPES[a.type] || a.type || null,
+    });
   }
   for (const type of allowed) {
-    add({ id: fieldId(type, null), type, name: null, label: GENERIC[type].label, group: GENERIC[type].group });
+    const d = described[type] || {};
+    add({
+      id: fieldId(type, null),
+      type,
+      name: null,
+      label: GENERIC[type].label,
+      group: GENERIC[type].group,
+      values: d.choices || d.values || null,
+      operatorsKey: typeof d.operators === "string" ? d.operators : null,
+    });
   }
   if (allowed.length === 1 && allowed[0] === "property") {
     out.forEach((f) => {
@@ -131,17 +151,16 @@ export function conditionFields(catalog, types) {
 
 function operatorsFor(field, catalog) {
   const accepted = ACCEPTED[field.type] || [];
-  const fromCatalog =
+  const listed =
     field.operators ||
-    (field.valueType && catalog?.operators?.[field.valueType]) ||
+    (field.operatorsKey && catalog?.operators?.[field.operatorsKey]) ||
     catalog?.operators?.[field.type] ||
-    null;
-  let ops;
-  if (Array.isArray(fromCatalog) && fromCatalog.length) {
-    ops = fromCatalog.map((o) => (typeof o === "string" ? { op: o } : o));
-  } else {
-    const byType = field.valueType && BY_VALUE_TYPE[field.valueType];
-    ops = (byType || accepted).map((op) => ({ op }));
+    accepted;
+  let ops = listed.map((o) => (typeof o === "string" ? { op: o } : o));
+  // Narrowed to what makes sense for the value's type (a number is not "contained").
+  const sensible = field.valueType && BY_VALUE_TYPE[field.valueType];
+  if (sensible && (field.type === "attribute" || field.type === "property")) {
+    ops = ops.filter((o) => sensible.includes(o.op));
   }
   const dated = field.valueType === "date" || field.valueType === "datetime";
   return ops
@@ -367,7 +386,11 @@ function ValueControl({ condition, field, onChange, catalog, rowId }) {
         values={condition.value}
         onChange={(value) => onChange({ ...condition, value })}
         label="Statuses"
-        choices={MESSAGE_STATUSES}
+        choices={
+          field?.values?.length
+            ? field.values.map((v) => (Array.isArray(v) ? v : [v?.value ?? v, v?.label ?? v]))
+            : MESSAGE_STATUSES
+        }
       />
     );
   }
@@ -406,7 +429,7 @@ function ValueControl({ condition, field, onChange, catalog, rowId }) {
       </select>
     );
   }
-  if (field?.values?.length) {
+  if (field?.values?.length && type !== "last_message") {
     return (
       <select
         id={id}

@@ -158,6 +158,7 @@ export function Preview({ config, catalog, urls }) {
 
 function customerName(c) {
   if (typeof c !== "object" || !c) return String(c);
+  if (c.sample) return "a sample customer";
   const name = [c.first_name, c.last_name].filter(Boolean).join(" ") || c.name;
   return name || c.external_id || c.email || (c.id !== undefined ? `customer ${c.id}` : "a sample customer");
 }

@@ -76,23 +76,25 @@ function Select({ id, name, value, onChange, options, blank, describedBy, requir
   );
 }
 
-export function DurationInput({ id, name, value, unit, onChange, describedBy, units }) {
+export function DurationInput({ id, name, value, unit, onChange, describedBy, units, signed }) {
   const stored = unit || "minutes";
   const offered = units || (stored === "seconds" ? ["seconds", "minutes"] : UNIT_CHOICES);
   const [shown, setShown] = useState(() => displayUnit(value, stored));
+  const [before, setBefore] = useState(() => typeof value === "number" && value < 0);
   useEffect(() => {
     // A new value from outside (undo, another step) may not fit the unit shown.
-    if (typeof value === "number" && !Number.isInteger(toUnit(value, stored, shown))) {
+    if (typeof value === "number" && !Number.isInteger(toUnit(Math.abs(value), stored, shown))) {
       setShown(displayUnit(value, stored));
     }
+    if (typeof value === "number" && value !== 0) setBefore(value < 0);
   }, [value, stored, shown]);
-  const amount = typeof value === "number" ? toUnit(value, stored, shown) : "";
-  const emit = (text, inUnit) => {
+  const amount = typeof value === "number" ? toUnit(Math.abs(value), stored, shown) : "";
+  const emit = (text, inUnit, isBefore) => {
     if (text === "" || text === null) return onChange(undefined);
     const n = Number(text);
     if (!Number.isFinite(n)) return undefined;
-    const out = toUnit(n, inUnit, stored);
-    return onChange(out);
+    const out = toUnit(Math.abs(n), inUnit, stored);
+    return onChange(signed && isBefore ? -out : out);
   };
   return (
     <div className="jp-row">
@@ -105,7 +107,7 @@ export function DurationInput({ id, name, value, unit, onChange, describedBy, un
         name={name}
         value={amount}
         aria-describedby={describedBy}
-        onChange={(e) => emit(e.target.value, shown)}
+        onChange={(e) => emit(e.target.value, shown, before)}
       />
       <select
         className="jp-unit"
@@ -115,7 +117,7 @@ export function DurationInput({ id, name, value, unit, onChange, describedBy, un
         onChange={(e) => {
           const next = e.target.value;
           setShown(next);
-          if (amount !== "") emit(amount, next);
+          if (amount !== "") emit(amount, next, before);
         }}
       >
         {offered.map((u) => (
@@ -124,6 +126,22 @@ export function DurationInput({ id, name, value, unit, onChange, describedBy, un
           </option>
         ))}
       </select>
+      {signed && (
+        <select
+          className="jp-unit"
+          name={`${name}_direction`}
+          aria-label="before or after"
+          value={before ? "before" : "after"}
+          onChange={(e) => {
+            const isBefore = e.target.value === "before";
+            setBefore(isBefore);
+            if (amount !== "") emit(amount, shown, isBefore);
+          }}
+        >
+          <option value="after">after</option>
+          <option value="before">before</option>
+        </select>
+      )}
     </div>
   );
 }
@@ -250,7 +268,15 @@ export function Control({ spec, id, value, values, catalog, onChange, describedB
       );
     }
     case "duration":
-      return <DurationInput {...common} value={value} unit={storedUnit(spec)} onChange={onChange} />;
+      return (
+        <DurationInput
+          {...common}
+          value={value}
+          unit={storedUnit(spec)}
+          signed={Boolean(spec.signed)}
+          onChange={onChange}
+        />
+      );
     case "time":
       return (
         <input
@@ -281,7 +307,7 @@ export function Control({ spec, id, value, values, catalog, onChange, describedB
           name={name}
           min={spec.min}
           max={spec.max}
-          step={spec.step ?? (spec.integer === false ? "any" : 1)}
+          step={spec.step ?? "any"}
           value={value ?? ""}
           aria-describedby={describedBy}
           onChange={(e) => {
@@ -350,6 +376,11 @@ export function Control({ spec, id, value, values, catalog, onChange, describedB
     case "json":
       return <JsonInput {...common} value={value} onChange={onChange} />;
     case "conditions":
+      if (spec.or_segment) {
+        return (
+          <SegmentOrConditions spec={spec} id={id} value={value} catalog={catalog} onChange={onChange} rowProblems={rowProblems} />
+        );
+      }
       return (
         <ConditionsEditor
           id={id}
@@ -365,6 +396,58 @@ export function Control({ spec, id, value, values, catalog, onChange, describedB
     default:
       return <TextWithList {...common} value={value} onChange={onChange} />;
   }
+}
+
+// A trigger's audience: a saved segment (its key) or conditions written here.
+function SegmentOrConditions({ spec, id, value, catalog, onChange, rowProblems }) {
+  const saved = typeof value === "string";
+  const segments = catalog?.segments || [];
+  return (
+    <div>
+      <div className="jp-match" role="radiogroup" aria-label="Who">
+        <label className="jp-check">
+          <input
+            type="radio"
+            name={`${spec.name}_source`}
+            value="saved"
+            checked={saved}
+            onChange={() => onChange(segments[0]?.key)}
+          />
+          a saved segment
+        </label>
+        <label className="jp-check">
+          <input
+            type="radio"
+            name={`${spec.name}_source`}
+            value="conditions"
+            checked={!saved}
+            onChange={() => onChange(undefined)}
+          />
+          customers matching conditions
+        </label>
+      </div>
+      {saved ? (
+        <Select
+          id={id}
+          name={spec.name}
+          value={value}
+          onChange={onChange}
+          options={segments.map((s) => ({ value: s.key, label: s.name || s.key }))}
+          blank="— choose a segment —"
+        />
+      ) : (
+        <ConditionsEditor
+          id={id}
+          name={spec.name}
+          value={Array.isArray(value) ? value : []}
+          catalog={catalog}
+          types={spec.condition_types || spec.types}
+          onChange={(list) => onChange(list.length ? list : undefined)}
+          problems={rowProblems}
+        />
+      )}
+    </div>
+  );
 }
 
 // A spec's label, control, help and its problems, tied together for screen readers.

@@ -1,0 +1,159 @@
+"""The canvas's side panel in a real headless Chromium: only a step's own fields, a
+conditions editor offering only what the server accepts, and a send step's preview."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from journeys.definition import definition_of, validate
+from journeys.models import Journey
+from orchestrator.segments import conditions
+from orchestrator.segments.models import Segment
+from tests.journeys.conftest import make_customer, make_journey, send
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+OTHER_KINDS_FIELDS = ("template", "channel", "event", "conditions", "percent", "url", "name")
+
+
+def test_a_wait_step_shows_only_its_duration(panel_page, template):
+    journey = make_journey(
+        [
+            send("hello", next="nap"),
+            {"key": "nap", "kind": "wait", "next": "", "config": {"minutes": 2880}},
+        ],
+        activate=False,
+    )
+    panel = panel_page.open_step(journey, "nap")
+
+    expect(panel.locator('[name="minutes"]')).to_have_value("2")
+    expect(panel.locator('[name="minutes_unit"]')).to_have_value("days")
+    expect(panel.locator('[name="key"]')).to_have_attribute("readonly", "")
+    for hidden in ("time", "attribute", "from", "offset_minutes", *OTHER_KINDS_FIELDS):
+        expect(panel.get_by_test_id(f"field-{hidden}")).to_have_count(0)
+    # Labels are tied to their controls.
+    expect(panel.get_by_label("For")).to_have_value("2")
+
+    # Another mode shows that mode's fields instead.
+    panel.locator('[name="mode"]').select_option("time_of_day")
+    expect(panel.get_by_test_id("field-time")).to_be_visible()
+    expect(panel.get_by_test_id("field-minutes")).to_have_count(0)
+    panel.locator('[name="mode"]').select_option("duration")
+    # 36 hours is stored in the step's unit, minutes.
+    panel.locator('[name="minutes"]').fill("36")
+    panel.locator('[name="minutes_unit"]').select_option("hours")
+    panel_page.get_by_test_id("save-draft").click()
+    expect(panel_page.get_by_test_id("status")).to_contain_text("Draft saved")
+    steps = definition_of(Journey.objects.get(pk=journey.pk))["steps"]
+    assert steps[1]["config"] == {"mode": "duration", "minutes": 2160}
+
+    # Escape closes the panel.
+    panel.locator('[name="minutes"]').focus()
+    panel_page.keyboard.press("Escape")
+    expect(panel_page.get_by_test_id("side-panel")).to_have_count(0)
+    assert panel_page.page_errors == []
+
+
+def test_branch_conditions_offer_only_what_the_server_accepts(panel_page, template):
+    make_customer("runner-1", attributes={"first_name": "Ann", "city": "Osaka", "orders": 3})
+    Segment.objects.create(key="recent-buyers", name="Recent buyers")
+    journey = make_journey(
+        [
+            {
+                "key": "check",
+                "kind": "branch",
+                "next": "yes",
+                "alt_next": "no",
+                "config": {
+                    "conditions": [
+                        {"type": "attribute", "name": "city", "op": "eq", "value": "Osaka"}
+                    ]
+                },
+            },
+            send("yes"),
+            send("no"),
+        ],
+        activate=False,
+    )
+    panel = panel_page.open_step(journey, "check")
+    rows = panel.get_by_test_id("condition-row")
+    expect(rows).to_have_count(1)
+    row = rows.nth(0)
+    expect(row.locator('[name="op"]')).to_have_value("eq")
+
+    # Every field a row offers has only comparisons its condition type accepts.
+    field = row.locator('[name="condition_field"]')
+    offered = field.locator("option").evaluate_all("os => os.map(o => o.value)")
+    assert {v.split(":")[0] for v in offered} == set(conditions.CONDITION_TYPES)
+    for value in offered:
+        field.select_option(value)
+        kind = value.split(":")[0]
+        ops = row.locator('[name="op"] option').evaluate_all("os => os.map(o => o.value)")
+        ops = [op for op in ops if op]
+        assert ops, value
+        assert set(ops) <= set(conditions.OPS_BY_TYPE[kind]), (value, ops)
+        if value == "attribute:orders":  # a number: no "contains"
+            assert "contains" not in ops and "gte" in ops
+    # Labels in plain words, never the internal names.
+    field.select_option("attribute:city")
+    labels = row.locator('[name="op"] option').all_inner_texts()
+    assert "is one of" in labels and "in" not in labels
+
+    # Build: city is one of Osaka, Kyoto; did order.completed in the last 7 days;
+    # in the saved segment; any of them.
+    row.locator('[name="op"]').select_option("in")
+    for city in ("Osaka", "Kyoto"):
+        row.locator('input[name="value"]').fill(city)
+        row.locator('input[name="value"]').press("Enter")
+    expect(row.locator(".jp-chip")).to_have_count(2)
+    panel.get_by_test_id("add-condition").click()
+    second = rows.nth(1)
+    second.locator('[name="condition_field"]').select_option("event:")
+    second.locator('[name="condition_name"]').fill("order.completed")
+    second.locator('[name="within"]').fill("7")
+    panel.get_by_test_id("add-condition").click()
+    third = rows.nth(2)
+    third.locator('[name="condition_field"]').select_option("segment:")
+    third.locator('[name="segment"]').select_option("recent-buyers")
+    panel.get_by_test_id("add-condition").click()
+    rows.nth(3).get_by_role("button", name="Remove condition 4").click()
+    expect(rows).to_have_count(3)
+    panel.locator('input[name="match"][value="any"]').check()
+
+    panel_page.get_by_test_id("save-draft").click()
+    expect(panel_page.get_by_test_id("status")).to_contain_text("Draft saved")
+    definition = definition_of(Journey.objects.get(pk=journey.pk))
+    assert definition["steps"][0]["config"] == {
+        "conditions": [
+            {"type": "attribute", "name": "city", "op": "in", "value": ["Osaka", "Kyoto"]},
+            {"type": "event", "name": "order.completed", "op": "happened", "within_hours": 168},
+            {"type": "segment", "segment": "recent-buyers", "op": "in"},
+        ],
+        "match": "any",
+    }
+    assert validate(definition) == []
+    assert panel_page.page_errors == []
+
+
+def test_a_send_steps_preview_renders_for_a_sample_customer(panel_page, template):
+    make_customer("runner-7", attributes={"first_name": "Mika"}, locale="en")
+    journey = make_journey([send("hello", channel="email")], activate=False)
+    panel = panel_page.open_step(journey, "hello")
+
+    expect(panel.locator('[name="template"]')).to_have_value("journey-hello")
+    channels = panel.locator('[name="channel"] option').evaluate_all("os => os.map(o => o.value)")
+    assert channels == ["preferred", "email", "sms"]  # the template's channels only
+    preview = panel.get_by_test_id("preview")
+    expect(preview).to_contain_text("Hello Alex")  # a built-in sample customer
+    preview.locator('[name="preview_customer"]').fill("runner-7")
+    expect(preview).to_contain_text("Hello Mika")
+    frame = panel_page.frame_locator('[data-testid="preview-html"]')
+    expect(frame.locator("p")).to_contain_text("Hi Mika")
+
+    preview.locator('[name="preview_customer"]').fill("nobody-here")
+    expect(preview.get_by_test_id("preview-error")).to_contain_text("There is no customer")
+    preview.locator('[name="preview_customer"]').fill("runner-7")
+    panel.locator('[name="channel"]').select_option("sms")
+    expect(preview).to_contain_text("Hi Mika:")
+    assert panel_page.page_errors == []
