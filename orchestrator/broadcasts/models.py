@@ -102,6 +102,8 @@ class Broadcast(models.Model):
     materialised_at = models.DateTimeField(null=True, blank=True)
     ab_decided_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    #: Recipients whose copy had not reached the outbox when the broadcast was canceled.
+    canceled_pending = models.PositiveIntegerField(default=0)
     canceled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -154,3 +156,30 @@ class Broadcast(models.Model):
         if not self.has_test or self.materialised_at is None:
             return None
         return self.materialised_at + self.ab_wait
+
+
+class Recipient(models.Model):
+    """A customer of a broadcast's frozen audience whose copy is not in the outbox yet.
+
+    Scheduling freezes the audience here in one narrow write (who, when, which
+    template and A/B variant); the expansion moves the due ones into the outbox a slice
+    at a time and deletes their rows, so a row exists only while its copy is pending.
+    No foreign keys: an erased customer's rows are deleted by the erasure, and the
+    expansion joins the live customers, so a deleted customer is never expanded.
+    """
+
+    pk = models.CompositePrimaryKey("broadcast_id", "customer_id")
+    broadcast_id = models.BigIntegerField()
+    customer_id = models.BigIntegerField()
+    #: When the copy is due (local time and rate limit applied).
+    send_at = models.DateTimeField()
+    template_id = models.BigIntegerField()
+    variant = models.CharField(max_length=1, blank=True, default="")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["broadcast_id", "send_at"], name="broadcast_recipient_due_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"broadcast {self.broadcast_id} customer {self.customer_id}"

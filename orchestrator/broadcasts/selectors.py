@@ -1,5 +1,9 @@
 """Reading broadcasts: progress, results, and the preview of each variant as a chosen
-customer would see it."""
+customer would see it.
+
+A broadcast's copies are in two places: the outbox (``delivery_message``) and, until
+the expansion writes them there, its frozen recipients (``broadcasts_recipient``).
+Every count here reads both, so a copy not expanded yet counts as waiting."""
 
 from __future__ import annotations
 
@@ -24,7 +28,10 @@ WAITING = ("queued", "scheduled", "deferred")
 @dataclass
 class Progress:
     total: int = 0
+    #: Queued or waiting in the outbox, plus ``pending``.
     waiting: int = 0
+    #: Frozen recipients whose copy is not in the outbox yet.
+    pending: int = 0
     sending: int = 0
     sent: int = 0
     failed: int = 0
@@ -47,6 +54,15 @@ def broadcast_progress(broadcast: Broadcast) -> Progress:
         )
         by_status = dict(cursor.fetchall())
         cursor.execute(
+            "SELECT count(*) FROM broadcasts_recipient WHERE broadcast_id = %s", [broadcast.pk]
+        )
+        pending = cursor.fetchone()[0]
+        if pending:
+            by_status["pending"] = pending
+        # Dropped by a cancel before they reached the outbox.
+        if broadcast.canceled_pending:
+            by_status["canceled"] = by_status.get("canceled", 0) + broadcast.canceled_pending
+        cursor.execute(
             """
             SELECT e.code, count(DISTINCT e.message_id)
             FROM delivery_messageevent e JOIN delivery_message m ON m.id = e.message_id
@@ -62,7 +78,8 @@ def broadcast_progress(broadcast: Broadcast) -> Progress:
                 held[cause] += n
     return Progress(
         total=sum(by_status.values()),
-        waiting=sum(by_status.get(s, 0) for s in WAITING),
+        waiting=sum(by_status.get(s, 0) for s in WAITING) + pending,
+        pending=pending,
         sending=by_status.get("sending", 0),
         sent=sum(by_status.get(s, 0) for s in WENT_OUT),
         failed=sum(by_status.get(s, 0) for s in FAILED),
@@ -112,7 +129,8 @@ class Results:
 
 def broadcast_results(broadcast: Broadcast) -> Results:
     """Deliveries, clicks, unsubscribes (from the message's own link) and conversions
-    (the broadcast's conversion event after the message went out), per variant."""
+    (the broadcast's conversion event after the message went out), per variant; the
+    copies of a variant count its recipients not expanded yet."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -133,8 +151,15 @@ def broadcast_results(broadcast: Broadcast) -> Results:
             """,
             {"id": broadcast.pk, "event": broadcast.ab_conversion_event or ""},
         )
-        rows = cursor.fetchall()
-    variants = [VariantResults(*row) for row in rows]
+        rows = {row[0]: list(row) for row in cursor.fetchall()}
+        cursor.execute(
+            "SELECT variant, count(*) FROM broadcasts_recipient WHERE broadcast_id = %s GROUP BY 1",
+            [broadcast.pk],
+        )
+        for variant, n in cursor.fetchall():
+            rows.setdefault(variant, [variant, 0, 0, 0, 0, 0, 0])[1] += n
+    order = sorted(rows, key=lambda v: (v == "", v))
+    variants = [VariantResults(*rows[v]) for v in order]
     total = VariantResults("", *(sum(getattr(v, f) for v in variants) for f in _COUNTS))
     return Results(total=total, variants=variants)
 

@@ -1,5 +1,6 @@
-"""Writing broadcasts: save, schedule, cancel, test send, and the beat sweep that
-materialises what is due and picks an A/B test's winner."""
+"""Writing broadcasts: save, schedule, cancel, test send, the beat sweep that freezes
+the audience of what is due and picks an A/B test's winner, and the expansion that moves
+frozen recipients into the outbox at the pace the dispatcher sends."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import datetime as dt
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from orchestrator.audience.models import Customer
 from orchestrator.broadcasts import materialise as mat
 from orchestrator.broadcasts.audience import AudienceMissing, audience_sql
-from orchestrator.broadcasts.models import Broadcast
+from orchestrator.broadcasts.models import Broadcast, Recipient
 from orchestrator.consent.models import CHANNELS
 from orchestrator.core.tasking import publish_on_commit
 from orchestrator.delivery import routing
@@ -30,6 +32,14 @@ logger = logging.getLogger(__name__)
 #: The earliest a local time anywhere comes (UTC+14, Kiribati): a local-time broadcast
 #: is materialised then, so every customer's message is waiting in the outbox in time.
 EARLIEST_OFFSET = dt.timedelta(hours=14)
+
+#: Broadcast copies waiting in the outbox (all broadcasts together) above which the
+#: expansion writes no more: the dispatcher drains them, then the expansion tops the
+#: outbox up again, so a backlog of millions never sits in front of other sends.
+OUTBOX_HIGH_WATER = getattr(settings, "BROADCAST_OUTBOX_HIGH_WATER", 50_000)
+
+#: The task that expands due recipients (beat runs it too; re-kicked while work remains).
+EXPAND_TASK = "sweeps.broadcasts_expand"
 
 #: Fields a draft's body may set (API and admin).
 EDITABLE = (
@@ -202,9 +212,11 @@ def broadcast_unschedule(*, broadcast: Broadcast) -> Broadcast:
 
 
 def broadcast_cancel(*, broadcast: Broadcast, now: dt.datetime | None = None) -> int:
-    """Stop the broadcast: nothing more is materialised and every copy still waiting is
-    canceled (``delivery.services.messages_cancel``: what is being sent finishes).
-    Returns how many messages were canceled."""
+    """Stop the broadcast: recipients whose copy is not in the outbox yet are dropped
+    (counted on the broadcast) and every copy still waiting is canceled
+    (``delivery.services.messages_cancel``: what is being sent finishes). Waits for an
+    expansion step in progress (its row lock), so nothing it writes escapes the cancel.
+    Returns how many copies were stopped."""
     now = now or timezone.now()
     with transaction.atomic():
         broadcast = Broadcast.objects.select_for_update().get(pk=broadcast.pk)
@@ -212,14 +224,20 @@ def broadcast_cancel(*, broadcast: Broadcast, now: dt.datetime | None = None) ->
             return 0
         broadcast.status = Broadcast.Status.CANCELED
         broadcast.canceled_at = now
-        broadcast.save(update_fields=["status", "canceled_at", "updated_at"])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM broadcasts_recipient WHERE broadcast_id = %s", [broadcast.pk]
+            )
+            dropped = max(cursor.rowcount, 0)
+        broadcast.canceled_pending += dropped
+        broadcast.save(update_fields=["status", "canceled_at", "canceled_pending", "updated_at"])
         ids = list(
             Message.objects.filter(
                 broadcast_id=broadcast.pk, status__in=WAITING_STATUSES
             ).values_list("id", flat=True)
         )
         canceled = messages_cancel(message_ids=ids, reason=f"broadcast {broadcast.key!r} canceled")
-    return len(canceled)
+    return len(canceled) + dropped
 
 
 def variant_templates(broadcast: Broadcast) -> dict[str, MessageTemplate]:
@@ -261,11 +279,13 @@ def variant_templates(broadcast: Broadcast) -> dict[str, MessageTemplate]:
 
 
 def _materialise_due(broadcast: Broadcast, now: dt.datetime) -> int:
+    """Freeze the audience (the test group first when there is a test); the expansion
+    writes the copies. Returns how many recipients were frozen."""
     variants = variant_templates(broadcast)
     phase = mat.TEST if broadcast.has_test and broadcast.ab_share < 100 else mat.ALL
     if broadcast.has_test and broadcast.ab_share >= 100:
         phase = mat.TEST  # everyone is in the test: there is no rest
-    written = mat.materialise(broadcast, phase=phase, variants=variants, now=now)
+    written = mat.freeze(broadcast, phase=phase, variants=variants, now=now)
     broadcast.status = Broadcast.Status.SENDING
     broadcast.materialised_at = now
     if phase == mat.ALL or broadcast.ab_share >= 100:
@@ -314,9 +334,7 @@ def ab_winner(broadcast: Broadcast) -> str:
 def _decide_and_send_rest(broadcast: Broadcast, now: dt.datetime) -> int:
     winner = ab_winner(broadcast)
     variants = variant_templates(broadcast)
-    written = mat.materialise(
-        broadcast, phase=mat.REST, variants=variants, rest_variant=winner, now=now
-    )
+    written = mat.freeze(broadcast, phase=mat.REST, variants=variants, rest_variant=winner, now=now)
     broadcast.ab_winner = winner
     broadcast.ab_decided_at = now
     broadcast.save(update_fields=["ab_winner", "ab_decided_at", "updated_at"])
@@ -324,11 +342,13 @@ def _decide_and_send_rest(broadcast: Broadcast, now: dt.datetime) -> int:
 
 
 def broadcasts_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
-    """Beat's sweep: materialise due broadcasts, send an A/B test's winner to the rest,
-    mark finished ones sent. Each broadcast under its row lock, skipped if another
-    sweep holds it; every step is idempotent (the outbox's unique constraint)."""
+    """Beat's sweep: freeze the audience of due broadcasts, freeze the rest of an A/B
+    test with its winner, mark finished ones sent (no recipient pending, no copy
+    waiting), then expand one slice of each (``broadcasts_expand``). Each broadcast
+    under its row lock, skipped if another sweep holds it; every step is idempotent
+    (the recipients' primary key, the outbox's unique constraint)."""
     now = now or timezone.now()
-    stats = {"materialised": 0, "messages": 0, "winners": 0, "finished": 0}
+    stats = {"materialised": 0, "recipients": 0, "winners": 0, "finished": 0}
     due = list(
         Broadcast.objects.filter(
             status__in=[Broadcast.Status.SCHEDULED, Broadcast.Status.SENDING], due_at__lte=now
@@ -346,21 +366,68 @@ def broadcasts_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
                 continue
             try:
                 if broadcast.status == Broadcast.Status.SCHEDULED:
-                    stats["messages"] += _materialise_due(broadcast, now)
+                    stats["recipients"] += _materialise_due(broadcast, now)
                     stats["materialised"] += 1
                 elif broadcast.has_test and broadcast.ab_decided_at is None:
                     if broadcast.ab_decide_at and broadcast.ab_decide_at <= now:
-                        stats["messages"] += _decide_and_send_rest(broadcast, now)
+                        stats["recipients"] += _decide_and_send_rest(broadcast, now)
                         stats["winners"] += 1
-                elif not Message.objects.filter(
-                    broadcast_id=broadcast.pk, status__in=[*WAITING_STATUSES, "sending"]
-                ).exists():
+                elif not (
+                    Recipient.objects.filter(broadcast_id=broadcast.pk).exists()
+                    or Message.objects.filter(
+                        broadcast_id=broadcast.pk, status__in=[*WAITING_STATUSES, "sending"]
+                    ).exists()
+                ):
                     broadcast.status = Broadcast.Status.SENT
                     broadcast.completed_at = now
                     broadcast.save(update_fields=["status", "completed_at", "updated_at"])
                     stats["finished"] += 1
             except AudienceMissing as exc:
                 logger.warning("broadcast %s not materialised: %s", broadcast.key, exc)
+    expanded = broadcasts_expand(now=now)
+    stats["messages"] = expanded["messages"]
+    return stats
+
+
+def broadcasts_expand(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """One slice (``materialise.SLICE``) of each sending broadcast's due recipients into
+    the outbox, while the broadcast copies waiting there stay under
+    ``OUTBOX_HIGH_WATER``; kicks itself again on commit while due recipients remain and
+    there is room (beat runs it too, which picks up after the dispatcher drained a full
+    outbox). Each slice in its own transaction under the broadcast's row lock (``FOR NO
+    KEY UPDATE``: a cancel waits for it; another expansion skips the broadcast). Past
+    the deadline, pending recipients are written as expired whatever the backlog."""
+    now = now or timezone.now()
+    stats = {"broadcasts": 0, "messages": 0, "held_back": 0}
+    again = False
+    ids = list(
+        Broadcast.objects.filter(status=Broadcast.Status.SENDING)
+        .order_by("-priority", "materialised_at", "id")
+        .values_list("id", flat=True)
+    )
+    for broadcast_id in ids:
+        with transaction.atomic():
+            broadcast = (
+                Broadcast.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
+                .select_related("template", "topic", "ab_template")
+                .filter(pk=broadcast_id, status=Broadcast.Status.SENDING)
+                .first()
+            )
+            if broadcast is None:
+                continue
+            past_deadline = broadcast.expires_at is not None and broadcast.expires_at <= now
+            room = mat.SLICE
+            if not past_deadline:
+                room = min(room, OUTBOX_HIGH_WATER - mat.outbox_backlog(OUTBOX_HIGH_WATER))
+                if room <= 0:
+                    stats["held_back"] += 1
+                    continue
+            result = mat.expand(broadcast, now=now, limit=room)
+            stats["broadcasts"] += 1
+            stats["messages"] += result.written
+            again = again or result.more
+    if again:
+        publish_on_commit(EXPAND_TASK)
     return stats
 
 

@@ -24,6 +24,7 @@ from channels.webhooks.privacy import webhooks_erase, webhooks_export, webhooks_
 from journeys.privacy import journeys_erase, journeys_export
 from orchestrator.audience.models import Customer
 from orchestrator.audience.selectors import customer_addresses
+from orchestrator.broadcasts.privacy import broadcasts_erase
 from orchestrator.consent.models import Suppression, address_hash
 from orchestrator.consent.suppressions import suppressions_add
 from orchestrator.core.jsonable import iso
@@ -284,6 +285,8 @@ def _erase(customer: Customer, source: str) -> ErasureSummary:
         # dispatcher holds the send lock from a chunk's hand-off to its record) and keep
         # any new one from starting until this transaction ends.
         wait_for_sends(cursor, customer.pk)
+    # Their pending broadcast copies, before any lock a broadcast expansion also takes.
+    pending_broadcasts = broadcasts_erase(customer)
     # Webhook events before messages, as webhook processing takes them.
     webhooks_lock(customer)
     _lock_messages(customer.pk)
@@ -309,7 +312,7 @@ def _erase(customer: Customer, source: str) -> ErasureSummary:
     unsent = Message.objects.filter(
         customer=locked, status=MessageStatus.SENDING, handed_off_at__isnull=True
     ).update(status=MessageStatus.CANCELED, attempt_id=None, last_error=_ERASED)
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = dict(pending_broadcasts)
     for part in (devinbox_erase(locked), webhooks_erase(locked), journeys_erase(locked)):
         for what, count in (part or {}).items():
             counts[what] = counts.get(what, 0) + count

@@ -1,5 +1,6 @@
-"""Broadcasts materialised into the outbox: one statement, local times, rate, idempotence,
-the dispatcher's policy at send time, priority, cancel, A/B, progress and results."""
+"""Broadcasts: the audience frozen in one statement, its copies expanded into the outbox
+as they come due; local times, rate, idempotence, the dispatcher's policy at send time,
+priority, cancel, the deadline, A/B, progress and results."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from orchestrator.broadcasts import materialise as mat
+from orchestrator.broadcasts import services
 from orchestrator.broadcasts.forecast import broadcast_forecast
-from orchestrator.broadcasts.materialise import materialise
-from orchestrator.broadcasts.models import Broadcast
+from orchestrator.broadcasts.materialise import expand, freeze
+from orchestrator.broadcasts.models import Broadcast, Recipient
 from orchestrator.broadcasts.selectors import (
     broadcast_preview,
     broadcast_progress,
@@ -28,6 +31,7 @@ from orchestrator.broadcasts.services import (
 from orchestrator.consent.channel_consent import topic_subscription_set
 from orchestrator.delivery.dispatcher import dispatch_due
 from orchestrator.delivery.models import Message, MessageEvent, MessageStatus
+from orchestrator.privacy.services import customer_erase
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
 
 pytestmark = pytest.mark.django_db
@@ -51,6 +55,15 @@ def _subscribe(customer, topic, channel="email"):
         source="admin",
         evidence={"test": True},
     )
+
+
+def materialise(broadcast):
+    """Freeze the audience and expand every copy due by now (or within the look-ahead);
+    returns how many recipients were frozen."""
+    frozen = freeze(broadcast)
+    while expand(broadcast, limit=1000).more:
+        pass
+    return frozen
 
 
 def _broadcast(topic, template, **fields):
@@ -80,10 +93,27 @@ def test_local_time_send_reaches_each_customer_at_nine_in_their_own_zone(news):
     assert broadcast.due_at == dt.datetime(2026, 12, 10, 19, 0, tzinfo=dt.UTC)
     assert broadcasts_sweep()["materialised"] == 0
     with time_machine.travel(broadcast.due_at, tick=False):
-        assert broadcasts_sweep()["messages"] == 2
+        stats = broadcasts_sweep()
+    # The audience is frozen with each one's send time; nothing is in the outbox yet.
+    assert (stats["recipients"], stats["messages"]) == (2, 0)
+    frozen = dict(Recipient.objects.values_list("customer_id", "send_at"))
+    assert frozen == {
+        tokyo.id: dt.datetime(2026, 12, 11, 0, 0, tzinfo=dt.UTC),  # 09:00 JST
+        new_york.id: dt.datetime(2026, 12, 11, 14, 0, tzinfo=dt.UTC),  # 09:00 EST
+    }
+    broadcast.refresh_from_db()
+    progress = broadcast_progress(broadcast)
+    assert (progress.total, progress.pending, progress.waiting) == (2, 2, 2)
+    # A few minutes before 09:00 in Tokyo its copy enters the outbox; New York's waits.
+    with time_machine.travel(dt.datetime(2026, 12, 10, 23, 56, tzinfo=dt.UTC), tick=False):
+        assert broadcasts_sweep()["messages"] == 1
+    assert Message.objects.get().customer_id == tokyo.id
+    with time_machine.travel(dt.datetime(2026, 12, 11, 13, 59, tzinfo=dt.UTC), tick=False):
+        assert broadcasts_sweep()["messages"] == 1
+    assert not Recipient.objects.exists()
     sends = dict(Message.objects.values_list("customer__external_id", "send_after"))
-    assert sends["tokyo"] == dt.datetime(2026, 12, 11, 0, 0, tzinfo=dt.UTC)  # 09:00 JST
-    assert sends["ny"] == dt.datetime(2026, 12, 11, 14, 0, tzinfo=dt.UTC)  # 09:00 EST
+    assert sends["tokyo"] == dt.datetime(2026, 12, 11, 0, 0, tzinfo=dt.UTC)
+    assert sends["ny"] == dt.datetime(2026, 12, 11, 14, 0, tzinfo=dt.UTC)
     message = Message.objects.get(customer=tokyo)
     assert message.status == MessageStatus.SCHEDULED
     assert (message.broadcast_id, message.source, message.priority) == (
@@ -138,10 +168,67 @@ def test_deadline_expires_copies_not_sent_and_skips_those_due_after_it(news):
         local_time=dt.time(9, 0),
         expires_at=dt.datetime(2026, 12, 10, 6, 0, tzinfo=dt.UTC),
     )
-    materialise(broadcast)
+    # Due after the deadline: LA is not in the frozen audience at all.
+    assert freeze(broadcast) == 1
+    assert list(Recipient.objects.values_list("customer_id", flat=True)) == [early.id]
+    with time_machine.travel(dt.datetime(2026, 12, 9, 23, 57, tzinfo=dt.UTC), tick=False):
+        assert expand(broadcast).written == 1
     message = Message.objects.get()
     assert message.customer_id == early.id
     assert message.expires_at == broadcast.expires_at
+
+
+@time_machine.travel(NOW, tick=False)
+def test_copies_still_pending_at_the_deadline_expire_with_their_cause(news, monkeypatch):
+    topic, template = news
+    customers = [make_customer(f"d{i}") for i in range(3)]
+    for c in customers:
+        _subscribe(c, topic)
+    broadcast = _broadcast(topic, template, expires_at=NOW + dt.timedelta(hours=1))
+    broadcast_schedule(broadcast=broadcast)
+    # The outbox is full of broadcast copies the dispatcher has not sent: held back.
+    monkeypatch.setattr(services, "OUTBOX_HIGH_WATER", 0)
+    stats = broadcasts_sweep()
+    assert (stats["recipients"], stats["messages"]) == (3, 0)
+    assert services.broadcasts_expand()["held_back"] == 1
+    with time_machine.travel(NOW + dt.timedelta(hours=1), tick=False):
+        assert broadcasts_sweep()["messages"] == 3
+    for message in Message.objects.all():
+        assert message.status == MessageStatus.EXPIRED
+        assert "deadline" in message.explanation[0]["reason"]
+        assert list(message.history.values_list("status", "code")) == [("expired", "expired")]
+    broadcast.refresh_from_db()
+    progress = broadcast_progress(broadcast)
+    assert (progress.expired, progress.pending, progress.held) == (3, 0, {"expired": 3})
+    with time_machine.travel(NOW + dt.timedelta(hours=1), tick=False):
+        assert broadcasts_sweep()["finished"] == 1
+
+
+@time_machine.travel(NOW, tick=False)
+def test_the_outbox_is_topped_up_a_slice_at_a_time_under_the_high_water_mark(
+    news, monkeypatch, outbox
+):
+    topic, template = news
+    for i in range(7):
+        _subscribe(make_customer(f"h{i}"), topic)
+    broadcast = _broadcast(topic, template, channel="email", data={"item": "news"})
+    monkeypatch.setattr(mat, "SLICE", 2)
+    monkeypatch.setattr(services, "OUTBOX_HIGH_WATER", 3)
+    broadcast_schedule(broadcast=broadcast)
+    assert broadcasts_sweep()["messages"] == 2  # one slice
+    assert services.broadcasts_expand()["messages"] == 1  # up to the mark
+    assert services.broadcasts_expand()["held_back"] == 1
+    broadcast.refresh_from_db()
+    progress = broadcast_progress(broadcast)
+    assert (progress.pending, progress.waiting, progress.total) == (4, 7, 7)
+    assert [v.messages for v in broadcast_results(broadcast).variants] == [7]
+    dispatch_due(batch_size=10)  # the dispatcher drains it; the expansion tops it up
+    assert services.broadcasts_expand()["messages"] == 2
+    dispatch_due(batch_size=10)
+    assert services.broadcasts_expand()["messages"] == 2
+    dispatch_due(batch_size=10)
+    assert len(outbox) == 7
+    assert broadcasts_sweep()["finished"] == 1
 
 
 @time_machine.travel(NOW, tick=False)
@@ -190,6 +277,53 @@ def test_cancel_stops_what_has_not_gone(news):
     broadcast.refresh_from_db()
     assert broadcast.status == "canceled"
     assert broadcast_progress(broadcast).canceled == 3
+
+
+@time_machine.travel(NOW, tick=False)
+def test_cancel_drops_recipients_not_yet_in_the_outbox(news):
+    topic, template = news
+    for i in range(3):
+        _subscribe(make_customer(f"p{i}", timezone="America/New_York"), topic)
+    broadcast = _broadcast(
+        topic, template, schedule="local_time", local_date=dt.date(2026, 12, 10),
+        local_time=dt.time(9, 0),
+    )  # fmt: skip
+    broadcast_schedule(broadcast=broadcast)
+    with time_machine.travel(broadcast.due_at, tick=False):
+        assert broadcasts_sweep()["recipients"] == 3
+    assert broadcast_cancel(broadcast=broadcast) == 3
+    assert not Recipient.objects.exists() and not Message.objects.exists()
+    broadcast.refresh_from_db()
+    progress = broadcast_progress(broadcast)
+    assert (progress.canceled, progress.pending, progress.total) == (3, 0, 3)
+    # Nothing is expanded after the cancel, even when the time comes.
+    with time_machine.travel(dt.datetime(2026, 12, 10, 14, 0, tzinfo=dt.UTC), tick=False):
+        assert broadcasts_sweep()["messages"] == 0
+    assert not Message.objects.exists()
+
+
+@time_machine.travel(NOW, tick=False)
+def test_erasure_deletes_pending_recipients_and_the_expansion_skips_a_deleted_customer(news):
+    topic, template = news
+    kept, erased, deleted = (
+        make_customer(n, timezone="America/New_York") for n in ("kept", "erased", "deleted")
+    )
+    for c in (kept, erased, deleted):
+        _subscribe(c, topic)
+    broadcast = _broadcast(
+        topic, template, schedule="local_time", local_date=dt.date(2026, 12, 10),
+        local_time=dt.time(9, 0),
+    )  # fmt: skip
+    broadcast_schedule(broadcast=broadcast)
+    with time_machine.travel(broadcast.due_at, tick=False):
+        assert broadcasts_sweep()["recipients"] == 3
+    summary = customer_erase(customer=erased, source="api")
+    assert summary.deleted["broadcasts.Recipient"] == 1
+    deleted.delete()  # no foreign key: the recipient row stays, the customer does not
+    with time_machine.travel(dt.datetime(2026, 12, 10, 14, 0, tzinfo=dt.UTC), tick=False):
+        assert broadcasts_sweep()["messages"] == 1
+    assert list(Message.objects.values_list("customer_id", flat=True)) == [kept.id]
+    assert not Recipient.objects.exists()
 
 
 @time_machine.travel(NOW, tick=False)

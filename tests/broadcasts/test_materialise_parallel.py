@@ -1,6 +1,7 @@
-"""A large audience written by two connections at once: the same rows as one statement,
-each customer once with its first history row, a re-run adding nothing; a rate-limited
-broadcast still numbered over its whole audience."""
+"""A large audience frozen by two connections at once: the same recipients as one
+statement, each customer once, a re-run adding nothing, and each expanded into one
+message with its first history row; a rate-limited broadcast still numbered over its
+whole audience."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import time_machine
 
 from orchestrator.broadcasts import materialise as mat
+from orchestrator.broadcasts.models import Recipient
 from orchestrator.broadcasts.services import broadcast_save, broadcast_schedule, broadcasts_sweep
 from orchestrator.consent.channel_consent import topic_subscription_set
 from orchestrator.delivery.models import Message, MessageEvent
@@ -44,6 +46,14 @@ def _broadcast(topic, template, key, **fields):
     return broadcast
 
 
+def _frozen(broadcast_id):
+    return sorted(
+        Recipient.objects.filter(broadcast_id=broadcast_id).values_list(
+            "customer_id", "send_at", "template_id", "variant"
+        )
+    )
+
+
 def _rows(broadcast_id):
     return sorted(
         (m.customer_id, m.channel, m.to_address, m.status, m.send_after, m.priority,
@@ -59,7 +69,7 @@ def test_two_connections_write_what_one_statement_writes(audience, monkeypatch):
              "local_time": dt.time(9, 0)}  # fmt: skip
     one = _broadcast(topic, template, "one", **local)
     assert mat._id_ranges() == []  # a dozen customers: one statement
-    assert mat.materialise(one) == 10
+    assert mat.freeze(one) == 10
 
     monkeypatch.setattr(mat, "PARALLEL_FROM", 1)
     ranges = mat._id_ranges()
@@ -69,8 +79,17 @@ def test_two_connections_write_what_one_statement_writes(audience, monkeypatch):
     parallel = _broadcast(topic, template, "parallel", **local)
     broadcast_schedule(broadcast=parallel)
     with time_machine.travel(parallel.due_at, tick=False):
-        assert broadcasts_sweep()["messages"] == 10
-        assert mat.materialise(parallel) == 0  # a re-run: nothing twice
+        assert broadcasts_sweep()["recipients"] == 10
+        assert mat.freeze(parallel) == 0  # a re-run: nothing twice
+    assert _frozen(parallel.id) == _frozen(one.id)
+    # Both due by 09:00 in New York: every copy expanded.
+    with time_machine.travel(dt.datetime(2026, 12, 10, 14, 0, tzinfo=dt.UTC), tick=False):
+        one.status = "sending"
+        one.save()
+        while mat.expand(one).more or mat.expand(parallel).more:
+            pass
+        assert mat.freeze(parallel) == 0  # a re-run after the expansion: nothing again
+    assert not Recipient.objects.exists()
     assert _rows(parallel.id) == _rows(one.id)
     # Both ranges wrote: customers on each side of the split got their copy.
     got = set(
@@ -88,6 +107,6 @@ def test_a_rate_limit_still_numbers_the_whole_audience(audience, monkeypatch):
     topic, template, _customers = audience
     monkeypatch.setattr(mat, "PARALLEL_FROM", 1)
     broadcast = _broadcast(topic, template, "paced", rate_per_minute=4)
-    assert mat.materialise(broadcast) == 10
-    times = sorted(Message.objects.values_list("send_after", flat=True))
+    assert mat.freeze(broadcast) == 10
+    times = sorted(Recipient.objects.values_list("send_at", flat=True))
     assert times == [NOW + dt.timedelta(minutes=i // 4) for i in range(10)]
