@@ -294,6 +294,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"expires": 30.0},
     },
+    # Tops the outbox up with due broadcast copies as the dispatcher drains it.
+    "broadcasts-expand": {
+        "task": "sweeps.broadcasts_expand",
+        "schedule": 5.0,
+        "options": {"expires": 5.0},
+    },
     "purge-idempotency-records": {
         "task": "sweeps.purge_idempotency_records",
         "schedule": 3600.0,
