@@ -467,6 +467,15 @@ class TopicSerializer(serializers.Serializer):
         default=False,
         help_text="Customers may choose a daily or weekly digest of this topic.",
     )
+    digest_template = StrictCharField(
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Key of the template its digests are written with (a variant on each of "
+        "the topic's channels); empty: the template '<key>-digest' if any, else a built-in "
+        "layout.",
+    )
     channels = serializers.ListField(
         child=ChannelListItemField(),
         allow_empty=False,

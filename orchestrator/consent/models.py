@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
@@ -47,6 +48,28 @@ def localized_name(names: object, default: str, language: str | None = None) -> 
     return default
 
 
+#: Checks a topic's digest template (key, the topic's channels) and returns what is
+#: wrong, or None. Templates live in delivery, above consent: it registers the check
+#: when the apps load, and every door that saves a topic (services, admin) asks here.
+_digest_template_checks: list[Callable[[str, Sequence[str]], str | None]] = []
+
+
+def digest_template_check_register(check: Callable[[str, Sequence[str]], str | None]) -> None:
+    if check not in _digest_template_checks:
+        _digest_template_checks.append(check)
+
+
+def digest_template_problem(key: str, channels: Sequence[str]) -> str | None:
+    """What is wrong with ``key`` as the digest template of a topic on ``channels``."""
+    if not key:
+        return None
+    for check in _digest_template_checks:
+        problem = check(key, channels)
+        if problem:
+            return problem
+    return None
+
+
 class Topic(models.Model):
     class Kind(models.TextChoices):
         MARKETING = "marketing", "Marketing"
@@ -88,6 +111,14 @@ class Topic(models.Model):
         help_text="Customers may choose a daily or weekly digest of this topic's messages "
         "instead of each one as it happens.",
     )
+    digest_template = models.SlugField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="Key of the template a digest of this topic is written with; it needs a "
+        "variant on each of the topic's channels. Empty: the template '<topic key>-digest' "
+        "if there is one, else the built-in layout.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -96,6 +127,12 @@ class Topic(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        problem = digest_template_problem(self.digest_template, self.channels or ())
+        if problem:
+            raise ValidationError({"digest_template": problem})
 
     @property
     def is_transactional(self) -> bool:

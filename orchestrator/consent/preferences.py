@@ -37,6 +37,10 @@ A channel set to false (an SMS STOP, say) wins over every topic on it.
 one daily or weekly digest at ``time`` in the customer's zone (weekly: on ``weekday``).
 ``preferences_changes_from_document`` validates such a document completely before
 anything is written, reporting every problem with its field (``topics.promos.sms``).
+
+Messages already held for a digest follow a changed choice (or time zone) in the same
+transaction: delivery, which owns the held messages and sits above this module,
+subscribes with ``digest_choices_subscribe`` when the apps load.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -80,6 +85,19 @@ MAX_PER_WEEK = 100
 DEFAULT_DIGEST_TIME = dt.time(8, 0)
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 CADENCES = tuple(DigestPreference.Cadence.values)
+
+
+#: Called inside ``preferences_update``'s transaction, after the choices are saved:
+#: (customer, changed digestible topic ids or None for all of them, the ledger rows
+#: that record why). None is a time zone change: every digest moves with the zone.
+DigestChoicesListener = Callable[[Customer, "frozenset[int] | None", list[ConsentRecord]], None]
+_digest_listeners: list[DigestChoicesListener] = []
+
+
+def digest_choices_subscribe(listener: DigestChoicesListener) -> None:
+    """Have ``listener`` told of every change of a customer's digest choices (once)."""
+    if listener not in _digest_listeners:
+        _digest_listeners.append(listener)
 
 
 class _Unset(enum.Enum):
@@ -568,11 +586,14 @@ def preferences_update(
                         evidence=evidence,
                     )
                 )
+        digest_rows: list[ConsentRecord] = []
         if changes.digests:
-            written.extend(_digests_save(customer, changes.digests, source, evidence))
+            digest_rows = _digests_save(customer, changes.digests, source, evidence)
+            written.extend(digest_rows)
         preference = ChannelPreference.objects.filter(customer=customer).first()
         current = _delivery_current(customer, preference, timezone.now())
         wanted = _delivery_wanted(current, changes)
+        delivery_row = None
         if wanted != current:
             _delivery_save(customer, wanted)
             before, after = current.as_evidence(), wanted.as_evidence()
@@ -583,14 +604,32 @@ def preferences_update(
                 for name in after
                 if getattr(current, name) != getattr(wanted, name)
             }
-            written.append(
-                ConsentRecord.objects.create(
-                    customer=customer,
-                    topic=None,
-                    channel="",
-                    action=ConsentRecord.Action.PREFERENCES,
-                    source=source,
-                    evidence={**evidence, "changed": changed},
-                )
+            delivery_row = ConsentRecord.objects.create(
+                customer=customer,
+                topic=None,
+                channel="",
+                action=ConsentRecord.Action.PREFERENCES,
+                source=source,
+                evidence={**evidence, "changed": changed},
             )
+            written.append(delivery_row)
+        _digest_choices_changed(customer, digest_rows, delivery_row, current, wanted)
     return [record for record in written if record is not None]
+
+
+def _digest_choices_changed(
+    customer: Customer,
+    digest_rows: list[ConsentRecord],
+    delivery_row: ConsentRecord | None,
+    current: _Delivery,
+    wanted: _Delivery,
+) -> None:
+    """Tell the listeners which digest choices changed, in the update's transaction."""
+    if delivery_row is not None and wanted.timezone != current.timezone:
+        topic_ids, rows = None, [*digest_rows, delivery_row]
+    elif digest_rows:
+        topic_ids, rows = frozenset(r.topic_id for r in digest_rows), digest_rows
+    else:
+        return
+    for listener in _digest_listeners:
+        listener(customer, topic_ids, rows)

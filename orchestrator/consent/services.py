@@ -15,7 +15,12 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import IntegrityError, transaction
 
-from orchestrator.consent.models import CHANNELS, Topic, validate_names
+from orchestrator.consent.models import (
+    CHANNELS,
+    Topic,
+    digest_template_problem,
+    validate_names,
+)
 
 
 class TopicExists(Exception):
@@ -43,6 +48,7 @@ def _clean(
     quiet_hours: str,
     names: Any = None,
     digestible: bool = False,
+    digest_template: str = "",
 ) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
     try:
@@ -62,6 +68,8 @@ def _clean(
     unknown = [c for c in channels if c not in CHANNELS]
     if unknown or not channels:
         errors["channels"] = [f"Must be a non-empty list of {', '.join(CHANNELS)}."]
+    elif problem := digest_template_problem(digest_template, channels):
+        errors["digest_template"] = [problem]
     if errors:
         raise ValidationError(errors)
     return {
@@ -71,6 +79,7 @@ def _clean(
         "default_opt_in": default_opt_in,
         "quiet_hours": quiet_hours,
         "digestible": bool(digestible),
+        "digest_template": digest_template,
         "names": {k.strip(): v.strip() for k, v in (names or {}).items()},
         # Keep the canonical order and drop repeats, so a replayed definition is a no-op.
         "channels": [c for c in CHANNELS if c in set(channels)],
@@ -88,6 +97,7 @@ def topic_create(
     quiet_hours: str = Topic.QuietHours.DEFAULT,
     names: dict[str, str] | None = None,
     digestible: bool = False,
+    digest_template: str = "",
 ) -> Topic:
     """Create a topic; raise TopicExists if the key is taken (the unique index decides)."""
     fields = _clean(
@@ -100,6 +110,7 @@ def topic_create(
         quiet_hours=quiet_hours,
         names=names,
         digestible=digestible,
+        digest_template=digest_template,
     )
     try:
         with transaction.atomic():
@@ -119,6 +130,7 @@ def topic_put(
     quiet_hours: str = Topic.QuietHours.DEFAULT,
     names: dict[str, str] | None = None,
     digestible: bool = False,
+    digest_template: str = "",
 ) -> tuple[Topic, bool]:
     """Replace the topic ``key`` with this definition, creating it if new; (topic, created)."""
     fields = _clean(
@@ -131,6 +143,7 @@ def topic_put(
         quiet_hours=quiet_hours,
         names=names,
         digestible=digestible,
+        digest_template=digest_template,
     )
     for _ in range(3):
         with transaction.atomic():

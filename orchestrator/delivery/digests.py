@@ -9,6 +9,10 @@ batch, queues one digest message each and folds the held ones into it (``cancele
 code ``digested``, pointing at it): a worker that dies mid-build leaves the whole
 batch as it was, and the digest message's idempotency key (``digest:<id>``) keeps a
 digest from ever going twice.
+
+A topic digest is written with the topic's ``digest_template`` if it has one, else the
+template ``<topic key>-digest``, else the built-in layout: the first of them with a
+variant on the digest's channel, so a template edited since never loses a digest.
 """
 
 from __future__ import annotations
@@ -177,13 +181,58 @@ def _item(held: Message, channel: str, variants: dict) -> dict[str, Any]:
     return item
 
 
-def _digest_template(digest: Digest, templates: dict[str, MessageTemplate | None]):
-    key = digest.template_key or f"{digest.key.split(':', 1)[1]}-digest"
+def digest_template_problem(key: str, channels) -> str | None:
+    """What is wrong with template ``key`` as the digest of a topic on ``channels``."""
+    template = MessageTemplate.objects.filter(key=key).first()
+    if template is None:
+        return f"There is no template {key!r}."
+    has = set(template.variants.values_list("channel", flat=True))
+    missing = [c for c in channels if c not in has]
+    if missing:
+        return (
+            f"Template {key!r} has no {', '.join(missing)} variant; a digest of this topic "
+            f"may go on {', '.join(channels)}."
+        )
+    return None
+
+
+def _template_on(key: str, channel: str, templates: dict) -> MessageTemplate | None:
+    """Template ``key`` if it exists and has a variant on ``channel`` (cached per build)."""
     if key not in templates:
-        templates[key] = MessageTemplate.objects.filter(key=key).first()
-    if templates[key] is None and digest.kind == Digest.Kind.TOPIC:
-        return builtin_template()
-    return templates[key]
+        template = MessageTemplate.objects.filter(key=key).first()
+        templates[key] = (
+            template,
+            set(template.variants.values_list("channel", flat=True)) if template else set(),
+        )
+    template, channels = templates[key]
+    return template if template is not None and channel in channels else None
+
+
+def _digest_template(digest: Digest, channel: str, templates: dict) -> MessageTemplate | None:
+    if digest.kind == Digest.Kind.JOURNEY:
+        if digest.template_key not in templates:
+            templates[digest.template_key] = (
+                MessageTemplate.objects.filter(key=digest.template_key).first(),
+                None,
+            )
+        return templates[digest.template_key][0]
+    topic = digest.topic
+    for key in (topic.digest_template, f"{topic.key}-digest"):
+        if not key:
+            continue
+        template = _template_on(key, channel, templates)
+        if template is not None:
+            return template
+        if key == topic.digest_template:
+            logger.warning(
+                "digest %s: template %r of topic %r has no %s variant (or is gone); "
+                "the next in line is used",
+                digest.pk,
+                key,
+                topic.key,
+                channel,
+            )
+    return builtin_template()
 
 
 def _fold(digest: Digest, digest_message: Message | None, held: list[Message], now) -> None:
@@ -239,7 +288,7 @@ def digests_build_batch(*, batch_size: int = 50, now: dt.datetime | None = None)
         variants: dict[tuple[int, str], dict[str, TemplateVariant]] = defaultdict(dict)
         for variant in TemplateVariant.objects.filter(template_id__in=template_ids):
             variants[(variant.template_id, variant.channel)][variant.locale] = variant
-        templates: dict[str, MessageTemplate | None] = {}
+        templates: dict[str, tuple] = {}
         built: list[tuple[Digest, Message | None, list[Message]]] = []
         for digest in digests:
             held = held_by.get(digest.pk, [])
@@ -268,14 +317,15 @@ def _digest_message(
     digest: Digest,
     held: list[Message],
     variants: dict,
-    templates: dict[str, MessageTemplate | None],
+    templates: dict[str, tuple],
     now: dt.datetime,
 ) -> Message | None:
-    template = _digest_template(digest, templates)
+    first = held[0]
+    channel = first.channel if digest.kind == Digest.Kind.TOPIC else first.requested_channel
+    template = _digest_template(digest, first.channel, templates)
     if template is None:
         logger.error("digest %s: template %r is gone", digest.pk, digest.template_key)
         return None
-    first = held[0]
     customer = digest.customer
     language = (customer.locale or first.locale or "en").split("-")[0]
     with override(language if language in ("en", "ja") else "en"):
@@ -284,7 +334,6 @@ def _digest_message(
             "weekly": _("weekly digest"),
         }.get(digest.cadence, _("digest"))
         topic_name = digest.topic.name_in(language)
-    channel = first.channel if digest.kind == Digest.Kind.TOPIC else first.requested_channel
     items = [_item(m, first.channel, variants) for m in held[:MAX_ITEMS]]
     if digest.kind == Digest.Kind.JOURNEY:
         # A step's own template reads what each enrollment brought (its trigger's data).
@@ -324,7 +373,10 @@ def _digest_message(
         explain(
             "digest",
             message.status,
-            f"one message for {len(held)} held for the {digest.cadence} digest",
+            f"one message for {len(held)} held for the {digest.cadence} digest"
+            if digest.cadence != "immediate"
+            else f"one last digest of the {len(held)} held: the customer switched the topic "
+            "to as it happens",
             digest=digest.pk,
             folded=len(held),
         ),

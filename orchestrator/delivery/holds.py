@@ -5,22 +5,29 @@ digestible and the customer chose a daily or weekly digest of it, or when a jour
 digest step queued it. ``messages_hold`` runs inside ``messages_queue``, in the
 transaction that inserts the messages, so a message is held from its first row.
 ``digests`` builds and sends the digests.
+
+When a customer changes a digest choice (or their time zone), ``digests_follow_choices``
+moves what is already held, inside the preferences update's transaction: a new cadence
+or time re-times the open digest, "as it happens" releases it (see ``_release``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.db.models import Count
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from orchestrator.consent.models import DigestPreference, Topic
+from orchestrator.audience.models import Customer
+from orchestrator.consent.models import ConsentRecord, DigestPreference, Topic
 from orchestrator.core.tasking import publish_on_commit
-from orchestrator.delivery.models import Digest, Message, MessageStatus
+from orchestrator.delivery.models import Digest, Message, MessageEvent, MessageStatus
 from orchestrator.delivery.trail import explain
 
 #: A journey digest step with a count and no window still goes after this long.
@@ -116,13 +123,17 @@ def _topic_wants(messages: Sequence[Message], now: dt.datetime) -> dict[tuple[in
     candidates = [m for m in candidates if m.topic_id in digestible]
     if not candidates:
         return {}
+    # Locked until the messages are inserted: a customer switching this topic at this
+    # moment waits for the hold and then moves these messages with the rest, instead of
+    # leaving them in a digest they no longer want. Same order as the preferences update
+    # (choice, then digest), so neither waits on the other in a circle.
     choices = {
         (p.customer_id, p.topic_id): p
-        for p in DigestPreference.objects.filter(
-            customer_id__in={m.customer_id for m in candidates}, topic_id__in=digestible
-        )
+        for p in DigestPreference.objects.select_for_update(no_key=True, of=("self",))
+        .filter(customer_id__in={m.customer_id for m in candidates}, topic_id__in=digestible)
         .exclude(cadence=DigestPreference.Cadence.IMMEDIATE)
         .select_related("customer", "topic")
+        .order_by("id")
     }
     wants: dict[tuple[int, str], _Want] = {}
     for message in candidates:
@@ -266,3 +277,156 @@ def digests_after_hold(digests: Sequence[Digest], *, now: dt.datetime | None = N
     if full:
         Digest.objects.filter(pk__in=full, due_at__gt=now).update(due_at=now)
         publish_on_commit("sweeps.build_digests")
+
+
+# --- following a changed choice ------------------------------------------------------------
+
+
+def _append_to_trail(message_ids: Sequence[int], entry: dict, **fields) -> None:
+    Message.objects.filter(id__in=message_ids).update(
+        explanation=RawSQL("explanation || jsonb_build_array(%s::jsonb)", [json.dumps(entry)]),
+        **fields,
+    )
+
+
+def _because(record: ConsentRecord | None) -> str:
+    if record is None:
+        return "the customer changed their digest"
+    return f"the customer changed their digest ({record.source}, consent record #{record.pk})"
+
+
+def _retime(
+    digest: Digest,
+    choice: DigestPreference,
+    tz_name: str,
+    record: ConsentRecord | None,
+    now: dt.datetime,
+) -> None:
+    """The open digest goes at the new cadence's next time; its held messages say so."""
+    due = next_digest_time(
+        now, cadence=choice.cadence, at=choice.at, weekday=choice.weekday, tz_name=tz_name
+    )
+    if (due, choice.cadence) == (digest.due_at, digest.cadence):
+        return
+    digest.due_at, digest.cadence = due, choice.cadence
+    digest.save(update_fields=["due_at", "cadence"])
+    held = list(
+        Message.objects.filter(digest=digest, status=MessageStatus.HELD).values_list(
+            "id", flat=True
+        )
+    )
+    describe = describe_cadence(choice.cadence, choice.weekday, choice.at)
+    _append_to_trail(
+        held,
+        explain(
+            "digest",
+            MessageStatus.HELD,
+            f"{_because(record)}: now held for {describe}, due {due.isoformat()}",
+            digest=digest.pk,
+            cadence=choice.cadence,
+            due_at=due.isoformat(),
+            at=choice.at.strftime("%H:%M"),
+            weekday=choice.weekday,
+            consent_record=record.pk if record else None,
+        ),
+        updated_at=now,
+    )
+
+
+def _release(digest: Digest, record: ConsentRecord | None, now: dt.datetime) -> None:
+    """The customer wants this topic as it happens: what was held for it goes now.
+
+    Several held messages go as one last digest, built at once by the digest sweep,
+    rather than as a burst of separate messages, each already late: the customer asked
+    for fewer interruptions when these arrived, and one message that lists them all
+    honours that while getting them out now. A single held message goes on its own,
+    as it would have come: a "digest" of one is noise. Nothing leaves this transaction
+    half done: the digest made due now is built (and the one message dispatched) by the
+    usual sweeps, which survive a worker dying mid-build.
+    """
+    held = list(
+        Message.objects.filter(digest=digest, status=MessageStatus.HELD)
+        .order_by("id")
+        .values_list("id", "send_after")
+    )
+    because = _because(record)
+    if len(held) == 1:
+        ((message_id, send_after),) = held
+        status = MessageStatus.SCHEDULED if send_after > now else MessageStatus.QUEUED
+        reason = f"{because}: the topic is now sent as it happens, so this one goes on its own"
+        _append_to_trail(
+            [message_id],
+            explain(
+                "digest",
+                status,
+                reason,
+                digest=digest.pk,
+                released=True,
+                consent_record=record.pk if record else None,
+            ),
+            status=status,
+            updated_at=now,
+        )
+        MessageEvent.objects.create(
+            message_id=message_id,
+            status=status,
+            occurred_at=now,
+            reason=reason,
+            code="digest_released",
+        )
+        publish_on_commit("delivery.dispatch")
+    if len(held) <= 1:
+        digest.status, digest.built_at = Digest.Status.EMPTY, now
+        digest.save(update_fields=["status", "built_at"])
+        return
+    digest.due_at, digest.cadence = now, DigestPreference.Cadence.IMMEDIATE
+    digest.save(update_fields=["due_at", "cadence"])
+    _append_to_trail(
+        [message_id for message_id, _send_after in held],
+        explain(
+            "digest",
+            MessageStatus.HELD,
+            f"{because}: the topic is now sent as it happens, so the {len(held)} held go "
+            "now, together in one last digest",
+            digest=digest.pk,
+            cadence=DigestPreference.Cadence.IMMEDIATE,
+            due_at=now.isoformat(),
+            released=True,
+            consent_record=record.pk if record else None,
+        ),
+        updated_at=now,
+    )
+    publish_on_commit("sweeps.build_digests")
+
+
+def digests_follow_choices(
+    customer: Customer, topic_ids: frozenset[int] | None, records: list[ConsentRecord]
+) -> None:
+    """Move the customer's open topic digests to their current choices (all of them when
+    ``topic_ids`` is None: the time zone changed). Runs in the preferences update's
+    transaction, which holds the customer row; ``records`` are its ledger rows, which
+    the held messages' trails cite."""
+    now = timezone.now()
+    query = Digest.objects.select_for_update(of=("self",)).filter(
+        customer_id=customer.pk, kind=Digest.Kind.TOPIC, status=Digest.Status.OPEN
+    )
+    if topic_ids is not None:
+        query = query.filter(topic_id__in=topic_ids)
+    digests = list(query.order_by("id"))
+    if not digests:
+        return
+    choices = {
+        p.topic_id: p
+        for p in DigestPreference.objects.filter(
+            customer_id=customer.pk, topic_id__in={d.topic_id for d in digests}
+        ).exclude(cadence=DigestPreference.Cadence.IMMEDIATE)
+    }
+    by_topic = {r.topic_id: r for r in records if r.topic_id is not None}
+    general = next((r for r in records if r.topic_id is None), None)
+    for digest in digests:
+        record = by_topic.get(digest.topic_id, general)
+        choice = choices.get(digest.topic_id)
+        if choice is None:
+            _release(digest, record, now)
+        else:
+            _retime(digest, choice, customer.timezone, record, now)

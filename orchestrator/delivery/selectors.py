@@ -238,6 +238,12 @@ def customer_explanation(message, *, journey_name: str | None = None) -> list[st
         )
     elif status == "held" or _digest_entry(trail, "canceled"):
         lines.append(_digest_hold(trail, status))
+    if status != "held" and any(
+        e.get("step") == "digest" and (e.get("details") or {}).get("released")
+        for e in trail
+        if e.get("decision") != "held"
+    ):
+        lines.append(_("It was held for your digest; you then chose to get these as they happen."))
     elif status not in _WENT_OUT:
         lines.extend(_not_sent(message, trail, last_hold, topic_name, channel, tz))
     digest = (message.data or {}).get("digest") if isinstance(message.data, dict) else None
@@ -261,6 +267,11 @@ def _digest_hold(trail: list[dict], status: str) -> str:
     if status != "held":
         return _("It was not sent on its own: it came to you in a digest, with the others.")
     details = (_digest_entry(trail, "held") or {}).get("details") or {}
+    if details.get("released"):
+        return _(
+            "You chose to get these as they happen: it goes now, with the others held so "
+            "far, in one last digest."
+        )
     if details.get("at"):
         which = describe_cadence(details.get("cadence", ""), details.get("weekday"), details["at"])
         return _("It is held for %(digest)s, and will come together with the others.") % {
