@@ -3,10 +3,16 @@
 Journeys are edited as plain fields with their steps inline (``admin_forms``); the
 trigger settings' fieldsets come from the trigger kinds (``journeys.triggers.registry``).
 The page shows the journey as a diagram with live counts (``diagram`` +
-``orchestrator.analytics.journey_stats``). Activate, pause, archive, test send,
-simulate, export and import are buttons that call the services in
-``journeys.services``, ``journeys.test_send`` and ``journeys.simulation``; this module
-only routes and reports. Enrollments and their step log are read-only records.
+``orchestrator.analytics.journey_stats``) and its version history (who published what,
+when). Activate, pause, archive, test send, simulate, export and import are buttons
+that call the services in ``journeys.services``, ``journeys.test_send`` and
+``journeys.simulation``; this module only routes and reports. Enrollments and their
+step log are read-only records.
+
+The canvas (``<pk>/canvas/``) is the visual builder: a page plus JSON endpoints under
+it (state, validate, draft, diff, publish, simulate, counts, preview, versions), which
+read ``journeys.canvas`` and save through the same services as the API, after the
+API's own type checks of the definition.
 """
 
 from __future__ import annotations
@@ -17,15 +23,18 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html
+from django.utils.timezone import localtime
 
-from journeys import diagram, simulation
+from journeys import canvas, diagram, simulation
 from journeys.admin_forms import (
     ImportForm,
     JourneyForm,
@@ -36,7 +45,7 @@ from journeys.admin_forms import (
 )
 from journeys.definition import definition_of, export, normalized
 from journeys.models import Enrollment, Journey, Step, StepRun
-from journeys.problems import DefinitionInvalid
+from journeys.problems import DefinitionInvalid, Problem
 from journeys.services import (
     journey_activate,
     journey_archive,
@@ -47,7 +56,14 @@ from journeys.services import (
 from journeys.test_send import journey_test_send
 from journeys.triggers import registry
 from orchestrator.analytics import journey_stats as stats
-from orchestrator.core.adminkit import ReadOnlyAdminMixin, ReadOnlyInline, admin_link, pretty_json
+from orchestrator.api.journeys import JourneySerializer
+from orchestrator.core.adminkit import (
+    ReadOnlyAdminMixin,
+    ReadOnlyInline,
+    admin_link,
+    html_table,
+    pretty_json,
+)
 from orchestrator.core.charts import Series, bar_chart
 
 #: Plain words for the simulation's hold codes (``rule:<key>`` is spelled out apart).
@@ -175,17 +191,284 @@ class TriggerKindFilter(admin.SimpleListFilter):
         return queryset.filter(trigger_kind=self.value()) if self.value() else queryset
 
 
+# --- the canvas: a page and its JSON endpoints ---------------------------------------------
+
+#: The canvas's endpoints: URL name suffix -> (path under canvas/, view method).
+CANVAS_ENDPOINTS = {
+    "state": "state.json",
+    "validate": "validate.json",
+    "draft": "draft.json",
+    "diff": "diff.json",
+    "publish": "publish.json",
+    "simulate": "simulate.json",
+    "counts": "counts.json",
+    "preview": "preview.json",
+    "versions": "versions.json",
+}
+
+
+class BadRequest(Exception):
+    """A request the canvas cannot use; ``message`` says why in plain words."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _problem(message: str, field: str = "") -> dict:
+    return {"field": field, "step": None, "message": message}
+
+
+def _json_body(request) -> dict:
+    if not request.body:
+        return {}
+    try:
+        body = json.loads(request.body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"The request is not valid JSON ({exc}).") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request must be a JSON object.")
+    return body
+
+
+def _flatten(errors, field: str, value) -> list[tuple[str, str]]:
+    """DRF's nested errors as (field, message) pairs; a step is named by its key."""
+    if isinstance(errors, dict):
+        out = []
+        if field == "steps" and all(str(k).isdigit() for k in errors):
+            return (
+                _flatten(
+                    [
+                        errors.get(i, errors.get(str(i), {}))
+                        for i in range(max(int(k) for k in errors) + 1)
+                    ],
+                    field,
+                    value,
+                )
+                if errors
+                else []
+            )
+        for name, inner in errors.items():
+            child = value.get(name) if isinstance(value, dict) else None
+            if name == "non_field_errors":
+                out += _flatten(inner, field, value)
+            else:
+                out += _flatten(inner, f"{field}.{name}" if field else name, child)
+        return out
+    if isinstance(errors, list) and any(isinstance(e, dict | list) for e in errors):
+        out = []
+        for i, inner in enumerate(errors):
+            item = value[i] if isinstance(value, list) and i < len(value) else None
+            key = item.get("key") if isinstance(item, dict) else None
+            where = (
+                f"{field}.{key}"
+                if field == "steps" and isinstance(key, str) and key
+                else (f"{field}[{i}]")
+            )
+            out += _flatten(inner, where, item)
+        return out
+    return [(field, str(e)) for e in (errors if isinstance(errors, list) else [errors])]
+
+
+def _definition_of_request(request) -> dict:
+    """The body's definition after the API's type checks (``PUT /api/v1/journeys``):
+    a value of the wrong JSON type is a problem, as it is there."""
+    definition = _json_body(request).get("definition")
+    if not isinstance(definition, dict):
+        raise BadRequest('Send the journey as {"definition": {...}}.')
+    definition = {k: v for k, v in definition.items() if k not in ("status", "version")}
+    checked = JourneySerializer(data=definition)
+    if not checked.is_valid():
+        problems = [
+            Problem(field, message) for field, message in _flatten(checked.errors, "", definition)
+        ]
+        raise DefinitionInvalid(problems)
+    return definition
+
+
+def _invalid(problems, definition, status: int = 400) -> JsonResponse:
+    return JsonResponse({"problems": canvas.problems_json(problems, definition)}, status=status)
+
+
+class JourneyCanvasMixin:
+    """The canvas page and its JSON endpoints, permission-checked like the change view
+    (view permission to read, change permission to write)."""
+
+    def canvas_urls(self, view) -> list:
+        urls = [path("<int:pk>/canvas/", view(self.canvas_view), name="journeys_journey_canvas")]
+        for name, leaf in CANVAS_ENDPOINTS.items():
+            urls.append(
+                path(
+                    f"<int:pk>/canvas/{leaf}",
+                    view(self._canvas_endpoint(name)),
+                    name=f"journeys_journey_canvas_{name}",
+                )
+            )
+        return urls
+
+    def _canvas_endpoint(self, name: str):
+        handler = getattr(self, f"canvas_{name}")
+        writes = name in ("validate", "draft", "publish", "simulate")
+
+        def endpoint(request, pk: int):
+            if request.method != ("POST" if writes else "GET"):
+                allowed = "POST" if writes else "GET"
+                return JsonResponse(
+                    {"message": f"Use {allowed}."}, status=405, headers={"Allow": allowed}
+                )
+            # validate and simulate only read, but they are POSTed: view permission will do.
+            change = name in ("draft", "publish")
+            journey = self._journey(request, pk, change=change)
+            try:
+                return handler(request, journey)
+            except BadRequest as exc:
+                return JsonResponse(
+                    {"message": exc.message, "problems": [_problem(exc.message)]}, status=400
+                )
+
+        endpoint.__name__ = f"canvas_{name}_endpoint"
+        return endpoint
+
+    def canvas_urls_of(self, journey: Journey) -> dict[str, str]:
+        urls = {"page": reverse("admin:journeys_journey_canvas", args=[journey.pk])}
+        for name in CANVAS_ENDPOINTS:
+            urls[name] = reverse(f"admin:journeys_journey_canvas_{name}", args=[journey.pk])
+        urls["form"] = reverse("admin:journeys_journey_change", args=[journey.pk])
+        urls["simulate_page"] = reverse("admin:journeys_journey_simulate", args=[journey.pk])
+        return urls
+
+    def canvas_view(self, request, pk: int):
+        journey = self._journey(request, pk, change=False)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Canvas: {journey.name}",
+            "journey": journey,
+            "state": canvas.state(journey, self.canvas_urls_of(journey)),
+            "canvas_js": canvas.canvas_asset(),
+            "can_change": self.has_change_permission(request, journey),
+        }
+        return TemplateResponse(request, "admin/journeys/journey/canvas.html", context)
+
+    def canvas_state(self, request, journey: Journey) -> JsonResponse:
+        data = canvas.state(journey, self.canvas_urls_of(journey))
+        data["can_change"] = self.has_change_permission(request, journey)
+        return JsonResponse(data)
+
+    def canvas_validate(self, request, journey: Journey) -> JsonResponse:
+        try:
+            definition = _definition_of_request(request)
+        except DefinitionInvalid as exc:
+            return _invalid(exc.problems, _json_body(request).get("definition"), status=200)
+        definition = {**definition, "key": journey.key}
+        return JsonResponse(
+            {"problems": canvas.problems_json(canvas.check(definition), definition)}
+        )
+
+    def canvas_draft(self, request, journey: Journey) -> JsonResponse:
+        raw = _json_body(request).get("definition")
+        try:
+            definition = _definition_of_request(request)
+            problems = canvas.check({**definition, "key": journey.key})
+            if problems:
+                raise DefinitionInvalid(problems)
+            saved = journey_save(definition, key=journey.key, by=request.user)
+        except DefinitionInvalid as exc:
+            return _invalid(exc.problems, raw)
+        saved = Journey.objects.select_related("topic", "current_version").get(pk=saved.pk)
+        return JsonResponse(
+            {
+                "draft": definition_of(saved),
+                "problems": [],
+                "has_unpublished_changes": canvas.has_unpublished_changes(saved),
+                "journey": canvas.journey_json(saved),
+            }
+        )
+
+    def canvas_diff(self, request, journey: Journey) -> JsonResponse:
+        return JsonResponse(canvas.draft_changes(journey))
+
+    def canvas_publish(self, request, journey: Journey) -> JsonResponse:
+        try:
+            with transaction.atomic():
+                locked = Journey.objects.select_for_update().get(pk=journey.pk)
+                version = journey_publish(journey=locked, by=request.user)
+        except DefinitionInvalid as exc:
+            return _invalid(exc.problems, definition_of(journey))
+        return JsonResponse(
+            {
+                "version": version.number,
+                "journey": canvas.journey_json(Journey.objects.get(pk=journey.pk)),
+            }
+        )
+
+    def canvas_simulate(self, request, journey: Journey) -> JsonResponse:
+        body = _json_body(request)
+        form = SimulateForm(
+            {
+                "days": body.get("days", SimulateForm.base_fields["days"].initial),
+                "sample": body.get("sample", SimulateForm.base_fields["sample"].initial),
+            }
+        )
+        if not form.is_valid():
+            messages_ = [f"{name}: {' '.join(e)}" for name, e in form.errors.items()]
+            raise BadRequest(" ".join(messages_))
+        try:
+            result = simulation.simulate(
+                journey, days=form.cleaned_data["days"], sample=form.cleaned_data["sample"]
+            )
+        except DefinitionInvalid as exc:
+            return _invalid(exc.problems, definition_of(journey))
+        held = {*result["totals"]["held"]}
+        return JsonResponse({**result, "hold_reasons": {code: hold_reason(code) for code in held}})
+
+    def canvas_counts(self, request, journey: Journey) -> JsonResponse:
+        of = request.GET.get("of", "published")
+        if of not in ("published", "draft"):
+            raise BadRequest("Counts are of the published version or the draft.")
+        return JsonResponse(canvas.counts(journey, of=of))
+
+    def canvas_preview(self, request, journey: Journey) -> JsonResponse:
+        template = (request.GET.get("template") or "").strip()
+        if not template:
+            raise BadRequest("Choose a template to preview.")
+        try:
+            shown = canvas.preview(
+                journey=journey,
+                template=template,
+                step=(request.GET.get("step") or "").strip() or None,
+                channel=(request.GET.get("channel") or "").strip(),
+                locale=(request.GET.get("locale") or "").strip(),
+                customer=(request.GET.get("customer") or "").strip() or None,
+            )
+        except canvas.PreviewRefused as exc:
+            raise BadRequest(str(exc)) from None
+        return JsonResponse(shown)
+
+    def canvas_versions(self, request, journey: Journey) -> JsonResponse:
+        return JsonResponse(canvas.versions(journey), safe=False)
+
+
 @admin.register(Journey)
-class JourneyAdmin(admin.ModelAdmin):
+class JourneyAdmin(JourneyCanvasMixin, admin.ModelAdmin):
     form = JourneyForm
     inlines = (StepInline,)
     change_form_template = "admin/journeys/journey/change_form.html"
     change_list_template = "admin/journeys/journey/change_list.html"
-    list_display = ("name", "key", "status", "starts_when", "version", "active_now", "updated_at")
+    list_display = (
+        "name",
+        "key",
+        "status",
+        "starts_when",
+        "version",
+        "active_now",
+        "updated_at",
+        "canvas_link",
+    )
     list_filter = ("status", TriggerKindFilter, "topic")
     search_fields = ("key", "name", "description")
     prepopulated_fields = {"key": ("name",)}
-    readonly_fields = ("status", "version", "created_at", "updated_at")
+    readonly_fields = ("status", "version", "created_at", "updated_at", "version_history")
     fieldsets = (
         (None, {"fields": ("name", "key", "description", ("status", "version"))}),
         ("What customers read", {"fields": ("customer_name", "customer_names")}),
@@ -202,6 +485,7 @@ class JourneyAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("Version history", {"fields": ("version_history",)}),
         ("History", {"classes": ("collapse",), "fields": ("created_at", "updated_at")}),
     )
 
@@ -241,6 +525,34 @@ class JourneyAdmin(admin.ModelAdmin):
     def active_now(self, obj: Journey) -> int:
         return obj._active
 
+    @admin.display(description="published versions")
+    def version_history(self, obj: Journey):
+        """Who published what and when, newest first (the canvas's versions list)."""
+        rows = canvas.versions(obj) if obj.pk else []
+        if not rows:
+            return "Not published yet."
+        return html_table(
+            ("version", "published", "by", "steps", "what changed"),
+            (
+                (
+                    f"v{r['number']}" + (" (live)" if r["current"] else ""),
+                    date_format(
+                        localtime(dt.datetime.fromisoformat(r["published_at"])),
+                        "DATETIME_FORMAT",
+                    ),
+                    r["published_by"],
+                    r["steps"],
+                    r["summary"],
+                )
+                for r in rows
+            ),
+        )
+
+    @admin.display(description="canvas")
+    def canvas_link(self, obj: Journey):
+        url = reverse("admin:journeys_journey_canvas", args=[obj.pk])
+        return format_html('<a href="{}">Open the canvas</a>', url)
+
     # --- saving ----------------------------------------------------------------------
 
     def save_related(self, request, form, formsets, change):
@@ -251,7 +563,7 @@ class JourneyAdmin(admin.ModelAdmin):
         before = journey.current_version_id
         # The forms ran the same checks; a refusal here means a template vanished meanwhile.
         try:
-            version = journey_publish(journey=journey)
+            version = journey_publish(journey=journey, by=request.user)
         except DefinitionInvalid as exc:
             self.message_user(
                 request,
@@ -316,6 +628,7 @@ class JourneyAdmin(admin.ModelAdmin):
             path(
                 "<int:pk>/test-send/", view(self.test_send_view), name="journeys_journey_test_send"
             ),
+            *self.canvas_urls(view),
             *super().get_urls(),
         ]
 
@@ -345,7 +658,7 @@ class JourneyAdmin(admin.ModelAdmin):
         journey = self._journey(request, pk)
         was = journey.status
         try:
-            version = journey_activate(journey=journey)
+            version = journey_activate(journey=journey, by=request.user)
         except DefinitionInvalid as exc:
             self._refuse(request, "The journey was not activated.", exc.problems)
             return self._back(journey)
@@ -536,7 +849,7 @@ class JourneyAdmin(admin.ModelAdmin):
             definition = form.cleaned_data["definition"]
             existed = Journey.objects.filter(key=definition.get("key")).first()
             try:
-                journey = journey_save(definition)
+                journey = journey_save(definition, by=request.user)
             except DefinitionInvalid as exc:
                 problems = definition_problems_text(exc.problems)
             else:

@@ -164,7 +164,7 @@ def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[s
     where = f"steps.{step.get('key')}"
     p: list[Problem] = []
     if not isinstance(config, Mapping):
-        return [Problem(where, "The step's settings must be an object.")]
+        return [Problem(where, "The step's settings are missing or unreadable.")]
     if kind == StepKind.SEND:
         p += _message_problems(config, templates, where)
         if config.get("digest"):
@@ -176,7 +176,9 @@ def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[s
     elif kind == StepKind.WAIT:
         mode = config.get("mode", "duration")
         if mode not in WAIT_MODES:
-            p.append(Problem(where, f"Wait mode must be one of {', '.join(WAIT_MODES)}."))
+            p.append(
+                Problem(where, "Choose how to wait: for a while, until a time of day or a date.")
+            )
         elif mode == "duration" and not positive(config.get("minutes")):
             p.append(Problem(where, "Say how long to wait (a positive number of minutes)."))
         elif mode == "time_of_day" and not TIME_RE.match(str(config.get("time", ""))):
@@ -185,7 +187,9 @@ def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[s
             if not is_name(config.get("attribute")):
                 p.append(Problem(where, "Name the date to wait for (an attribute or context key)."))
             if config.get("from", "attribute") not in ("attribute", "context"):
-                p.append(Problem(where, "The date comes from 'attribute' or 'context'."))
+                p.append(
+                    Problem(where, "Say where the date is: a customer attribute or a property.")
+                )
             if not is_int(config.get("offset_minutes", 0)):
                 p.append(Problem(where, "The offset must be a whole number of minutes."))
     elif kind == StepKind.WAIT_FOR_EVENT:
@@ -205,7 +209,7 @@ def _step_config_problems(step: Mapping[str, Any], templates: Mapping[str, set[s
         )
         p += _segments_missing(config.get("conditions"), f"{where}.conditions")
         if config.get("match", "all") not in ("all", "any"):
-            p.append(Problem(where, "Match must be 'all' or 'any'."))
+            p.append(Problem(where, "Choose whether all conditions or any one must hold."))
     elif kind == StepKind.SPLIT:
         percent = config.get("percent")
         if not is_int(percent) or not 1 <= percent <= 99:
@@ -308,8 +312,8 @@ def _trigger_problems(trigger: Any) -> list[Problem]:
         return [Problem("trigger", "The trigger must be an object with a kind.")]
     kind = registry.get(trigger.get("kind"))
     if kind is None:
-        kinds = ", ".join(registry.KINDS)
-        return [Problem("trigger.kind", f"The trigger must be one of {kinds}.")]
+        kinds = "; ".join(label.lower() for _kind, label in registry.choices())
+        return [Problem("trigger.kind", f"Choose what starts the journey: {kinds}.")]
     return kind.validate(trigger)
 
 
@@ -340,7 +344,12 @@ def validate(definition: Any, *, templates: Mapping[str, set[str]] | None = None
     entry = definition.get("entry") or {}
     rule = entry.get("rule", "every_time") if isinstance(entry, Mapping) else None
     if rule not in Journey.Entry.values:
-        p.append(Problem("entry.rule", "Entry must be once, once_per or every_time."))
+        p.append(
+            Problem(
+                "entry.rule",
+                "Choose who may enter again: nobody (once), after some days, or every time.",
+            )
+        )
     elif rule == "once_per" and (not is_int(entry.get("days")) or entry["days"] < 1):
         p.append(Problem("entry.days", "Say after how many days a customer may enter again."))
     p += _trigger_problems(definition.get("trigger"))
@@ -351,7 +360,12 @@ def validate(definition: Any, *, templates: Mapping[str, set[str]] | None = None
         and (not e.get("match") or is_name(e.get("match")))
         for e in exits
     ):
-        p.append(Problem("exit_events", 'Each exit event is {"event": name, "match": key?}.'))
+        p.append(
+            Problem(
+                "exit_events",
+                "Each exit event needs an event name (and may name a property to match).",
+            )
+        )
     goal = definition.get("goal")
     if goal is not None:
         if not isinstance(goal, Mapping) or not is_name(goal.get("event")):
@@ -359,7 +373,9 @@ def validate(definition: Any, *, templates: Mapping[str, set[str]] | None = None
         elif goal.get("within_hours") is not None and not positive(goal["within_hours"]):
             p.append(Problem("goal.within_hours", "The conversion window is a positive number."))
     if definition.get("on_hold", "defer") not in Journey.OnHold.values:
-        p.append(Problem("on_hold", "On hold must be 'defer' or 'skip'."))
+        p.append(
+            Problem("on_hold", "Choose what happens to a held message: send it later or skip it.")
+        )
     steps = definition.get("steps")
     if not isinstance(steps, list) or not steps:
         p.append(Problem("steps", "A journey needs at least one step."))
@@ -374,11 +390,11 @@ def validate(definition: Any, *, templates: Mapping[str, set[str]] | None = None
             p.append(Problem(f"steps[{i}]", "Each step needs a short name (letters, digits, -)."))
             continue
         if step.get("kind") not in StepKind.values:
-            p.append(Problem(f"steps.{key}", f"Unknown step type {step.get('kind')!r}."))
+            p.append(Problem(f"steps.{key}", f"There is no step type {step.get('kind')!r}."))
             continue
         for attr in ("next", "alt_next"):
             if not isinstance(step.get(attr) or "", str):
-                p.append(Problem(f"steps.{key}", f"'{attr}' names a step."))
+                p.append(Problem(f"steps.{key}", "Where a step leads is another step's name."))
         shaped.append(step)
     if len(shaped) != len(steps):
         return p

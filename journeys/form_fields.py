@@ -206,14 +206,9 @@ _OP_CHOICES = [("", "—")] + [
     (op, conditions.OP_LABELS[op])
     for op in dict.fromkeys(op for ops in conditions.OPS_BY_TYPE.values() for op in ops)
 ]
-_TYPE_LABELS = {
-    "attribute": "customer attribute",
-    "property": "event/journey property",
-    "event": "customer did event",
-    "last_message": "last message status",
-    "reply": "customer's reply",
-    "segment": "in saved segment (name: its key)",
-}
+#: What each condition type asks about, in the builder's words (the form and the canvas).
+CONDITION_TYPE_LABELS = conditions.TYPE_LABELS
+_TYPE_LABELS = {**CONDITION_TYPE_LABELS, "segment": "in saved segment (name: its key)"}
 _LIST_OPS = ("in", "not_in")
 
 

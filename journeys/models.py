@@ -9,6 +9,7 @@ version, so editing a live journey never changes the path of someone already on 
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -122,7 +123,18 @@ class JourneyVersion(models.Model):
     journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
     definition = models.JSONField()
+    #: When it was published.
     created_at = models.DateTimeField(auto_now_add=True)
+    #: The admin user who published it; empty for the API and the system.
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    #: How it was published when not by an admin user: "API key <name>", "import"...
+    published_via = models.CharField(max_length=200, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["journey_id", "-number"]

@@ -23,10 +23,17 @@ from orchestrator.core.tasking import publish_on_commit
 
 
 @transaction.atomic
-def journey_save(definition: Mapping[str, Any], *, key: str | None = None) -> Journey:
+def journey_save(
+    definition: Mapping[str, Any],
+    *,
+    key: str | None = None,
+    by: Any = None,
+    via: str = "",
+) -> Journey:
     """Create or replace a journey's draft from a definition; publish it if active.
 
     Raises DefinitionInvalid with every problem. ``key`` (from a URL) wins over the body's.
+    ``by`` (an admin user) or ``via`` (e.g. ``API key ci``) is who publishes, if it does.
     """
     if key is not None and isinstance(definition, Mapping):
         definition = {**definition, "key": key}
@@ -76,15 +83,17 @@ def journey_save(definition: Mapping[str, Any], *, key: str | None = None) -> Jo
         for i, s in enumerate(d["steps"])
     )
     if journey.status in (Journey.Status.ACTIVE, Journey.Status.PAUSED):
-        journey_publish(journey=journey)
+        journey_publish(journey=journey, by=by, via=via)
         schedules.sync_schedule(journey)  # a changed cron or trigger kind reaches beat
     return journey
 
 
-def journey_publish(*, journey: Journey) -> JourneyVersion:
+def journey_publish(*, journey: Journey, by: Any = None, via: str = "") -> JourneyVersion:
     """Publish the draft as a new version unless it equals the current one.
 
-    Running enrollments stay on the version they started; new ones take this one.
+    Running enrollments stay on the version they started; new ones take this one. The
+    version records who published it: ``by`` an admin user, else ``via`` (an API key's
+    name, "import"...); neither for the system.
     """
     definition = definition_of(journey)
     problems = validate(definition)
@@ -97,17 +106,23 @@ def journey_publish(*, journey: Journey) -> JourneyVersion:
     number = (current.number if current else 0) + 1
     latest = journey.versions.order_by("-number").values_list("number", flat=True).first()
     number = max(number, (latest or 0) + 1)
-    version = JourneyVersion.objects.create(journey=journey, number=number, definition=definition)
+    version = JourneyVersion.objects.create(
+        journey=journey,
+        number=number,
+        definition=definition,
+        published_by=by if getattr(by, "is_authenticated", False) else None,
+        published_via=via[:200],
+    )
     journey.current_version = version
     journey.save(update_fields=["current_version", "updated_at"])
     return version
 
 
 @transaction.atomic
-def journey_activate(*, journey: Journey) -> JourneyVersion:
+def journey_activate(*, journey: Journey, by: Any = None, via: str = "") -> JourneyVersion:
     """Validate, publish and start the journey (or resume a paused one)."""
     journey = Journey.objects.select_for_update().get(pk=journey.pk)
-    version = journey_publish(journey=journey)
+    version = journey_publish(journey=journey, by=by, via=via)
     journey.status = Journey.Status.ACTIVE
     journey.save(update_fields=["status", "updated_at"])
     schedules.sync_schedule(journey)

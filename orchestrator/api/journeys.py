@@ -215,9 +215,15 @@ def _definition(data: Any) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in ("status", "version")}
 
 
-def _save(definition: dict[str, Any], *, key: str | None = None) -> Journey:
+def _via(request: Request) -> str:
+    """Who publishes through the API, as the version history shows it."""
+    name = getattr(request.auth, "name", "")
+    return f"API key {name}" if name else "API"
+
+
+def _save(request: Request, definition: dict[str, Any], *, key: str | None = None) -> Journey:
     try:
-        return journey_save(definition, key=key)
+        return journey_save(definition, key=key, via=_via(request))
     except DefinitionInvalid as exc:
         raise _invalid(exc) from None
 
@@ -289,7 +295,7 @@ class JourneyListView(ApiView):
                 message=f"A journey {key!r} exists; PUT /api/v1/journeys/{key} replaces it.",
                 status_code=409,
             )
-        journey = _save(definition)
+        journey = _save(request, definition)
         return Response(_exported(journey), status=status.HTTP_201_CREATED)
 
 
@@ -321,7 +327,7 @@ class JourneyDetailView(ApiView):
     def put(self, request: Request, key: str) -> Response:
         definition = _definition(_body_with_key(request.data, key))
         created = not Journey.objects.filter(key=key).exists()
-        journey = _save(definition, key=key)
+        journey = _save(request, definition, key=key)
         return Response(
             _exported(journey),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -366,7 +372,7 @@ class JourneyActivateView(ApiView):
     def post(self, request: Request, key: str) -> Response:
         journey = _journey(key)
         try:
-            journey_activate(journey=journey)
+            journey_activate(journey=journey, via=_via(request))
         except DefinitionInvalid as exc:
             raise _invalid(exc) from None
         return Response(_exported(journey))

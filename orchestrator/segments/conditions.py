@@ -59,30 +59,49 @@ OP_LABELS = {
     "starts_with": "starts with",
 }
 
+#: What each type of condition checks, in a marketer's words (the builders show these).
+TYPE_LABELS = {
+    "attribute": "customer attribute",
+    "property": "event/journey property",
+    "event": "customer did event",
+    "last_message": "last message status",
+    "reply": "customer's reply",
+    "segment": "in saved segment",
+}
+
+
+def _listed(words: Iterable[str]) -> str:
+    words = [f"“{w}”" for w in words]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
 
 def condition_problems(condition: Any, *, allowed: Iterable[str] = CONDITION_TYPES) -> list[str]:
     """What is wrong with one condition, in words a marketer understands."""
     if not isinstance(condition, Mapping):
-        return ["A condition must be an object with a type."]
+        return ["Each condition must say what it checks."]
     kind = condition.get("type")
     allowed = tuple(allowed)
     if kind not in allowed:
-        return [f"Condition type must be one of: {', '.join(allowed)} (got {kind!r})."]
+        known = _listed(TYPE_LABELS.get(a, a) for a in allowed)
+        return [f"Choose what the condition checks: {known}."]
     if kind == "segment":
         return _segment_problems(condition)
     op = condition.get("op")
     ops = OPS_BY_TYPE[kind]
     if op not in ops:
-        return [f"A {kind} condition's comparison must be one of: {', '.join(ops)}."]
+        return [
+            f"Choose how to compare the {TYPE_LABELS[kind]}: {_listed(OP_LABELS[o] for o in ops)}."
+        ]
     problems = []
     if kind in ("attribute", "property", "event"):
         name = condition.get("name")
         if not isinstance(name, str) or not name.strip():
-            problems.append(f"A {kind} condition needs a name.")
+            what = "event" if kind == "event" else TYPE_LABELS[kind]
+            problems.append(f"The {what} condition needs a name.")
     if kind == "event":
         within = condition.get("within_hours")
         if within is not None and (not isinstance(within, int | float) or within <= 0):
-            problems.append("within_hours must be a positive number.")
+            problems.append("“Within” must be a positive number of hours.")
     elif op in ("in", "not_in"):
         if not isinstance(condition.get("value"), list) or not condition["value"]:
             problems.append(f"'{OP_LABELS[op]}' needs a list of values.")
@@ -97,7 +116,7 @@ def _segment_problems(condition: Mapping[str, Any]) -> list[str]:
     if not isinstance(key, str) or not key.strip():
         problems.append("Name the saved segment (its key).")
     if condition.get("op", "in") not in LIST_OPS:
-        problems.append("A segment condition is 'in' or 'not_in' the segment.")
+        problems.append("Choose whether customers are in the segment or not in it.")
     return problems
 
 

@@ -146,7 +146,7 @@ def test_validation_returns_every_problem_in_plain_words_with_its_path(db):
         }
     )
     said = {(p.path, p.message) for p in problems}
-    assert ("conditions.all.0", "A attribute condition needs a name.") in said
+    assert ("conditions.all.0", "The customer attribute condition needs a name.") in said
     assert ("conditions.all.1", "The number of days must be a positive number.") in said
     assert ("conditions.all.2", "Choose a channel: email, sms, whatsapp, line.") in said
     assert ("conditions.all.2", "There is no topic 'nope'.") in said
