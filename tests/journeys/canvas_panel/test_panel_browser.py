@@ -157,3 +157,43 @@ def test_a_send_steps_preview_renders_for_a_sample_customer(panel_page, template
     panel.locator('[name="channel"]').select_option("sms")
     expect(preview).to_contain_text("Hi Mika:")
     assert panel_page.page_errors == []
+
+
+def test_problems_show_beside_their_field_and_the_settings_save(panel_page, template):
+    journey = make_journey([send("hello")], activate=False)
+    panel = panel_page.open_step(journey, "hello")
+    # No template: the server's words, in the panel, before saving.
+    panel.locator('[name="template"]').select_option("")
+    expect(panel.get_by_test_id("panel-problems")).to_contain_text(
+        "Choose the message template to send."
+    )
+    panel.locator('[name="template"]').select_option("journey-hello")
+    expect(panel.get_by_test_id("panel-problems")).to_have_count(0)
+
+    panel = panel_page.open_step(journey, "__trigger__")
+    event = panel.get_by_test_id("field-event")
+    event.locator('[name="event"]').fill("")
+    expect(event.get_by_test_id("field-problems")).to_contain_text("Name the event")
+    event.locator('[name="event"]').fill("cart.abandoned")
+    expect(event.get_by_test_id("field-problems")).to_have_count(0)
+    panel.locator('[name="entry_rule"]').select_option("once_per")
+    panel.locator('[name="entry_days"]').fill("14")
+    panel.get_by_role("button", name="Add an exit event").click()
+    panel.locator('[name="exit_event"]').fill("order.completed")
+    panel.locator('[name="exit_match"]').fill("sku")
+    panel.locator('[name="goal_event"]').fill("order.completed")
+    panel.locator('[name="goal_within_hours"]').fill("3")
+    panel.locator('[name="goal_within_hours_unit"]').select_option("days")
+    panel.locator('[name="on_hold"]').select_option("skip")
+    panel.locator('[name="priority"]').fill("7")
+
+    panel_page.get_by_test_id("save-draft").click()
+    expect(panel_page.get_by_test_id("status")).to_contain_text("Draft saved")
+    definition = definition_of(Journey.objects.get(pk=journey.pk))
+    assert definition["trigger"] == {"kind": "event", "event": "cart.abandoned"}
+    assert definition["entry"] == {"rule": "once_per", "days": 14}
+    assert definition["exit_events"] == [{"event": "order.completed", "match": "sku"}]
+    assert definition["goal"] == {"event": "order.completed", "within_hours": 72, "exits": True}
+    assert (definition["on_hold"], definition["priority"]) == ("skip", 7)
+    assert validate(definition) == []
+    assert panel_page.page_errors == []

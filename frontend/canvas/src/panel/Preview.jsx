@@ -83,9 +83,10 @@ export function Preview({ config, catalog, urls }) {
   const r = state.result;
   return (
     <div className="jp-preview" data-testid="preview" aria-live="polite">
-      <div className="jp-row">
+      <h3 className="jp-preview-title">Preview</h3>
+      <div className="jp-preview-controls">
         {channels.length > 1 && (
-          <div className="jp-grow">
+          <div>
             <label htmlFor={`${id}-channel`} className="jp-muted">
               Channel
             </label>
@@ -98,7 +99,7 @@ export function Preview({ config, catalog, urls }) {
             </select>
           </div>
         )}
-        <div className="jp-grow">
+        <div>
           <label htmlFor={`${id}-locale`} className="jp-muted">
             Language
           </label>
@@ -111,7 +112,7 @@ export function Preview({ config, catalog, urls }) {
             ))}
           </select>
         </div>
-        <div className="jp-grow">
+        <div className="jp-preview-customer">
           <label htmlFor={`${id}-customer`} className="jp-muted">
             Sample customer
           </label>
@@ -119,7 +120,7 @@ export function Preview({ config, catalog, urls }) {
             type="text"
             id={`${id}-customer`}
             name="preview_customer"
-            placeholder="id (optional)"
+            placeholder="Customer id; empty: a sample customer"
             value={customer}
             onChange={(e) => setCustomer(e.target.value)}
           />

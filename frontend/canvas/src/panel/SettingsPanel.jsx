@@ -207,9 +207,8 @@ export function SettingsPanel({ definition, catalog, problems, onChange, onClose
   const kind = kinds.find((k) => k.kind === trigger.kind);
   const triggerSpecs = kind?.fields || [];
   const entry = settings.entry || {};
-  const journeyProblems = (problems || []).filter(
-    (p) => p.step == null && !String(p.field || "").startsWith("steps"),
-  );
+  // The journey's own problems (a loop without a wait among them: field "steps").
+  const journeyProblems = (problems || []).filter((p) => p.step == null);
   const placed = placeProblems(
     journeyProblems,
     "",
@@ -254,7 +253,7 @@ export function SettingsPanel({ definition, catalog, problems, onChange, onClose
         value={settings.priority}
         values={settings}
         catalog={catalog}
-        onChange={(v) => update({ priority: v ?? 5 })}
+        onChange={(v) => update({ priority: v })}
         messages={placed.byField.priority}
       />
 

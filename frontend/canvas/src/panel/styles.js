@@ -3,19 +3,18 @@
 
 const CSS = `
 .jp-panel {
-  box-sizing: border-box; width: 100%; max-width: 440px; height: 100%; overflow-y: auto;
-  padding: 12px 14px 24px; background: var(--body-bg, #fff); color: var(--body-fg, #333);
-  border-left: 1px solid var(--hairline-color, #e8e8e8);
+  box-sizing: border-box; width: 100%; padding: 2px 2px 24px;
+  background: var(--body-bg, #fff); color: var(--body-fg, #333);
   font-family: var(--font-family-primary, sans-serif); font-size: 0.8125rem; line-height: 1.4;
 }
 .jp-panel *, .jp-panel *::before, .jp-panel *::after { box-sizing: border-box; }
-.jp-head { display: flex; align-items: flex-start; gap: 8px; margin-bottom: 10px; }
+.jp-head { display: flex; align-items: flex-start; gap: 8px; margin-bottom: 10px; padding-right: 30px; }
 .jp-head h2 {
   flex: 1; margin: 0; font-size: 1rem; font-weight: 600; color: var(--body-fg, #333);
   background: none; padding: 0; text-transform: none; letter-spacing: 0;
 }
 .jp-head .jp-kind { display: block; font-size: 0.75rem; color: var(--body-quiet-color, #666); font-weight: 400; }
-.jp-close {
+.jp-panel .jp-close {
   border: 1px solid var(--border-color, #ccc); background: var(--body-bg, #fff);
   color: var(--body-fg, #333); border-radius: 4px; padding: 2px 8px; cursor: pointer; font-size: 0.8125rem;
 }
@@ -57,13 +56,13 @@ const CSS = `
 .jp-field.jp-has-error input, .jp-field.jp-has-error select, .jp-field.jp-has-error textarea {
   border-color: var(--error-fg, #ba2121);
 }
-.jp-btn {
+.jp-panel .jp-btn {
   border: 1px solid var(--border-color, #ccc); background: var(--darkened-bg, #f8f8f8);
   color: var(--body-fg, #333); border-radius: 4px; padding: 4px 10px; cursor: pointer; font: inherit;
 }
-.jp-btn:hover { border-color: var(--primary, #79aec8); }
-.jp-btn-small { padding: 1px 7px; font-size: 0.75rem; }
-.jp-link { background: none; border: 0; color: var(--link-fg, #447e9b); cursor: pointer; padding: 0; font: inherit; }
+.jp-panel .jp-btn:hover { border-color: var(--primary, #79aec8); }
+.jp-panel .jp-btn-small { padding: 1px 7px; font-size: 0.75rem; }
+.jp-panel .jp-link { background: none; border: 0; color: var(--link-fg, #447e9b); cursor: pointer; padding: 0; font: inherit; }
 .jp-cond-list { margin: 6px 0; padding: 0; list-style: none; }
 .jp-cond {
   border: 1px solid var(--hairline-color, #e8e8e8); border-radius: 4px; padding: 8px;
@@ -78,8 +77,12 @@ const CSS = `
   display: inline-flex; align-items: center; gap: 4px; background: var(--selected-bg, #e4e4e4);
   border-radius: 10px; padding: 1px 4px 1px 8px; font-size: 0.75rem;
 }
-.jp-chip button { border: 0; background: none; cursor: pointer; color: var(--body-fg, #333); padding: 0 3px; font-size: 0.875rem; line-height: 1; }
+.jp-panel .jp-chip button { border: 0; background: none; cursor: pointer; color: var(--body-fg, #333); padding: 0 3px; font-size: 0.875rem; line-height: 1; }
 .jp-preview { margin-top: 8px; border: 1px solid var(--hairline-color, #e8e8e8); border-radius: 4px; padding: 8px; }
+.jp-preview-title { margin: 0 0 6px; font-size: 0.8125rem; font-weight: 600; background: none; padding: 0; color: var(--body-fg, #333); text-transform: none; }
+.jp-preview-controls { display: grid; grid-template-columns: 1fr 1fr; gap: 6px 8px; margin-bottom: 6px; }
+.jp-preview-controls label { display: block; font-size: 0.75rem; }
+.jp-preview-customer { grid-column: 1 / -1; }
 .jp-preview-subject { font-weight: 600; margin: 4px 0; }
 .jp-preview-body { white-space: pre-wrap; margin: 4px 0; font-size: 0.75rem; }
 .jp-preview iframe { width: 100%; height: 260px; border: 1px solid var(--hairline-color, #e8e8e8); background: #fff; }
