@@ -197,3 +197,68 @@ def test_problems_show_beside_their_field_and_the_settings_save(panel_page, temp
     assert (definition["on_hold"], definition["priority"]) == ("skip", 7)
     assert validate(definition) == []
     assert panel_page.page_errors == []
+
+
+CONTROLS = "input, select, textarea, button"
+
+
+def test_the_panel_works_from_the_keyboard_and_fits_its_column(panel_page, template):
+    journey = make_journey(
+        [
+            {
+                "key": "bought",
+                "kind": "wait_for_event",
+                "next": "",
+                "alt_next": "nudge",
+                "config": {
+                    "event": "order.completed",
+                    "timeout_minutes": 4320,
+                    "filter": [{"type": "property", "name": "sku", "op": "eq", "value": "A1"}],
+                },
+            },
+            send("nudge"),
+        ],
+        activate=False,
+    )
+    panel = panel_page.open_step(journey, "bought")
+    # An event's filter looks at the event's properties only.
+    field = panel.get_by_test_id("condition-row").locator('[name="condition_field"]')
+    assert field.locator("option").evaluate_all("os => os.map(o => o.value)") == ["property:"]
+    expect(panel.locator('[name="timeout_minutes"]')).to_have_value("3")
+
+    # Every control has a name a screen reader reads (a label tied to it, or aria-label).
+    unnamed = panel.evaluate(
+        """(root, sel) => [...root.querySelectorAll(sel)].filter(el =>
+            !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+            && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+            .map(el => el.outerHTML.slice(0, 80))""",
+        CONTROLS,
+    )
+    assert unnamed == []
+    # Tab reaches every control, in order, without leaving the panel on the way.
+    controls = panel.locator(CONTROLS).evaluate_all(
+        "els => els.filter(el => !el.disabled && el.offsetParent).length"
+    )
+    panel.locator('[name="label"]').focus()
+    reached = set()
+    for _ in range(controls + 2):
+        reached.add(
+            panel_page.evaluate(
+                "() => { const el = document.activeElement;"
+                " const root = document.querySelector('[data-testid=side-panel]');"
+                " return root.contains(el) ? [...root.querySelectorAll("
+                f"'{CONTROLS}')].indexOf(el) : -1 }}"
+            )
+        )
+        panel_page.keyboard.press("Tab")
+    assert set(range(1, controls)) <= reached  # 0 is Close, before the label
+    # A visible focus ring.
+    panel.locator('[name="event"]').focus()
+    ring = panel.locator('[name="event"]').evaluate("el => getComputedStyle(el).outlineStyle")
+    assert ring != "none"
+    # Nothing runs off the right edge at 1280x800.
+    overflow = panel.evaluate("el => el.scrollWidth - el.clientWidth")
+    assert overflow <= 0
+    box = panel.bounding_box()
+    assert box["x"] + box["width"] <= 1280
+    assert panel_page.page_errors == []
