@@ -117,6 +117,10 @@ def test_branch_conditions_offer_only_what_the_server_accepts(panel_page, templa
     third.locator('[name="condition_field"]').select_option("segment:")
     third.locator('[name="segment"]').select_option("recent-buyers")
     panel.get_by_test_id("add-condition").click()
+    # A row left unfinished gets the server's problem on that row.
+    rows.nth(3).locator('[name="condition_field"]').select_option("attribute:")
+    expect(rows.nth(3).locator('[name="condition_name"]')).to_have_value("")
+    expect(rows.nth(3).locator(".jp-error").first).to_be_visible()
     rows.nth(3).get_by_role("button", name="Remove condition 4").click()
     expect(rows).to_have_count(3)
     panel.locator('input[name="match"][value="any"]').check()

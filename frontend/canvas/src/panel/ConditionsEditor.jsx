@@ -196,7 +196,7 @@ function conditionFor(field, old, catalog) {
   }
   if (field.type === "last_message") return { type: "last_message", op: keepOp, value: ["opened"] };
   if (field.type === "reply") return { type: "reply", op: keepOp, value: "" };
-  const out = { type: field.type, name: field.name ?? (old?.type === field.type ? old.name : "") ?? "", op: keepOp };
+  const out = { type: field.type, name: field.name ?? "", op: keepOp };
   if (field.type === "event") {
     if (old?.type === "event" && old.within_hours) out.within_hours = old.within_hours;
     return out;
@@ -471,6 +471,13 @@ function ConditionRow({ index, condition, fields, catalog, onChange, onRemove, p
   const rowId = useId();
   const field = fieldOf(condition, fields);
   const ops = field ? operatorsFor(field, catalog) : [];
+  // A comparison the server accepts but this field's type would not suggest (from an
+  // import, say) stays shown as it is, never silently replaced.
+  if (field && condition?.op && !ops.some((o) => o.op === condition.op)) {
+    if ((ACCEPTED[field.type] || []).includes(condition.op)) {
+      ops.push({ op: condition.op, label: LABELS[condition.op] || condition.op });
+    }
+  }
   const groups = [];
   for (const f of fields) {
     let g = groups.find((x) => x.name === f.group);
