@@ -114,6 +114,7 @@ function Canvas({ initial }) {
   const [laid, setLaid] = useState(null);
   const [rfNodes, setRfNodes] = useState([]);
   const fitted = useRef(false);
+  const fittedTo = useRef(null);
   const wrapper = useRef(null);
   const canvasEl = useRef(null);
   const dirty = JSON.stringify(definition) !== saved;
@@ -258,6 +259,7 @@ function Canvas({ initial }) {
       // Centred across, from the top down (the trigger is where a reader starts).
       const left = (box.width - width * zoom) / 2 - x * zoom;
       const top = height * zoom < box.height - 2 * pad ? (box.height - height * zoom) / 2 - y * zoom : pad - y * zoom;
+      fittedTo.current = { x: left, y: top, zoom };
       flow.setViewport({ x: left, y: top, zoom }, { duration });
     },
     [laid, flow],
@@ -266,6 +268,16 @@ function Canvas({ initial }) {
   useEffect(() => {
     if (laid && !fitted.current && rfNodes.length) requestAnimationFrame(() => fit());
   }, [laid, rfNodes, fit]);
+  // ... and when the canvas changes size (the side panel opens or closes).
+  useEffect(() => {
+    const el = canvasEl.current;
+    if (!el || typeof ResizeObserver === "undefined") return undefined;
+    const observer = new ResizeObserver(() => {
+      if (!fitted.current) fit();
+    });
+    observer.observe(el);
+    return () => observer.disconnect();
+  }, [fit]);
 
   // Forget a selection whose step is gone (after an undo, a delete).
   useEffect(() => {
@@ -543,7 +555,10 @@ function Canvas({ initial }) {
         <button type="button" data-testid="redo" onClick={redo} disabled={!history.future.length} title="Redo (Ctrl+Shift+Z)">
           ↷ Redo
         </button>
-        <button type="button" data-testid="fit" onClick={() => fit()}>
+        <button type="button" data-testid="fit" onClick={() => {
+            fitted.current = false;
+            fit(200);
+          }}>
           Fit
         </button>
         {!panelOpen && selection && selection.id !== TRIGGER ? (
@@ -608,8 +623,12 @@ function Canvas({ initial }) {
             onNodeClick={(_e, node) => openStep(node.id)}
             onEdgeClick={(_e, edge) => setSelection({ type: "edge", id: edge.id })}
             onPaneClick={() => setSelection(null)}
-            onMoveStart={(event) => {
-              if (event) fitted.current = true;
+            onMoveEnd={(event, viewport) => {
+              // A click on a step also starts a (zero) move: only a real pan or zoom counts.
+              const was = fittedTo.current;
+              if (event && (!was || Math.abs(was.x - viewport.x) + Math.abs(was.y - viewport.y) > 2 || Math.abs(was.zoom - viewport.zoom) > 0.001)) {
+                fitted.current = true;
+              }
             }}
             onConnect={onConnect}
             onReconnect={onReconnect}
