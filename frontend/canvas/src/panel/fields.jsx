@@ -5,6 +5,7 @@ import { ConditionsEditor } from "./ConditionsEditor.jsx";
 import {
   UNIT_CHOICES,
   displayUnit,
+  parseValue,
   showValue,
   storedUnit,
   toUnit,
@@ -370,6 +371,18 @@ export function Control({ spec, id, value, values, catalog, onChange, describedB
           />
           {spec.check_label || "Yes"}
         </label>
+      );
+    case "value":
+      // Any JSON value as a marketer types it: 5 and true are typed, the rest is text.
+      return (
+        <input
+          type="text"
+          id={id}
+          name={name}
+          value={showValue(value)}
+          aria-describedby={describedBy}
+          onChange={(e) => onChange(e.target.value === "" ? undefined : parseValue(e.target.value))}
+        />
       );
     case "url":
       return <TextWithList {...common} type="url" value={value} onChange={onChange} />;
