@@ -19,6 +19,10 @@ from typing import Any
 from django import forms
 from django.forms.models import BaseInlineFormSet
 
+from journeys import canvas_fields
+from journeys.canvas_fields import choices as spec_choices
+from journeys.canvas_fields import help_text as spec_help
+from journeys.canvas_fields import label as spec_label
 from journeys.definition import definition_of, step_dict, validate
 from journeys.form_fields import (
     DIRECTIONS,
@@ -32,10 +36,9 @@ from journeys.form_fields import (
     split_minutes,
     to_minutes,
 )
-from journeys.models import CHANNEL_CHOICES, Journey, Step, StepKind
+from journeys.models import Journey, Step, StepKind
 from journeys.problems import Problem
 from journeys.triggers import registry
-from orchestrator.consent.models import Channel
 from orchestrator.delivery.models import MessageTemplate
 
 
@@ -203,26 +206,12 @@ def _trigger_places(kind: str) -> dict[str, str]:
 
 # --- steps ----------------------------------------------------------------------------
 
-STEP_DEFAULTS = {
-    "channel": "preferred",
-    "mode": "duration",
-    "from": "attribute",
-    "offset_minutes": 0,
-    "match": "all",
-    "timeout_seconds": 5,
-}
-STEP_MANAGED = {
-    # "digest" here drops the old send-step form of a digest if one is ever saved.
-    StepKind.SEND: ("template", "channel", "fallback_channel", "ttl_hours", "digest"),
-    StepKind.DIGEST: ("template", "channel", "window_minutes", "count", "key"),
-    StepKind.WAIT: ("mode", "minutes", "time", "from", "attribute", "offset_minutes"),
-    StepKind.WAIT_FOR_EVENT: ("event", "timeout_minutes", "filter"),
-    StepKind.BRANCH: ("conditions", "match"),
-    StepKind.SPLIT: ("percent",),
-    StepKind.UPDATE_ATTRIBUTE: ("name", "value", "from_context"),
-    StepKind.WEBHOOK: ("url", "timeout_seconds"),
-    StepKind.EXIT: (),
-}
+#: Values a saved form leaves unspelled, and the config keys each kind's form manages:
+#: both from the field specs (``journeys.canvas_fields``).
+STEP_DEFAULTS = canvas_fields.defaults()
+STEP_MANAGED = {kind: canvas_fields.managed(kind) for kind in StepKind.values}
+# "digest" here drops the old send-step form of a digest if one is ever saved.
+STEP_MANAGED[StepKind.SEND] = (*STEP_MANAGED[StepKind.SEND], "digest")
 END_CHOICE = ("", "End of journey")
 
 
@@ -234,101 +223,113 @@ def template_choices() -> list[tuple[str, str]]:
     ]
 
 
+def _words(kind: str, name: str, **extra: Any) -> dict[str, Any]:
+    """A step setting's label and help, from its field spec (``journeys.canvas_fields``)."""
+    return {"label": spec_label(kind, name), "help_text": spec_help(kind, name), **extra}
+
+
 class StepForm(forms.ModelForm):
+    # Each kind's settings; the words (and choices) come from the kind's field specs.
     # Send a message.
-    send_template = forms.ChoiceField(required=False, label="Template")
+    send_template = forms.ChoiceField(required=False, **_words(StepKind.SEND, "template"))
     send_channel = forms.ChoiceField(
-        required=False, choices=CHANNEL_CHOICES, initial="preferred", label="Channel"
+        required=False,
+        choices=spec_choices(StepKind.SEND, "channel"),
+        initial="preferred",
+        **_words(StepKind.SEND, "channel"),
     )
     send_fallback = forms.ChoiceField(
         required=False,
-        choices=[("", "none"), *Channel.choices],
-        label="If it fails, try",
+        choices=spec_choices(StepKind.SEND, "fallback_channel"),
+        **_words(StepKind.SEND, "fallback_channel"),
     )
     send_ttl_hours = forms.FloatField(
-        required=False,
-        min_value=0,
-        label="Drop if not sent within (hours)",
-        help_text="Empty: no limit.",
+        required=False, min_value=0, **_words(StepKind.SEND, "ttl_hours")
     )
     # Send as a digest.
-    digest_template = forms.ChoiceField(required=False, label="Template")
+    digest_template = forms.ChoiceField(required=False, **_words(StepKind.DIGEST, "template"))
     digest_channel = forms.ChoiceField(
-        required=False, choices=CHANNEL_CHOICES, initial="preferred", label="Channel"
+        required=False,
+        choices=spec_choices(StepKind.DIGEST, "channel"),
+        initial="preferred",
+        **_words(StepKind.DIGEST, "channel"),
     )
     digest_minutes = forms.FloatField(
         required=False,
         min_value=0,
-        label="Collect for (minutes)",
-        help_text="Messages reaching this step for a customer within this time go as one.",
+        **_words(
+            StepKind.DIGEST,
+            "window_minutes",
+            label=f"{spec_label(StepKind.DIGEST, 'window_minutes')} (minutes)",
+        ),
     )
     digest_count = forms.IntegerField(
-        required=False,
-        min_value=2,
-        label="Or send once it holds",
-        help_text="Send the digest as soon as it holds this many.",
+        required=False, min_value=2, **_words(StepKind.DIGEST, "count")
     )
-    digest_key = forms.CharField(
-        required=False,
-        label="One digest per",
-        help_text="A property of the trigger, e.g. order_id: one digest per order. "
-        "Empty: one per customer.",
-    )
+    digest_key = forms.CharField(required=False, **_words(StepKind.DIGEST, "key"))
     # Wait.
     wait_mode = forms.ChoiceField(
         required=False,
         initial="duration",
-        label="Wait",
-        choices=(
-            ("duration", "for a while"),
-            ("time_of_day", "until a time of day (customer's time zone)"),
-            ("until_date", "until a date (attribute or journey property)"),
-        ),
+        choices=spec_choices(StepKind.WAIT, "mode"),
+        **_words(StepKind.WAIT, "mode"),
     )
-    wait_amount = forms.IntegerField(required=False, min_value=1, label="For")
+    wait_amount = forms.IntegerField(
+        required=False, min_value=1, **_words(StepKind.WAIT, "minutes")
+    )
     wait_unit = forms.ChoiceField(required=False, choices=UNITS, initial="days", label="")
-    wait_time = forms.CharField(required=False, label="Until (HH:MM)", max_length=5)
+    wait_time = forms.CharField(required=False, max_length=5, **_words(StepKind.WAIT, "time"))
     wait_date_from = forms.ChoiceField(
         required=False,
         initial="attribute",
-        label="Date from",
-        choices=(("attribute", "customer attribute"), ("context", "journey property")),
+        choices=spec_choices(StepKind.WAIT, "from"),
+        **_words(StepKind.WAIT, "from"),
     )
-    wait_date_attribute = forms.CharField(required=False, label="Date name")
-    wait_offset = forms.IntegerField(required=False, min_value=0, label="Offset")
+    wait_date_attribute = forms.CharField(required=False, **_words(StepKind.WAIT, "attribute"))
+    wait_offset = forms.IntegerField(
+        required=False,
+        min_value=0,
+        **_words(StepKind.WAIT, "offset_minutes", help_text=""),
+    )
     wait_offset_unit = forms.ChoiceField(required=False, choices=UNITS, initial="hours", label="")
     wait_offset_direction = forms.ChoiceField(
         required=False, choices=DIRECTIONS, initial="after", label=""
     )
     # Wait for an event.
-    wfe_event = forms.CharField(required=False, label="Event")
-    wfe_timeout = forms.IntegerField(required=False, min_value=1, label="Give up after")
+    wfe_event = forms.CharField(required=False, **_words(StepKind.WAIT_FOR_EVENT, "event"))
+    wfe_timeout = forms.IntegerField(
+        required=False, min_value=1, **_words(StepKind.WAIT_FOR_EVENT, "timeout_minutes")
+    )
     wfe_timeout_unit = forms.ChoiceField(required=False, choices=UNITS, initial="days", label="")
-    wfe_filter = ConditionsField(types=("property",), label="Only when its properties match")
+    wfe_filter = ConditionsField(types=("property",), **_words(StepKind.WAIT_FOR_EVENT, "filter"))
     # Branch.
-    branch_conditions = ConditionsField(label="Yes when")
+    branch_conditions = ConditionsField(**_words(StepKind.BRANCH, "conditions"))
     branch_match = forms.ChoiceField(
         required=False,
         initial="all",
-        choices=(("all", "all conditions hold"), ("any", "any condition holds")),
-        label="Match",
+        choices=spec_choices(StepKind.BRANCH, "match"),
+        **_words(StepKind.BRANCH, "match"),
     )
     # Split.
     split_percent = forms.IntegerField(
-        required=False, min_value=1, max_value=99, label="Arm A share (%)"
+        required=False, min_value=1, max_value=99, **_words(StepKind.SPLIT, "percent")
     )
     # Update attribute.
-    attr_name = forms.CharField(required=False, label="Attribute")
-    attr_value = forms.CharField(required=False, label="Set to")
+    attr_name = forms.CharField(required=False, **_words(StepKind.UPDATE_ATTRIBUTE, "name"))
+    attr_value = forms.CharField(required=False, **_words(StepKind.UPDATE_ATTRIBUTE, "value"))
     attr_from_context = forms.CharField(
-        required=False,
-        label="Or copy from journey property",
-        help_text="e.g. sku, from the event that started the journey.",
+        required=False, **_words(StepKind.UPDATE_ATTRIBUTE, "from_context")
     )
     # Webhook.
-    webhook_url = forms.URLField(required=False, label="URL", assume_scheme="https")
+    webhook_url = forms.URLField(
+        required=False, assume_scheme="https", **_words(StepKind.WEBHOOK, "url")
+    )
     webhook_timeout = forms.FloatField(
-        required=False, min_value=0, max_value=30, label="Timeout (seconds)", initial=5
+        required=False,
+        min_value=0,
+        max_value=30,
+        initial=5,
+        **_words(StepKind.WEBHOOK, "timeout_seconds"),
     )
 
     next = forms.ChoiceField(required=False, label="Then go to")

@@ -23,7 +23,7 @@ from django.db import connection
 
 from journeys import canvas_fields
 from journeys.definition import EXITS, definition_of, normalized, validate
-from journeys.diagram import KIND_NAMES, duration, summarize
+from journeys.diagram import KIND_SHORT, duration, summarize
 from journeys.models import Journey, JourneyVersion, StepKind
 from journeys.problems import Problem
 from journeys.test_send import sample_context
@@ -235,7 +235,7 @@ def state(journey: Journey, urls: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _kind_name(kind: Any) -> str:
-    return str(KIND_NAMES.get(kind, kind)).lower()
+    return str(KIND_SHORT.get(kind, kind))
 
 
 def _trigger_text(trigger: Mapping[str, Any]) -> str:
@@ -263,7 +263,7 @@ def _step_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
             )
         elif summarize(old) != summarize(new):
             out.append(
-                f"{KIND_NAMES.get(kind, kind)} changed from “{summarize(old)}” "
+                f"{_kind_name(kind).capitalize()} changed from “{summarize(old)}” "
                 f"to “{summarize(new)}”"
             )
         else:

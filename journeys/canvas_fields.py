@@ -66,7 +66,7 @@ def _message_specs() -> list[Spec]:
             "Template",
             "template",
             required=True,
-            help="The message to send; the preview shows it for a sample customer.",
+            help="The message to send.",
         ),
         _spec(
             "channel",
