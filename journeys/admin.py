@@ -339,14 +339,18 @@ class JourneyCanvasMixin:
 
     def canvas_view(self, request, pk: int):
         journey = self._journey(request, pk, change=False)
+        can_change = self.has_change_permission(request, journey)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "title": f"Canvas: {journey.name}",
             "journey": journey,
-            "state": canvas.state(journey, self.canvas_urls_of(journey)),
+            "state": {
+                **canvas.state(journey, self.canvas_urls_of(journey)),
+                "can_change": can_change,
+            },
             "canvas_js": canvas.canvas_asset(),
-            "can_change": self.has_change_permission(request, journey),
+            "can_change": can_change,
         }
         return TemplateResponse(request, "admin/journeys/journey/canvas.html", context)
 

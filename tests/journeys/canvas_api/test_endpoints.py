@@ -364,3 +364,24 @@ def test_an_unknown_journey_is_a_404(editor_client, journey):
     )
 
     assert response.status_code == 404
+
+
+def test_the_canvas_page_embeds_the_state_and_links_back_to_the_form(editor_client, journey):
+    response = editor_client.get(reverse("admin:journeys_journey_canvas", args=[journey.pk]))
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert '<script id="canvas-state" type="application/json">' in page
+    assert response.context["state"]["draft"] == definition_of(journey)
+    assert response.context["state"]["urls"]["draft"] == url("draft", journey)
+    assert reverse("admin:journeys_journey_change", args=[journey.pk]) in page
+    assert "Edit as a form" in page
+
+
+def test_view_only_staff_see_the_page_told_they_cannot_change(viewer_client, journey):
+    response = viewer_client.get(reverse("admin:journeys_journey_canvas", args=[journey.pk]))
+    state = viewer_client.get(url("state", journey)).json()
+
+    assert response.status_code == 200
+    assert response.context["can_change"] is False
+    assert state["can_change"] is False
