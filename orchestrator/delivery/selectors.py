@@ -502,3 +502,22 @@ def _not_sent(
             channel=channel,
         )
     ]
+
+
+def digest_held_counts(customer_id: int) -> dict[int, int]:
+    """Messages waiting in each open topic digest of the customer: topic id -> count."""
+    from django.db.models import Count
+
+    from orchestrator.delivery.models import Digest, Message, MessageStatus
+
+    return dict(
+        Message.objects.filter(
+            customer_id=customer_id,
+            status=MessageStatus.HELD,
+            digest__status=Digest.Status.OPEN,
+            digest__kind=Digest.Kind.TOPIC,
+        )
+        .values("topic_id")
+        .annotate(n=Count("id"))
+        .values_list("topic_id", "n")
+    )

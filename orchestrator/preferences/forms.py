@@ -140,6 +140,8 @@ class PreferencesForm(forms.Form):
             )
         #: (topic, cadence field, time field, weekday field) per digestible topic.
         self.digest_topics: list[int] = []
+        #: Topic id -> messages waiting in its digest, told next to the choice.
+        self.digest_held = dict(current.digest_held)
         for topic in digestible:
             cadence, at, weekday = current.digests.get(
                 topic.id, ("immediate", DEFAULT_DIGEST_TIME, None)
@@ -190,7 +192,12 @@ class PreferencesForm(forms.Form):
 
     def digest_rows(self):
         return [
-            (self[f"digest_{t}"], self[f"digest_{t}_time"], self[f"digest_{t}_weekday"])
+            (
+                self[f"digest_{t}"],
+                self[f"digest_{t}_time"],
+                self[f"digest_{t}_weekday"],
+                self.digest_held.get(t, 0),
+            )
             for t in self.digest_topics
         ]
 

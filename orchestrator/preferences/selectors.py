@@ -15,6 +15,7 @@ from orchestrator.consent.models import (
     Subscription,
     Topic,
 )
+from orchestrator.delivery.selectors import digest_held_counts
 
 #: How many recent messages "why am I getting this?" explains.
 RECENT_MESSAGES = 10
@@ -55,6 +56,8 @@ class PreferenceState:
     channel_order: tuple[str, ...] = ()
     #: Digestible topic id -> (cadence, local time, weekday or None); absent: as it happens.
     digests: dict[int, tuple[str, dt.time, int | None]] = field(default_factory=dict)
+    #: Digestible topic id -> messages waiting in its open digest (absent: none).
+    digest_held: dict[int, int] = field(default_factory=dict)
 
 
 def digestible_topics() -> list[Topic]:
@@ -107,6 +110,7 @@ def preference_state(
             d.topic_id: (d.cadence, d.at, d.weekday)
             for d in DigestPreference.objects.filter(customer=customer)
         },
+        digest_held=digest_held_counts(customer.pk),
     )
 
 

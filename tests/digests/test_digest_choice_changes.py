@@ -254,3 +254,18 @@ def test_a_failure_in_the_update_leaves_the_choice_and_the_held_messages_as_they
     for message in Message.objects.filter(id__in=ids):
         assert message.status == MessageStatus.HELD
         assert "released" not in message.explanation[-1]["details"]
+
+
+@pytest.mark.parametrize(
+    ("lang", "says"),
+    [
+        ("en", '3 updates are waiting for this digest; "As it happens" sends them now'),
+        ("ja", "3件のお知らせがこのまとめ配信を待っています"),
+    ],
+)
+def test_the_page_tells_how_many_wait_for_the_digest(held, lang, says):
+    with time_machine.travel(MONDAY_10, tick=False):
+        _topic, _template, customer, _ids = held(3)
+        url = f"/preferences/{preference_token(customer.id)}/?lang={lang}"
+        page = Client().get(url).content.decode()
+    assert says in page.replace("&quot;", '"')
