@@ -232,23 +232,24 @@ def idempotency_complete_many(done: list[tuple[Claim, int, str]]) -> bool:
     only if every claim was still ours."""
     if not done:
         return True
+    # One JSON document rather than arrays: the client-side quoting of a text array
+    # escapes every double quote of the stored bodies in Python, one at a time.
+    rows = json.dumps(
+        [
+            {"id": c.record_id, "lease": c.lease.isoformat(), "status": status, "body": body}
+            for c, status, body in done
+        ]
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             UPDATE {_TABLE} AS r
             SET state = %s, response_status = v.status, response_body = to_jsonb(v.body)
-            FROM unnest(%s::bigint[], %s::timestamptz[], %s::int[], %s::text[])
-                AS v(id, lease, status, body)
+            FROM jsonb_to_recordset(%s::jsonb)
+                AS v(id bigint, lease timestamptz, status int, body text)
             WHERE r.id = v.id AND r.state = %s AND r.created_at = v.lease
             """,  # noqa: S608 - the table name is our own constant
-            [
-                IdempotencyRecord.State.DONE,
-                [c.record_id for c, _s, _b in done],
-                [c.lease for c, _s, _b in done],
-                [status for _c, status, _b in done],
-                [body for _c, _s, body in done],
-                IdempotencyRecord.State.IN_FLIGHT,
-            ],
+            [IdempotencyRecord.State.DONE, rows, IdempotencyRecord.State.IN_FLIGHT],
         )
         return cursor.rowcount == len(done)
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.utils import timezone
+from rest_framework import serializers
 
 from orchestrator.api.errors import ApiError, flatten_errors
 from orchestrator.api.serializers import CustomerInSerializer
 from orchestrator.audience.models import Customer
-from orchestrator.audience.services import EventInput, EventsRecorded, customer_upsert
+from orchestrator.audience.services import EventInput, EventsRecorded, customers_upsert
 from orchestrator.audience.services import events_record as audience_events_record
 from orchestrator.consent.models import Topic
 from orchestrator.delivery.models import Message, MessageTemplate
@@ -176,14 +176,11 @@ def message_send(**send: Any) -> Message:
 
 
 def customers_bulk_upsert(items: list[Any]) -> dict[str, Any]:
-    """Upsert each item on its own: one bad item is reported and does not sink the others.
-
-    Without an Idempotency-Key each upsert commits on its own, so a batch never holds a
-    thousand row locks; with one, the batch commits together with its stored response
-    (each item in its own savepoint, so a failed item still leaves the others).
-    """
+    """Check each item on its own, then upsert the valid ones set-based in one transaction
+    (``customers_upsert``): one bad item is reported and does not sink the others."""
     results: list[dict[str, Any]] = []
-    counts = {"created": 0, "updated": 0, "invalid": 0}
+    valid: list[tuple[int, dict[str, Any]]] = []
+    checker = CustomerInSerializer()  # one for every item: building one copies its fields
     for index, item in enumerate(items):
         external_id = item.get("external_id") if isinstance(item, dict) else None
         result: dict[str, Any] = {
@@ -191,19 +188,20 @@ def customers_bulk_upsert(items: list[Any]) -> dict[str, Any]:
             "external_id": external_id if isinstance(external_id, str) else None,
             "errors": {},
         }
-        serializer = CustomerInSerializer(data=item)
-        if not serializer.is_valid():
-            result.update(status="invalid", errors=flatten_errors(serializer.errors))
-        else:
-            try:
-                _customer, created = customer_upsert(**serializer.validated_data)
-            except ValidationError as exc:
-                fields = exc.message_dict if hasattr(exc, "error_dict") else {}
-                result.update(status="invalid", errors=fields or {"non_field_errors": exc.messages})
-            else:
-                result["status"] = "created" if created else "updated"
-        counts[result["status"]] += 1
         results.append(result)
+        try:
+            valid.append((index, checker.run_validation(item)))
+        except serializers.ValidationError as exc:
+            result.update(status="invalid", errors=flatten_errors(exc.detail))
+    upserted = customers_upsert([fields for _index, fields in valid])
+    for (index, _fields), outcome in zip(valid, upserted, strict=True):
+        if outcome.created is None:
+            results[index].update(status="invalid", errors=outcome.errors)
+        else:
+            results[index]["status"] = "created" if outcome.created else "updated"
+    counts = {"created": 0, "updated": 0, "invalid": 0}
+    for result in results:
+        counts[result["status"]] += 1
     return {**counts, "results": results}
 
 

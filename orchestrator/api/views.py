@@ -18,7 +18,6 @@ from rest_framework.views import APIView
 
 from orchestrator.api import services
 from orchestrator.api.batch import (
-    MessageBatchInSchemaSerializer,
     MessageBatchInSerializer,
     MessageBatchOutSerializer,
     messages_batch,
@@ -285,7 +284,7 @@ class MessageBatchView(ApiView):
         "here). Answered 207 with one result per item, in order: 202 and the message id, "
         "or the 4xx and error the single endpoint would have answered. The batch is "
         "written in one transaction.",
-        request=MessageBatchInSchemaSerializer,
+        request=MessageBatchInSerializer,
         responses={
             207: MessageBatchOutSerializer,
             **_errors(400, 401, 403, 409, 413, e409="A claimed key changed hands meanwhile."),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,35 +69,134 @@ def _validate_external_id(external_id: Any) -> str:
     return external_id.strip()
 
 
+#: String fields of a customer and the value a new customer gets when one is left out.
+_FIELD_DEFAULTS = {
+    "email": "",
+    "phone": "",
+    "whatsapp": "",
+    "line_user_id": "",
+    "locale": "en",
+    "timezone": "UTC",
+}
+_RECORD = ", ".join(f"{name} text" for name in _FIELD_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class CustomerUpserted:
+    """One item's outcome: ``created`` (None when invalid) and the errors by field."""
+
+    external_id: str | None
+    created: bool | None
+    errors: dict[str, list[str]]
+
+
 def customer_upsert(*, external_id: str, **fields: Any) -> tuple[Customer, bool]:
     """Create or update a customer by ``external_id``. Attributes are merged; a null removes one.
 
-    Safe under concurrency: two upserts of a new id never both insert.
+    Safe under concurrency: two upserts of a new id never both insert. Raises
+    ValidationError naming the invalid fields.
     """
-    external_id = _validate_external_id(external_id)
-    cleaned = clean_customer_fields(fields)
-    attributes = cleaned.pop("attributes", None)
-    for _ in range(3):
-        with transaction.atomic():
-            customer = Customer.objects.select_for_update().filter(external_id=external_id).first()
-            if customer is not None:
-                for name, value in cleaned.items():
-                    setattr(customer, name, value)
-                if attributes is not None:
-                    customer.attributes = _merge_attributes(customer.attributes, attributes)
-                customer.save()
-                return customer, False
-            try:
-                with transaction.atomic():
-                    customer = Customer.objects.create(
-                        external_id=external_id,
-                        attributes=_merge_attributes({}, attributes or {}),
-                        **cleaned,
-                    )
-                return customer, True
-            except IntegrityError:
-                continue  # created concurrently: go round and update it
-    raise RuntimeError(f"could not upsert customer {external_id!r}")
+    [outcome] = customers_upsert([{"external_id": external_id, **fields}])
+    if outcome.created is None:
+        raise ValidationError(outcome.errors)
+    return Customer.objects.get(external_id=outcome.external_id), outcome.created
+
+
+def customers_upsert(items: Sequence[Mapping[str, Any]]) -> list[CustomerUpserted]:
+    """Upsert customers (each ``{"external_id", **fields}``) set-based, in one transaction:
+    fields left out are left unchanged, attributes merged (a null removes one).
+
+    Each item is checked on its own; an invalid one is reported and the others go
+    through. The rows are written in two statements whatever their number - an INSERT
+    of the new ids, then an UPDATE of the others after locking them in external_id
+    order (concurrent batches lock in the same order, so they never deadlock). An id
+    given twice is applied in order, as two upserts one after the other would be.
+    """
+    outcomes: list[CustomerUpserted] = []
+    merged: dict[str, dict[str, Any]] = {}
+    for item in items:
+        try:
+            external_id = _validate_external_id(item.get("external_id"))
+            cleaned = clean_customer_fields(item)
+        except ValidationError as exc:
+            errors = exc.message_dict if hasattr(exc, "error_dict") else {}
+            raw = item.get("external_id")
+            outcomes.append(
+                CustomerUpserted(
+                    raw if isinstance(raw, str) else None,
+                    None,
+                    errors or {"non_field_errors": exc.messages},
+                )
+            )
+            continue
+        attributes = cleaned.pop("attributes", None)
+        row = merged.setdefault(external_id, {"external_id": external_id})
+        row.update(cleaned)
+        if attributes is not None:
+            row["attributes"] = {**row.get("attributes", {}), **attributes}
+        outcomes.append(CustomerUpserted(external_id, False, {}))
+    if not merged:
+        return outcomes
+    rows = []
+    for external_id in sorted(merged):
+        row = merged[external_id]
+        changes = row.pop("attributes", None)
+        if changes is not None:
+            row["kept"] = {k: v for k, v in changes.items() if v is not None}
+            row["removed"] = [k for k, v in changes.items() if v is None]
+        rows.append(row)
+    document = json.dumps(rows, default=str)
+    record = f"external_id text, {_RECORD}, kept jsonb, removed text[]"
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        defaults = ", ".join(f"COALESCE(v.{name}, %s)" for name in _FIELD_DEFAULTS)
+        cursor.execute(
+            f"""
+            INSERT INTO audience_customer (external_id, {", ".join(_FIELD_DEFAULTS)},
+                attributes, created_at, updated_at)
+            SELECT v.external_id, {defaults}, COALESCE(v.kept, '{{}}'::jsonb), %s, %s
+            FROM jsonb_to_recordset(%s::jsonb) AS v({record})
+            ORDER BY v.external_id
+            ON CONFLICT (external_id) DO NOTHING
+            RETURNING external_id
+            """,  # noqa: S608 - the column names are our own constants
+            [*_FIELD_DEFAULTS.values(), now, now, document],
+        )
+        created = {row[0] for row in cursor.fetchall()}
+        rest = [row["external_id"] for row in rows if row["external_id"] not in created]
+        if rest:
+            kept = ", ".join(f"{name} = COALESCE(v.{name}, c.{name})" for name in _FIELD_DEFAULTS)
+            cursor.execute(
+                f"""
+                WITH locked AS (
+                    SELECT id FROM audience_customer WHERE external_id = ANY(%s)
+                    ORDER BY external_id FOR UPDATE
+                )
+                UPDATE audience_customer AS c
+                SET {kept},
+                    attributes = (c.attributes - COALESCE(v.removed, '{{}}'::text[]))
+                        || COALESCE(v.kept, '{{}}'::jsonb),
+                    updated_at = %s
+                FROM locked, jsonb_to_recordset(%s::jsonb) AS v({record})
+                WHERE c.id = locked.id AND c.external_id = v.external_id
+                RETURNING c.external_id
+                """,  # noqa: S608 - the column names are our own constants
+                [rest, now, document],
+            )
+            updated = {row[0] for row in cursor.fetchall()}
+            if len(updated) != len(rest):
+                # Erased between the two statements: nothing to update; it is not lost
+                # silently either - the caller sees the error.
+                missing = sorted(set(rest) - updated)
+                raise IntegrityError(f"customers vanished while being upserted: {missing[:5]}")
+    first: set[str] = set()
+    for index, outcome in enumerate(outcomes):
+        if outcome.created is None:
+            continue
+        is_new = outcome.external_id in created and outcome.external_id not in first
+        first.add(outcome.external_id)
+        outcomes[index] = CustomerUpserted(outcome.external_id, is_new, {})
+    return outcomes
 
 
 def customer_attributes_merge(*, customer_id: int, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,16 +215,6 @@ def customer_attributes_merge(*, customer_id: int, changes: Mapping[str, Any]) -
     if row is None:
         raise Customer.DoesNotExist(customer_id)
     return row[0] if isinstance(row[0], dict) else json.loads(row[0])
-
-
-def _merge_attributes(current: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(current)
-    for key, value in changes.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
 
 
 def customers_ensure(external_ids: Iterable[str]) -> dict[str, int]:

@@ -1,0 +1,68 @@
+"""The single send's round trips are counted, and the API key cache keeps revocation bounded."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from orchestrator.api import auth
+from orchestrator.api.models import ApiKey
+
+
+def test_a_single_send_takes_a_bounded_number_of_queries(
+    api, send_body, django_assert_max_num_queries
+):
+    api.post("/api/v1/messages", send_body, format="json")  # the key is read and cached
+    # Customer, template with its topic, variants, digest choice, message, history, and
+    # the savepoint the test's own transaction turns the send's transaction into (2).
+    with django_assert_max_num_queries(8):
+        assert api.post("/api/v1/messages", send_body, format="json").status_code == 202
+    # With an Idempotency-Key: also the claim (committed alone) and the stored response,
+    # and two more transactions, each a savepoint pair here.
+    with django_assert_max_num_queries(14):
+        response = api.post("/api/v1/messages", send_body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+        assert response.status_code == 202
+
+
+def test_a_revoked_key_is_refused_once_the_cache_bound_has_passed(
+    api, send_body, settings, monkeypatch
+):
+    settings.API_KEY_CACHE_SECONDS = 5
+    now = [1000.0]
+    monkeypatch.setattr(auth, "_clock", lambda: now[0])
+    assert api.post("/api/v1/messages", send_body, format="json").status_code == 202
+    # Revoked by another process (no signal reaches this one): still known for a while...
+    ApiKey.objects.update(revoked_at=timezone.now())
+    now[0] += 4.9
+    assert api.post("/api/v1/messages", send_body, format="json").status_code == 202
+    # ...and refused once API_KEY_CACHE_SECONDS have passed since it was read.
+    now[0] += 0.2
+    assert api.post("/api/v1/messages", send_body, format="json").status_code == 401
+
+
+def test_revoking_in_this_process_takes_effect_at_once(api, send_body, monkeypatch):
+    monkeypatch.setattr(auth, "_clock", lambda: 1000.0)  # the cache never expires by itself
+    assert api.post("/api/v1/messages", send_body, format="json").status_code == 202
+    key = ApiKey.objects.get()
+    key.revoked_at = timezone.now()
+    key.save()  # as the admin's form does; its bulk action clears the cache itself
+    assert api.post("/api/v1/messages", send_body, format="json").status_code == 401
+
+
+def test_the_admin_revoke_action_clears_the_cache(api, send_body, monkeypatch, rf):
+    from django.contrib.admin.sites import site
+    from django.contrib.messages.storage.fallback import FallbackStorage
+
+    monkeypatch.setattr(auth, "_clock", lambda: 1000.0)
+    assert api.post("/api/v1/messages", send_body, format="json").status_code == 202
+    request = rf.post("/admin/")
+    request.session = {}
+    request._messages = FallbackStorage(request)
+    site._registry[ApiKey].revoke(request, ApiKey.objects.all())
+    assert api.post("/api/v1/messages", send_body, format="json").status_code == 401
+
+
+def test_a_zero_cache_reads_the_key_every_time(api, send_body, settings):
+    settings.API_KEY_CACHE_SECONDS = 0
+    assert api.post("/api/v1/messages", send_body, format="json").status_code == 202
+    ApiKey.objects.update(revoked_at=timezone.now())
+    assert api.post("/api/v1/messages", send_body, format="json").status_code == 401
