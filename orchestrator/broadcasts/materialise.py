@@ -370,7 +370,11 @@ def expand(
         "key": broadcast.key,
     }
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL work_mem = '64MB'")
+        # A slice is a few thousand rows of tables of millions: each one's customer,
+        # preference and recipient row found by its key (nested loops over the primary
+        # keys), never a scan of the whole table per slice, whatever the estimates.
+        cursor.execute("SET LOCAL enable_hashjoin = off")
+        cursor.execute("SET LOCAL enable_mergejoin = off")
         cursor.execute(_expand_sql(broadcast), params)
         written = max(cursor.rowcount, 0)
         cursor.execute(
