@@ -3,15 +3,16 @@ suppressed, sent or failed it. Writers append these; ``selectors`` reads them ba
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
-
-from django.utils import timezone
 
 
 def explain(step: str, decision: str, reason: str, **details: Any) -> dict[str, Any]:
     """One entry: ``step`` (created, consent, render, send, policy...), ``decision``, prose."""
     entry: dict[str, Any] = {
-        "at": timezone.now().isoformat(),
+        # timezone.now() with USE_TZ on (always, here), without its settings lookup: a
+        # batch writes a few of these per message.
+        "at": dt.datetime.now(dt.UTC).isoformat(),
         "step": step,
         "decision": decision,
         "reason": reason,

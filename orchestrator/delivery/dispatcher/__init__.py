@@ -11,7 +11,14 @@ One batch is a handful of set-based statements whatever its size:
 4. then chunk by chunk (``DISPATCH_SEND_CHUNK_SIZE``), holding the chunk's customers'
    send locks: ``claim.mark_handed_off`` stamps the chunk handed off (only rows still
    ours), ``send.call_adapters`` calls the providers *outside* any transaction, and
-   ``outcomes.record`` writes every provider outcome with its history row.
+   ``outcomes.record`` writes every provider outcome with its history row - in the
+   same transaction as the next chunk's hand-off, so a chunk costs one commit.
+
+The priority lane: before each chunk, one index probe asks whether a message of a
+higher priority than the chunk's has come due (a triggered or transactional send
+queued while this batch, say of a broadcast, was being worked). If so, a batch of
+only those is dispatched first, then the chunks go on: such a message waits for at
+most one chunk's provider calls, not for the rest of a thousand-message batch.
 
 A worker killed mid-batch leaves at most one chunk "maybe sent"; the rest were never
 handed off and ``claim.recover_stalled`` requeues them. Every write after the hand-off
@@ -33,10 +40,12 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from channels.adapters import OutboundMessage
+from channels.adapters import OutboundMessage, SendResult
 from orchestrator.delivery.dispatcher.claim import (
+    ANY_PRIORITY,
     Claimed,
     RecoveryStats,
+    due_above,
     hand_off,
     lock_due,
     mark_handed_off,
@@ -52,7 +61,12 @@ from orchestrator.delivery.dispatcher.outcomes import (
     suppress_refused_addresses,
     tally,
 )
-from orchestrator.delivery.dispatcher.send import call_adapters, customers_sending
+from orchestrator.delivery.dispatcher.send import (
+    call_adapters,
+    lock_sending,
+    try_lock_sending,
+    unlock_sending,
+)
 
 __all__ = ["DispatchStats", "RecoveryStats", "dispatch_batch", "dispatch_due", "recover_stalled"]
 
@@ -66,14 +80,21 @@ def send_chunk_size() -> int:
     return max(1, int(getattr(settings, "DISPATCH_SEND_CHUNK_SIZE", 50)))
 
 
-def dispatch_batch(*, batch_size: int | None = None) -> DispatchStats:
-    """Claim, decide, render, send and record one batch of due messages."""
+#: The highest priority a message can have: nothing can overtake it.
+TOP_PRIORITY = 9
+
+
+def dispatch_batch(*, batch_size: int | None = None, above: int = ANY_PRIORITY) -> DispatchStats:
+    """Claim, decide, render, send and record one batch of due messages.
+
+    ``above``: only messages of a higher priority than this (the priority lane).
+    """
     limit = batch_size or settings.DISPATCH_BATCH_SIZE
     stats = DispatchStats(batches=1)
     now = timezone.now()
     attempt_id = uuid.uuid4()
     with transaction.atomic(), connection.cursor() as cursor:
-        claimed, expired = lock_due(cursor, limit=limit, now=now)
+        claimed, expired = lock_due(cursor, limit=limit, now=now, above=above)
         stats.claimed = len(claimed) + len(expired)
         if not stats.claimed:
             return stats
@@ -81,7 +102,7 @@ def dispatch_batch(*, batch_size: int | None = None) -> DispatchStats:
             cursor, claimed, expired, attempt_id=attempt_id, now=now, stats=stats
         )
     if handed is not None:
-        _send_and_record(handed, attempt_id=attempt_id, stats=stats)
+        _send_and_record(handed, attempt_id=attempt_id, stats=stats, limit=limit)
     return stats
 
 
@@ -92,6 +113,7 @@ class _HandedOff:
     fallbacks: dict[int, tuple[str, str]]
     expires: dict[int, dt.datetime | None]
     customers: dict[int, int]
+    priorities: dict[int, int]
 
 
 def _decide_and_hand_off(
@@ -142,6 +164,7 @@ def _decide_and_hand_off(
         fallbacks(claimed, loaded),
         {m.id: m.expires_at for m in claimed},
         {m.id: m.customer_id for m in claimed},
+        {m.id: m.priority for m in claimed},
     )
 
 
@@ -151,43 +174,127 @@ def _with_line_spec(snapshot: dict[str, Any], outbound: OutboundMessage) -> dict
     return {**snapshot, "line": spec} if spec else snapshot
 
 
-def _send_and_record(handed: _HandedOff, *, attempt_id: uuid.UUID, stats: DispatchStats) -> None:
-    """Hand off, call and record chunk by chunk, outside any transaction."""
+def _send_and_record(
+    handed: _HandedOff, *, attempt_id: uuid.UUID, stats: DispatchStats, limit: int
+) -> None:
+    """Hand off, call and record chunk by chunk, outside any transaction.
+
+    Each chunk's customers' send locks are held from its hand-off to its record. The
+    record of one chunk and the hand-off of the next are one transaction (one commit,
+    not two), so exactly one chunk at a time is "maybe sent". Before each chunk,
+    whatever of a higher priority came due meanwhile is dispatched first.
+    """
     size = send_chunk_size()
-    for start in range(0, len(handed.to_send), size):
-        _send_chunk(handed, handed.to_send[start : start + size], attempt_id, stats)
+    called: _Called | None = None
+    try:
+        for start in range(0, len(handed.to_send), size):
+            chunk = handed.to_send[start : start + size]
+            priority = max(handed.priorities[o.message_id] for o in chunk)
+            if _higher_due(priority):
+                if called is not None:
+                    pending, called = called, None
+                    _record_called(pending, attempt_id, stats)
+                _overtake(priority, stats, limit)
+            customers = [handed.customers[o.message_id] for o in chunk]
+            locked = None
+            if called is not None and not set(customers) & set(called.locked):
+                locked = try_lock_sending(customers)
+            if locked is None and called is not None:
+                # A customer of both chunks (a lock this session holds is taken again
+                # without queuing, so an erasure waiting for it would wait for ever),
+                # or an erasure holds or wants one of this chunk's: record the chunk
+                # sent and let go of its locks before waiting for these.
+                pending, called = called, None
+                _record_called(pending, attempt_id, stats)
+            if locked is None:
+                locked = lock_sending(customers)
+            try:
+                keys = _record_and_hand_off(called, chunk, attempt_id, stats)
+            except BaseException:
+                unlock_sending(locked)
+                raise
+            if called is not None:
+                unlock_sending(called.locked)
+                called = None
+            # Rows canceled (an erasure) or requeued (recovery) since the claim are not sent.
+            live = [
+                dataclasses.replace(
+                    o, metadata={**o.metadata, "retry_key": str(keys[o.message_id])}
+                )
+                for o in chunk
+                if o.message_id in keys
+            ]
+            stats.lost += len(chunk) - len(live)
+            if not live:
+                unlock_sending(locked)
+                continue
+            called = _call(handed, live, locked)
+        if called is not None:
+            pending, called = called, None
+            _record_called(pending, attempt_id, stats)
+    finally:
+        if called is not None:
+            # Left "maybe sent" (handed off, not recorded): reconciled, never resent.
+            unlock_sending(called.locked)
 
 
-def _send_chunk(
-    handed: _HandedOff,
+@dataclass
+class _Called:
+    """A chunk the providers answered for, not yet recorded; its send locks still held."""
+
+    outcomes: list[Outcome]
+    results: list[tuple[SendResult, str]]
+    sent: dict[int, OutboundMessage]
+    done: dt.datetime
+    locked: list[int]
+
+
+def _higher_due(priority: int) -> bool:
+    """Whether a message of a higher priority than ``priority`` is due (the lane's probe)."""
+    if priority >= TOP_PRIORITY:
+        return False
+    with connection.cursor() as cursor:
+        return due_above(cursor, priority=priority, now=timezone.now())
+
+
+def _overtake(priority: int, stats: DispatchStats, limit: int) -> None:
+    """The priority lane: dispatch due messages of a higher priority than ``priority``.
+
+    Called between two chunks, when nothing of this batch is locked or in flight (its
+    rows are ``sending`` under its attempt id, which no claim takes), so the lane's
+    batch is an ordinary one. Its own chunks let only still higher priorities overtake
+    them, so the nesting ends by priority 9.
+    """
+    while True:
+        lane = dispatch_batch(batch_size=limit, above=priority)
+        stats.add(lane)
+        stats.overtaken += lane.claimed
+        # A short batch took everything due up there (or another dispatcher holds it).
+        if lane.claimed < limit or not _higher_due(priority):
+            return
+
+
+def _record_and_hand_off(
+    called: _Called | None,
     chunk: list[OutboundMessage],
     attempt_id: uuid.UUID,
     stats: DispatchStats,
-) -> None:
-    """One chunk: its customers' send locks are held from the hand-off to the record."""
-    with customers_sending([handed.customers[o.message_id] for o in chunk]):
+) -> dict[int, uuid.UUID]:
+    """Record the chunk sent before (if any) and stamp this one handed off, in one
+    transaction; returns this chunk's id -> retry key for the rows still ours."""
+    ids = [o.message_id for o in chunk]
+    if called is None:
         with connection.cursor() as cursor:
-            keys = mark_handed_off(
-                cursor, [o.message_id for o in chunk], attempt_id=attempt_id, now=timezone.now()
-            )
-        # Rows canceled (an erasure) or requeued (recovery) since the claim are not sent.
-        live = [
-            dataclasses.replace(o, metadata={**o.metadata, "retry_key": str(keys[o.message_id])})
-            for o in chunk
-            if o.message_id in keys
-        ]
-        stats.lost += len(chunk) - len(live)
-        if live:
-            _call_and_record(handed, live, attempt_id, stats)
+            return mark_handed_off(cursor, ids, attempt_id=attempt_id, now=timezone.now())
+    with transaction.atomic(), connection.cursor() as cursor:
+        written = _write_called(cursor, called, attempt_id)
+        keys = mark_handed_off(cursor, ids, attempt_id=attempt_id, now=timezone.now())
+    tally(stats, called.outcomes, written)
+    return keys
 
 
-def _call_and_record(
-    handed: _HandedOff,
-    to_send: list[OutboundMessage],
-    attempt_id: uuid.UUID,
-    stats: DispatchStats,
-) -> None:
-    """The provider calls (no transaction, no row lock held while we wait), then record."""
+def _call(handed: _HandedOff, to_send: list[OutboundMessage], locked: list[int]) -> _Called:
+    """The provider calls: no transaction, no row lock held while we wait."""
     results = call_adapters(to_send)
     done = timezone.now()
     outcomes = [
@@ -201,11 +308,25 @@ def _call_and_record(
         )
         for result, provider in results
     ]
-    sent = {o.message_id: o for o in to_send}
-    with transaction.atomic(), connection.cursor() as cursor:
-        written = record(cursor, outcomes, attempt_id, done)
-        suppress_refused_addresses(results, sent, written)
-    tally(stats, outcomes, written)
+    return _Called(outcomes, results, {o.message_id: o for o in to_send}, done, locked)
+
+
+def _write_called(cursor, called: _Called, attempt_id: uuid.UUID) -> set:
+    """The outcomes and their history rows, and the addresses a provider refused for good
+    (in the caller's transaction: the refusal and its suppression land together)."""
+    written = record(cursor, called.outcomes, attempt_id, called.done)
+    suppress_refused_addresses(called.results, called.sent, written)
+    return written
+
+
+def _record_called(called: _Called, attempt_id: uuid.UUID, stats: DispatchStats) -> None:
+    """Record a called chunk on its own, then release its customers' send locks."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            written = _write_called(cursor, called, attempt_id)
+    finally:
+        unlock_sending(called.locked)
+    tally(stats, called.outcomes, written)
 
 
 def dispatch_due(

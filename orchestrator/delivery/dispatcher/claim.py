@@ -79,25 +79,54 @@ class Claimed:
     fallback_channel: str
 
 
+#: Every due message: the lowest priority is 0.
+ANY_PRIORITY = -1
+
+# Walks message_claim_idx (priority DESC, send_after) from its start; ``above`` only cuts
+# the walk short, so the priority lane's claim is the same index scan.
 _LOCK_SQL = """
 SELECT id, customer_id, topic_id, template_id, channel, locale, data, attempts, priority,
     expires_at, journey, requested_channel, fallback_channel
 FROM delivery_message
 WHERE status IN ('queued', 'scheduled', 'deferred') AND send_after <= %(now)s
+    AND priority > %(above)s
 ORDER BY priority DESC, send_after
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
 
+_WAITING_ABOVE_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM delivery_message
+    WHERE status IN ('queued', 'scheduled', 'deferred') AND send_after <= %(now)s
+        AND priority > %(above)s
+)
+"""
 
-def lock_due(cursor, *, limit: int, now: dt.datetime) -> tuple[list[Claimed], list[Outcome]]:
+
+def due_above(cursor, *, priority: int, now: dt.datetime) -> bool:
+    """Whether a message of a higher priority than ``priority`` is due (one index probe).
+
+    Rows another dispatcher holds count too: the caller's claim then finds nothing
+    and moves on.
+    """
+    cursor.execute(_WAITING_ABOVE_SQL, {"now": now, "above": priority})
+    return bool(cursor.fetchone()[0])
+
+
+def lock_due(
+    cursor, *, limit: int, now: dt.datetime, above: int = ANY_PRIORITY
+) -> tuple[list[Claimed], list[Outcome]]:
     """Lock up to ``limit`` due messages for this transaction; split off the expired ones.
+
+    Highest priority first, then the longest due. ``above``: only messages of a higher
+    priority than this (the priority lane, see ``dispatcher``).
 
     The claim is a row lock, not a write: the rows stay waiting until the hand-off
     marks them ``sending`` in the same transaction, so a worker that dies before
     the hand-off leaves nothing to recover (its transaction rolls back).
     """
-    cursor.execute(_LOCK_SQL, {"now": now, "limit": limit})
+    cursor.execute(_LOCK_SQL, {"now": now, "limit": limit, "above": above})
     claimed: list[Claimed] = []
     expired: list[Outcome] = []
     for row in cursor.fetchall():

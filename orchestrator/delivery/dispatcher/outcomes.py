@@ -58,6 +58,8 @@ class DispatchStats:
     #: Claimed but left due for a later batch: another dispatcher was deciding for the
     #: same customer.
     busy: int = 0
+    #: Claimed by the priority lane, ahead of the rest of a batch already under way.
+    overtaken: int = 0
     #: Wall time spent in the fatigue policy stage (locks, history, decisions, writes).
     policy_seconds: float = 0.0
 

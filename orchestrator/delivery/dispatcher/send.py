@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from django.db import DatabaseError, connection
@@ -37,27 +37,61 @@ def customers_sending(customer_ids: Sequence[int]) -> Iterator[None]:
     the server releases them. Taken in id order; shared locks never wait on each other,
     only on an erasure holding one of them.
     """
-    ids = sorted(set(customer_ids))
-    if not ids:
-        yield
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_lock_shared(%s + k) FROM unnest(%s::bigint[]) AS k ORDER BY k",
-            [_SEND_LOCK, ids],
-        )
+    ids = lock_sending(customer_ids)
     try:
         yield
     finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_advisory_unlock_shared(%s + k) FROM unnest(%s::bigint[]) AS k",
-                    [_SEND_LOCK, ids],
-                )
-        except DatabaseError:
-            # Ending the session releases its locks.
-            connection.close()
+        unlock_sending(ids)
+
+
+def lock_sending(customer_ids: Iterable[int]) -> list[int]:
+    """Take the customers' send locks, shared, in id order, waiting for an erasure holding
+    one; returns the ids locked (give them to ``unlock_sending``)."""
+    ids = sorted(set(customer_ids))
+    if ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_lock_shared(%s + k) FROM unnest(%s::bigint[]) AS k ORDER BY k",
+                [_SEND_LOCK, ids],
+            )
+    return ids
+
+
+def try_lock_sending(customer_ids: Iterable[int]) -> list[int] | None:
+    """Take all the customers' send locks, shared, without waiting; None (and none held)
+    if one is not free at once (an erasure holds or waits for it).
+
+    For a caller already holding other send locks: never waiting, it cannot close a
+    cycle with an erasure waiting for one of those.
+    """
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return ids
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock_shared(%s + k)",
+            [ids, _SEND_LOCK],
+        )
+        taken = [row[0] for row in cursor.fetchall()]
+    if len(taken) == len(ids):
+        return ids
+    unlock_sending(taken)
+    return None
+
+
+def unlock_sending(ids: Sequence[int]) -> None:
+    """Release send locks taken by ``lock_sending`` or ``try_lock_sending``."""
+    if not ids:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_unlock_shared(%s + k) FROM unnest(%s::bigint[]) AS k",
+                [_SEND_LOCK, list(ids)],
+            )
+    except DatabaseError:
+        # Ending the session releases its locks.
+        connection.close()
 
 
 def wait_for_sends(cursor, customer_id: int) -> None:
