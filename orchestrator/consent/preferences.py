@@ -543,8 +543,11 @@ def preferences_update(
     written: list[ConsentRecord | None] = []
     with transaction.atomic():
         # The customer row is the lock: two updates (two tabs, two API calls) apply one
-        # after the other, each diffing against what the other wrote.
-        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        # after the other, each diffing against what the other wrote. NO KEY: a message
+        # being queued for them meanwhile (its foreign key takes KEY SHARE) is not held
+        # up, so a hold that has locked their digest can finish, and our release of that
+        # digest waits for it instead of the two waiting on each other.
+        customer = Customer.objects.select_for_update(no_key=True).get(pk=customer.pk)
         if changes.topics:
             topics = Topic.objects.filter(kind=Topic.Kind.MARKETING).in_bulk(
                 {topic_id for topic_id, _channel, _on in changes.topics}
