@@ -40,7 +40,7 @@ from orchestrator.broadcasts.audience import audience_sql
 from orchestrator.broadcasts.models import Broadcast
 from orchestrator.consent.models import CHANNELS
 from orchestrator.delivery import routing
-from orchestrator.delivery.models import Message, MessageStatus, MessageTemplate
+from orchestrator.delivery.models import Message, MessageTemplate
 
 #: Which part of the audience a run freezes.
 ALL, TEST, REST = "all", "test", "rest"
@@ -321,12 +321,16 @@ def _expand_sql(broadcast: Broadcast) -> str:
         FROM rows r
         ON CONFLICT (broadcast_id, customer_id) WHERE broadcast_id IS NOT NULL DO NOTHING
         RETURNING id, status, explanation -> 0 ->> 'reason' AS reason
+    ),
+    history AS (
+        INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason, code)
+        SELECT id, status, %(now)s, reason,
+            CASE status WHEN 'expired' THEN 'expired'
+                WHEN 'suppressed' THEN 'consent:no_address' ELSE '' END
+        FROM ins
+        RETURNING status
     )
-    INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason, code)
-    SELECT id, status, %(now)s, reason,
-        CASE status WHEN 'expired' THEN 'expired' WHEN 'suppressed' THEN 'consent:no_address'
-            ELSE '' END
-    FROM ins
+    SELECT count(*), count(*) FILTER (WHERE status = 'queued') FROM history
     """  # noqa: S608
 
 
@@ -376,33 +380,18 @@ def expand(
         cursor.execute("SET LOCAL enable_hashjoin = off")
         cursor.execute("SET LOCAL enable_mergejoin = off")
         cursor.execute(_expand_sql(broadcast), params)
-        written = max(cursor.rowcount, 0)
+        written, queued = cursor.fetchone()
         cursor.execute(
             "SELECT EXISTS (SELECT 1 FROM broadcasts_recipient"
             " WHERE broadcast_id = %s AND send_at <= %s)",
             [broadcast.id, horizon],
         )
         more = cursor.fetchone()[0]
-        if written:
-            cursor.execute(
-                "SELECT EXISTS (SELECT 1 FROM delivery_message WHERE broadcast_id = %s"
-                " AND status = %s)",
-                [broadcast.id, MessageStatus.QUEUED],
-            )
-            if cursor.fetchone()[0]:
-                from orchestrator.delivery.services import kick_dispatcher
+        if queued:
+            from orchestrator.delivery.services import kick_dispatcher
 
-                kick_dispatcher()
+            kick_dispatcher()
     return Expanded(written, more)
-
-
-def pending(broadcast_id: int) -> int:
-    """Recipients frozen whose copy is not in the outbox yet."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM broadcasts_recipient WHERE broadcast_id = %s", [broadcast_id]
-        )
-        return cursor.fetchone()[0]
 
 
 def outbox_backlog(limit: int) -> int:

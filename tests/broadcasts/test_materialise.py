@@ -412,3 +412,21 @@ def test_preview_renders_each_variant_and_test_send_queues_for_named_customers(n
     assert len(sent) == 2
     assert all(m.broadcast_id is None for m in sent)
     assert timezone.now() == NOW
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_customer_whose_address_went_since_the_freeze_is_recorded_not_dropped(news):
+    topic, template = news
+    stays, goes = make_customer("stays"), make_customer("goes")
+    for c in (stays, goes):
+        _subscribe(c, topic)
+    broadcast = _broadcast(topic, template, channel="email", send_at=NOW, schedule="at")
+    assert freeze(broadcast) == 2
+    goes.email = ""
+    goes.save(update_fields=["email"])
+    assert expand(broadcast).written == 2
+    message = Message.objects.get(customer=goes)
+    assert message.status == MessageStatus.SUPPRESSED
+    assert "no address" in message.explanation[0]["reason"]
+    assert list(message.history.values_list("code", flat=True)) == ["consent:no_address"]
+    assert Message.objects.get(customer=stays).status == MessageStatus.QUEUED
