@@ -220,7 +220,11 @@ function Canvas({ initial }) {
         };
       }),
     ].map((n) => ({ ...n, width: NODE_W, height: NODE_H, selected: n.id === selectedNode, draggable: false }));
-    setRfNodes(make);
+    // Keep what React Flow measured, so the edges stay drawn while it re-renders.
+    setRfNodes((previous) => {
+      const measured = Object.fromEntries(previous.map((n) => [n.id, n.measured]));
+      return make.map((n) => (measured[n.id] ? { ...n, measured: measured[n.id] } : n));
+    });
   }, [laid, problemsByStep, counts, kinds, catalog, selectedNode]);
 
   const rfEdges = useMemo(() => {

@@ -35,6 +35,8 @@ def settle(page: Page) -> None:
     page.wait_for_function(
         "() => [...document.querySelectorAll('.react-flow__node')].every("
         "n => n.dataset.id === '__trigger__' || n.style.transform !== 'translate(0px, 0px)')"
+        " && (document.querySelectorAll('.react-flow__node').length < 2"
+        " || document.querySelectorAll('.react-flow__edge').length > 0)"
     )
     page.wait_for_timeout(100)
 
@@ -60,7 +62,8 @@ def drop_on_edge(page: Page, kind: str, edge_id: str) -> None:
     """Drag a palette item onto the middle of an edge's drawn path."""
     point = page.evaluate(
         """id => {
-            const path = document.querySelector(`.react-flow__edge[data-id="${id}"] path.react-flow__edge-path`);
+            const edge = `.react-flow__edge[data-id="${id}"]`;
+            const path = document.querySelector(`${edge} path.react-flow__edge-path`);
             const at = path.getPointAtLength(path.getTotalLength() / 2);
             const m = path.getScreenCTM();
             return {x: at.x * m.a + at.y * m.c + m.e, y: at.x * m.b + at.y * m.d + m.f};
@@ -133,3 +136,92 @@ def dump(value: Any) -> str:
 
 def expect_status(page: Page, text: str) -> None:
     expect(page.get_by_test_id("status")).to_contain_text(text)
+
+
+def laid_out(page: Page) -> dict:
+    """The canvas's drawing in flow coordinates: each node's box and each edge's path."""
+    return page.evaluate(
+        """() => {
+            const nodes = {};
+            for (const n of document.querySelectorAll('.react-flow__node')) {
+                const m = n.style.transform.match(/translate\\(([-\\d.]+)px, ([-\\d.]+)px\\)/);
+                nodes[n.dataset.id] = {
+                    x: Number(m[1]), y: Number(m[2]), w: n.offsetWidth, h: n.offsetHeight,
+                };
+            }
+            const edges = {};
+            for (const e of document.querySelectorAll('.react-flow__edge')) {
+                const path = e.querySelector('path.react-flow__edge-path');
+                edges[e.dataset.id] = path.getAttribute('d');
+            }
+            return {nodes, edges};
+        }"""
+    )
+
+
+def polyline(d: str) -> list[tuple[float, float]]:
+    """The points of an edge path made of M/L commands (how the canvas draws ELK's routes)."""
+    assert re.fullmatch(r"[ML0-9eE.,\s-]+", d), f"not an orthogonal polyline: {d}"
+    numbers = d_numbers(d)
+    return list(zip(numbers[0::2], numbers[1::2], strict=True))
+
+
+def segment_enters_box(a, b, box, margin: float = 1.0) -> bool:
+    """Whether the segment a-b passes through the inside of box (shrunk by margin)."""
+    x0, y0 = box["x"] + margin, box["y"] + margin
+    x1, y1 = box["x"] + box["w"] - margin, box["y"] + box["h"] - margin
+    # Liang-Barsky clipping of the segment against the rectangle.
+    t0, t1 = 0.0, 1.0
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    for p, q in ((-dx, a[0] - x0), (dx, x1 - a[0]), (-dy, a[1] - y0), (dy, y1 - a[1])):
+        if p == 0:
+            if q < 0:
+                return False
+        else:
+            t = q / p
+            if p < 0:
+                t0 = max(t0, t)
+            else:
+                t1 = min(t1, t)
+            if t0 > t1:
+                return False
+    return True
+
+
+def image_difference(page: Page, actual: bytes, baseline: bytes) -> dict:
+    """Compare two PNGs in the browser at a quarter of their size (so antialiasing and
+    font hinting wash out): the mean difference per channel (0-255) and the share of
+    cells that differ by more than 64."""
+    import base64
+
+    return page.evaluate(
+        """async ([a, b]) => {
+            async function pixels(data) {
+                const img = new Image();
+                img.src = 'data:image/png;base64,' + data;
+                await img.decode();
+                const w = Math.round(img.width / 4), h = Math.round(img.height / 4);
+                const c = document.createElement('canvas');
+                c.width = w; c.height = h;
+                const ctx = c.getContext('2d');
+                ctx.imageSmoothingQuality = 'high';
+                ctx.drawImage(img, 0, 0, w, h);
+                return {w, h, px: ctx.getImageData(0, 0, w, h).data};
+            }
+            const [x, y] = [await pixels(a), await pixels(b)];
+            if (x.w !== y.w || x.h !== y.h) return {sameSize: false, mean: 255, changed: 1};
+            let sum = 0, changed = 0;
+            for (let i = 0; i < x.px.length; i += 4) {
+                let cell = 0;
+                for (let k = 0; k < 3; k++) {
+                    const d = Math.abs(x.px[i + k] - y.px[i + k]);
+                    sum += d;
+                    cell = Math.max(cell, d);
+                }
+                if (cell > 64) changed += 1;
+            }
+            const cells = x.px.length / 4;
+            return {sameSize: true, mean: sum / (cells * 3), changed: changed / cells};
+        }""",
+        [base64.b64encode(actual).decode(), base64.b64encode(baseline).decode()],
+    )
