@@ -19,7 +19,12 @@ Every channel uses the ``NullAdapter``, so the figure is the dispatcher's own
 cost: claim, consent, render, hand-off and record. The workers run the same code
 the ``delivery.dispatch`` Celery task runs (``dispatcher.dispatch_due``).
 
-The last line printed is the result, e.g. ``dispatched 100000 messages in 12.3 s: 8130 messages/s``.
+In the same run (before ours, unless ``--no-peers``) it runs the reference peers of
+/work/shared/peers at the same size: the raw ceiling (psycopg ``COPY`` + ``SKIP
+LOCKED``, ``str.format``, one bulk ``UPDATE`` per batch) and django-post-office tuned.
+The last line printed is the result and its ratio to the ceiling measured minutes
+apart, e.g. ``decided 100000 messages in 12.3 s: 8130 messages/s; raw ceiling 41200/s
+in the same run: 0.20x``.
 """
 
 from __future__ import annotations
@@ -27,11 +32,18 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import multiprocessing
 import os
 import pstats
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+from bench.api import PEERS_DIR, PEERS_VENV
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
 
@@ -142,6 +154,54 @@ def drop_database(name: str) -> None:
     connections.close_all()
     with _maintenance_connection(settings.DATABASES["default"]) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def peers_available() -> str | None:
+    """Why the peers cannot run here, or None when they can."""
+    if not (PEERS_DIR / "bench_c_raw.py").exists():
+        return f"no peers at {PEERS_DIR}"
+    if not (PEERS_VENV / "bin" / "python").exists():
+        return f"peers not set up ({PEERS_DIR}/run.sh setup)"
+    return None
+
+
+def run_peers(messages: int) -> dict[str, float]:
+    """The raw ceiling and django-post-office (tuned) at ``messages``: deliveries per second.
+
+    Run from a writable copy of the peers' directory (the shared one is read-only and
+    post-office writes its command logs under ``results/``), with none of our settings.
+    """
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH", "DATABASE_URL", "SECRET_KEY")
+    }
+    python = str(PEERS_VENV / "bin" / "python")
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="peers-") as work:
+        shutil.copytree(PEERS_DIR, work, dirs_exist_ok=True)
+        for path in Path(work).rglob("*"):
+            path.chmod(path.stat().st_mode | 0o200)
+        (Path(work) / "results").mkdir(exist_ok=True)
+        for name, script, extra in (
+            ("raw ceiling", "bench_c_raw.py", {}),
+            ("django-post-office", "bench_a_post_office.py", {"PO_BATCH_SIZE": "1000"}),
+        ):
+            done = subprocess.run(
+                [python, script, "--n", str(messages), "--reps", "1"],
+                cwd=work,
+                env={**env, **extra},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                log(f"{name} failed: {done.stderr.strip().splitlines()[-1:]}")
+                continue
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            figures[name] = float(row["deliver_msgs_per_s"])
+            log(f"{name}: {row['deliver_msgs_per_s']:.0f} messages/s ({row['deliver_s']:.1f} s)")
+    return figures
 
 
 def seed_policy(customers: int) -> None:
@@ -381,6 +441,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--profile", action="store_true", help="cProfile (single worker)")
     parser.add_argument(
+        "--no-peers", action="store_true", help="skip the raw ceiling and django-post-office"
+    )
+    parser.add_argument(
         "--with-policy",
         action="store_true",
         help="three caps, quiet hours in each customer's time zone, some customers over caps",
@@ -388,6 +451,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     customers = args.customers or max(args.messages // 10, 1)
 
+    peers: dict[str, float] = {}
+    if not args.no_peers:
+        why_not = peers_available()
+        if why_not:
+            log(f"peers not measured: {why_not}")
+        else:
+            peers = run_peers(args.messages)
     setup_django(args.database)
     from django.db import connection
 
@@ -435,7 +505,17 @@ def main(argv: list[str] | None = None) -> None:
     share = totals["policy_seconds"] / (elapsed * args.workers)
     print(f"policy stage: {totals['policy_seconds']:.1f} s of worker time ({share:.0%})")
     verb = "decided" if args.with_policy else "dispatched"
-    print(f"{verb} {decided} messages in {elapsed:.1f} s: {decided / elapsed:.0f} messages/s")
+    rate = decided / elapsed
+    if "django-post-office" in peers:
+        print(
+            f"django-post-office (tuned) in the same run: {peers['django-post-office']:.0f}/s; "
+            f"ours {rate / peers['django-post-office']:.2f}x"
+        )
+    line = f"{verb} {decided} messages in {elapsed:.1f} s: {rate:.0f} messages/s"
+    if "raw ceiling" in peers:
+        ceiling = peers["raw ceiling"]
+        line += f"; raw ceiling {ceiling:.0f}/s in the same run: {rate / ceiling:.2f}x"
+    print(line)
 
 
 if __name__ == "__main__":
