@@ -528,6 +528,7 @@ function Canvas({ initial }) {
     side = (
       <div className="jc-side-body">
         <div className="jc-side-actions">
+          <span className="jc-sub">Step {key}</span>
           <button type="button" data-testid="delete-step" onClick={removeSelected}>
             Delete step
           </button>
@@ -654,9 +655,11 @@ function Canvas({ initial }) {
         </div>
         {side ? (
           <aside className="jc-side" data-testid="side-column" aria-label="Step settings">
-            <button type="button" className="jc-close" onClick={() => (drawer ? setDrawer(null) : setPanelOpen(false))} aria-label="Close">
-              ×
-            </button>
+            {drawer ? (
+              <button type="button" className="jc-close" onClick={() => setDrawer(null)} aria-label="Close">
+                ×
+              </button>
+            ) : null}
             {side}
           </aside>
         ) : null}

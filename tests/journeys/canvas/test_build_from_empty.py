@@ -105,10 +105,27 @@ def test_marketer_builds_the_demo_replenishment_journey_from_empty(canvas_page):
     assert {k: draft["trigger"][k] for k in trigger} == trigger
     assert draft["trigger"]["kind"] == "replenishment"
 
-    # Publish from the canvas, then the engine runs it for a customer.
+    # What publishing would change, and the forecast, open beside the canvas.
+    page.get_by_test_id("diff").click()
+    diff = page.get_by_test_id("diff-panel")
+    expect(diff).to_contain_text("Nothing is published yet")
+    expect(diff.locator("li")).not_to_have_count(0)
+    page.get_by_test_id("simulate").click()
+    simulate = page.get_by_test_id("simulate-panel")
+    expect(simulate.locator("table").first).to_be_visible(timeout=20_000)
+    expect(simulate).to_contain_text("entries")
+    assert page.locator(".react-flow").bounding_box()["width"] > 500  # the canvas stays beside
+
+    # Publish from the canvas; the versions say who published it.
     page.get_by_test_id("publish").click()
     page.get_by_test_id("publish-confirm").click()
     expect_status(page, "Published version 1.")
+    page.get_by_test_id("versions").click()
+    versions = page.get_by_test_id("versions-panel")
+    expect(versions).to_contain_text("Version 1")
+    expect(versions).to_contain_text("marketer")
+
+    # The engine runs the published journey for a customer: the first reminder goes.
     journey.refresh_from_db()
     journey_activate(journey=journey)
     customer = Customer.objects.filter(subscriptions__topic__key="replenishment").first()
