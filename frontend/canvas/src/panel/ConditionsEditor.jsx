@@ -408,6 +408,14 @@ function ValueControl({ condition, field, onChange, catalog, rowId }) {
       />
     );
   }
+  const labelled = (control) => (
+    <div className="jp-row">
+      <label htmlFor={id} className="jp-muted">
+        Value
+      </label>
+      {control}
+    </div>
+  );
   const set = (v) => {
     const out = { ...condition };
     if (v === undefined) delete out.value;
@@ -415,26 +423,26 @@ function ValueControl({ condition, field, onChange, catalog, rowId }) {
     onChange(out);
   };
   if (valueType === "bool" || valueType === "boolean") {
-    return (
+    return labelled(
       <select
+        className="jp-grow"
         id={id}
         name="value"
-        aria-label="Value"
         value={showValue(condition.value)}
         onChange={(e) => set(e.target.value === "" ? undefined : e.target.value === "true")}
       >
         <option value="">— choose —</option>
         <option value="true">yes</option>
         <option value="false">no</option>
-      </select>
+      </select>,
     );
   }
   if (field?.values?.length && type !== "last_message") {
-    return (
+    return labelled(
       <select
+        className="jp-grow"
         id={id}
         name="value"
-        aria-label="Value"
         value={showValue(condition.value)}
         onChange={(e) => set(e.target.value === "" ? undefined : parseValue(e.target.value))}
       >
@@ -447,23 +455,23 @@ function ValueControl({ condition, field, onChange, catalog, rowId }) {
             </option>
           );
         })}
-      </select>
+      </select>,
     );
   }
   const inputType =
     valueType === "number" ? "number" : valueType === "date" ? "date" : "text";
-  return (
+  return labelled(
     <input
+      className="jp-grow"
       type={inputType}
       step={inputType === "number" ? "any" : undefined}
       id={id}
       name="value"
-      aria-label="Value"
       value={showValue(condition.value)}
       onChange={(e) =>
         set(e.target.value === "" ? undefined : type === "reply" ? e.target.value : typedValue(e.target.value, valueType))
       }
-    />
+    />,
   );
 }
 
