@@ -52,7 +52,10 @@ class SegmentInfo:
 
 
 def is_gsm7(text: str) -> bool:
-    return all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text)
+    return _GSM7_ALL.issuperset(text)
+
+
+_GSM7_ALL = GSM7_BASIC | GSM7_EXTENSION
 
 
 def _unit_cost(ch: str, encoding: str) -> int:
@@ -61,11 +64,21 @@ def _unit_cost(ch: str, encoding: str) -> int:
     return 2 if ord(ch) > 0xFFFF else 1  # outside the BMP: a surrogate pair
 
 
+def _double_units(text: str, encoding: str) -> int:
+    """How many characters of ``text`` take two units (set and range checks in C first)."""
+    if encoding == GSM7:
+        if GSM7_BASIC.issuperset(text):
+            return 0
+        return sum(1 for ch in text if ch in GSM7_EXTENSION)
+    if text.isascii() or max(text) <= "\uffff":
+        return 0
+    return sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
 def segments(text: str) -> SegmentInfo:
     """Encoding and segment count of ``text`` as an SMS. An empty text has no segments."""
     encoding = GSM7 if is_gsm7(text) else UCS2
-    costs = [_unit_cost(ch, encoding) for ch in text]
-    units = sum(costs)
+    units = len(text) + _double_units(text, encoding) if text else 0
     if units == 0:
         count = 0
     elif units <= SINGLE_LIMITS[encoding]:
@@ -73,7 +86,8 @@ def segments(text: str) -> SegmentInfo:
     else:
         part_limit = PART_LIMITS[encoding]
         count, filled = 1, 0
-        for cost in costs:
+        for ch in text:
+            cost = _unit_cost(ch, encoding)
             if filled + cost > part_limit:  # a 2-unit character never straddles two parts
                 count, filled = count + 1, 0
             filled += cost

@@ -287,7 +287,25 @@ def _form(values: Mapping[str, object]) -> str:
                 pairs.append((key, value))
         else:
             pairs.extend((key, item) for item in value if item is not None)  # type: ignore[union-attr]
+    if all(type(k) is str and type(v) is str and k.isascii() and v.isascii() for k, v in pairs):
+        return "&".join(
+            f"{k.translate(_PLUS_QUOTED)}={v.translate(_PLUS_QUOTED)}" for k, v in pairs
+        )
     return urlencode(pairs)
+
+
+#: ``quote_plus`` for ASCII text as one ``str.translate``: the same bytes, without
+#: ``urlencode``'s per-character Python work (most parameters are ASCII).
+_PLUS_QUOTED = {
+    code: (
+        "+"
+        if code == 0x20
+        else chr(code)
+        if chr(code).isalnum() or chr(code) in "_.-~"
+        else f"%{code:02X}"
+    )
+    for code in range(128)
+}
 
 
 def _text(response: urllib3.BaseHTTPResponse) -> str:
