@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,14 +19,14 @@ import pytest
 from channels.adapters import line as line_module
 from channels.adapters import sendgrid as sendgrid_module
 from channels.adapters import twilio_sms as twilio_module
-from channels.adapters.base import ChannelAdapter
 from channels.adapters.registry import get_adapter, reset_adapters
+from tests.channels import test_adapter_transports as transports
 from tests.channels.test_adapter_transports import PROVIDERS
-from tests.emulator import ProviderEmulator
-from tests.emulator import line as line_emulator
-from tests.emulator import sendgrid as sendgrid_emulator
-from tests.emulator import twilio as twilio_emulator
 from tests.emulator.server import wait_until
+
+#: The emulator of all three providers, and the adapters closed after each test.
+emulator = transports.emulator
+adapters = transports.adapters
 
 #: Where each adapter builds its SDK client: (module, name of the class there).
 SDK_CLIENTS = {
@@ -36,26 +35,6 @@ SDK_CLIENTS = {
     "whatsapp": (twilio_module, "Client"),
     "line": (line_module, "ApiClient"),
 }
-
-
-@pytest.fixture
-def emulator() -> Iterator[ProviderEmulator]:
-    server = ProviderEmulator()
-    for install in (sendgrid_emulator.install, twilio_emulator.install, line_emulator.install):
-        install(server)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def adapters() -> Iterator[list[ChannelAdapter]]:
-    made: list[ChannelAdapter] = []
-    yield made
-    for adapter in made:
-        adapter.close()  # type: ignore[attr-defined]
 
 
 def count_clients(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Any]:
