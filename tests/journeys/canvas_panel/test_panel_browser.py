@@ -270,3 +270,66 @@ def test_the_panel_works_from_the_keyboard_and_fits_its_column(panel_page, templ
     box = panel.bounding_box()
     assert box["x"] + box["width"] <= 1280
     assert panel_page.page_errors == []
+
+
+def test_every_comparison_the_editor_offers_is_one_the_server_accepts(panel_page, template):
+    make_customer("runner-2", attributes={"first_name": "Bo", "orders": 3})
+    Segment.objects.create(key="recent-buyers", name="Recent buyers")
+    journey = make_journey(
+        [
+            {
+                "key": "check",
+                "kind": "branch",
+                "next": "yes",
+                "alt_next": "",
+                "config": {
+                    "conditions": [{"type": "attribute", "name": "orders", "op": "gt", "value": 1}]
+                },
+            },
+            send("yes"),
+        ],
+        activate=False,
+    )
+    panel = panel_page.open_step(journey, "check")
+    rows = panel.get_by_test_id("condition-row")
+    made = 1
+    for field in (
+        "attribute:orders",
+        "attribute:",
+        "property:",
+        "event:",
+        "last_message:",
+        "reply:",
+        "segment:",
+    ):
+        panel.get_by_test_id("add-condition").click()
+        row = rows.nth(made)
+        row.locator('[name="condition_field"]').select_option(field)
+        ops = row.locator('[name="op"] option').evaluate_all("os => os.map(o => o.value)")
+        for n, op in enumerate(ops):
+            if n:
+                panel.get_by_test_id("add-condition").click()
+                row = rows.nth(made)
+                row.locator('[name="condition_field"]').select_option(field)
+            row.locator('[name="op"]').select_option(op)
+            if row.locator('[name="condition_name"]').count():
+                row.locator('[name="condition_name"]').fill(
+                    "order.completed" if field == "event:" else "plan"
+                )
+            value = row.locator('input[name="value"]:not([type=checkbox])')
+            if value.count() and value.get_attribute("placeholder") == "Type a value, then Enter":
+                value.fill("gold")
+                value.press("Enter")
+            elif value.count():
+                value.fill("5")
+            made += 1
+    expect(rows).to_have_count(made)
+    panel_page.get_by_test_id("save-draft").click()
+    expect(panel_page.get_by_test_id("status")).to_contain_text("Draft saved", timeout=SERVER)
+    saved = definition_of(Journey.objects.get(pk=journey.pk))
+    assert len(saved["steps"][0]["config"]["conditions"]) == made
+    assert {(c["type"], c["op"]) for c in saved["steps"][0]["config"]["conditions"]} == {
+        (kind, op) for kind, ops in conditions.OPS_BY_TYPE.items() for op in ops
+    }
+    assert validate(saved) == []
+    expect(panel.locator(".jp-error")).to_have_count(0)
