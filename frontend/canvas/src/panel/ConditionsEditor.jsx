@@ -648,7 +648,6 @@ export function ConditionsEditor({
         {list.map((c, i) => (
           <ConditionRow
             // Rows have no identity of their own; the index is what the server names too.
-            // eslint-disable-next-line react/no-array-index-key
             key={i}
             index={i}
             condition={c}

@@ -78,7 +78,6 @@ function ExitEvents({ value, catalog, onChange, messages }) {
       {rows.length === 0 && <p className="jp-muted">No exit events: customers leave at the end.</p>}
       {rows.map((row, i) => (
         // Rows have no identity of their own; the index is what the server names too.
-        // eslint-disable-next-line react/no-array-index-key
         <div className="jp-exit-row" key={i} data-testid="exit-event-row">
           <div>
             <label htmlFor={`${id}-${i}-event`}>Event</label>
