@@ -227,6 +227,7 @@ function Canvas({ initial }) {
     });
   }, [laid, problemsByStep, counts, kinds, catalog, selectedNode]);
 
+  const selectEdge = useCallback((id) => setSelection({ type: "edge", id }), []);
   const rfEdges = useMemo(() => {
     if (!laid) return [];
     return laid.edges
@@ -242,9 +243,15 @@ function Canvas({ initial }) {
         reconnectable: e.source !== TRIGGER,
         ariaLabel: e.label ? `${e.source} ${e.label} to ${e.target}` : `${e.source} to ${e.target}`,
         markerEnd: { type: MarkerType.ArrowClosed, width: 18, height: 18 },
-        data: { points: laid.routes[e.id]?.points, labelAt: laid.routes[e.id]?.label, text: e.text, exit: e.exit },
+        data: {
+          points: laid.routes[e.id]?.points,
+          labelAt: laid.routes[e.id]?.label,
+          text: e.text,
+          exit: e.exit,
+          onSelect: selectEdge,
+        },
       }));
-  }, [laid, selectedEdge]);
+  }, [laid, selectedEdge, selectEdge]);
 
   // Fit the laid-out graph (from ELK's positions, so it needs no measured nodes).
   const fit = useCallback(

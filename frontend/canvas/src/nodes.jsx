@@ -89,6 +89,9 @@ export function ElkEdge({ id, data, sourceX, sourceY, targetX, targetY, markerEn
             className={`jc-edge-label nodrag nopan${selected ? " jc-selected" : ""}`}
             data-edge-id={id}
             data-testid="edge-label"
+            role="button"
+            tabIndex={-1}
+            onClick={() => data?.onSelect?.(id)}
             style={{ transform: `translate(-50%, -50%) translate(${at.x}px, ${at.y}px)` }}
           >
             {label}

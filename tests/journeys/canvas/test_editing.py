@@ -74,6 +74,24 @@ def test_delete_undo_redo_insert_on_an_edge_and_the_keyboard(canvas_page):
     assert edge_ids(page) == ORIGINAL
     expect(page.get_by_test_id("status")).to_contain_text("All changes saved")
 
+    # Unlink an exit (select the arrow, Delete): the stray step shows its problem; drag
+    # from the exit's handle to the step to link it again.
+    page.locator('[data-edge-id="week:next"]').click()  # the arrow's label
+    page.keyboard.press("Delete")
+    settle(page)
+    assert edge_ids(page) == ["__trigger__:next", "remind:next"]
+    expect(node(page, "nudge").get_by_test_id("node-problems")).to_be_visible()
+    start = node(page, "week").locator(".react-flow__handle.source").bounding_box()
+    end = node(page, "nudge").bounding_box()
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + 10, steps=8)
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + 4, steps=2)
+    page.mouse.up()
+    settle(page)
+    assert edge_ids(page) == ORIGINAL
+    expect(node(page, "nudge").get_by_test_id("node-problems")).to_have_count(0)
+
     # A wait dropped on the arrow remind -> week goes between them; until it says how
     # long, the step shows the problem and saving is refused.
     drop_on_edge(page, "wait", "remind:next")
