@@ -131,3 +131,22 @@ def test_message_past_its_expiry_is_expired_not_sent(outbox):
     assert entry["step"] == "expiry"
     assert entry["details"]["expires_at"] is not None
     assert list(message.history.values_list("status", flat=True)) == ["scheduled", "expired"]
+
+
+def test_an_edited_template_is_rendered_as_edited_by_the_next_batch(outbox):
+    """Parsed templates are kept per process, keyed by their text: an edit is a new key."""
+    template = make_template(
+        topic=make_topic(),
+        variants={("sms", "en"): {"body": "Old text for {{ customer.first_name }}"}},
+    )
+    customer = make_customer("eve", attributes={"first_name": "Eve"})
+    queue(customer, template, channel="sms")
+    dispatch_due()
+    variant = template.variants.get()
+    variant.body = "New text for {{ customer.first_name }}"
+    variant.save()
+    queue(customer, template, channel="sms")
+
+    dispatch_due()
+
+    assert [m.body for m in outbox] == ["Old text for Eve", "New text for Eve"]
