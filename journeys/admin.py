@@ -45,7 +45,7 @@ from journeys.admin_forms import (
 )
 from journeys.definition import definition_of, export, normalized
 from journeys.models import Enrollment, Journey, Step, StepRun
-from journeys.problems import DefinitionInvalid, Problem
+from journeys.problems import DefinitionInvalid
 from journeys.services import (
     journey_activate,
     journey_archive,
@@ -280,7 +280,8 @@ def _definition_of_request(request) -> dict:
     checked = JourneySerializer(data=definition)
     if not checked.is_valid():
         problems = [
-            Problem(field, message) for field, message in _flatten(checked.errors, "", definition)
+            canvas.type_problem(field, message, definition)
+            for field, message in _flatten(checked.errors, "", definition)
         ]
         raise DefinitionInvalid(problems)
     return definition

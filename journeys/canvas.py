@@ -95,6 +95,22 @@ def problems_json(problems: Sequence[Problem], definition: Any) -> list[dict[str
     ]
 
 
+_CONFIG_FIELD = re.compile(r"^steps\.([^.\[]+)\.config\.(\w+)")
+
+
+def type_problem(field: str, message: str, definition: Any) -> Problem:
+    """A wrong JSON type (the API's type checks) said with the setting's own label:
+    ``steps.hello.config.template`` + "Must be a string." -> "Template: must be a string."."""
+    label = (field.rsplit(".", 1)[-1] or "definition").replace("_", " ").capitalize()
+    if m := _CONFIG_FIELD.match(field):
+        steps = definition.get("steps") if isinstance(definition, Mapping) else None
+        kinds = {s.get("key"): s.get("kind") for s in steps or [] if isinstance(s, Mapping)}
+        with contextlib.suppress(KeyError, TypeError):
+            label = canvas_fields.spec(kinds.get(m.group(1)), m.group(2))["label"]
+    text = message[:1].lower() + message[1:] if message else "has the wrong kind of value."
+    return Problem(field, f"{label}: {text}")
+
+
 def check(definition: Any) -> list[Problem]:
     """``validate``, with a definition whose values have the wrong JSON types answered
     as a problem rather than an error (the API's serializers catch those first)."""

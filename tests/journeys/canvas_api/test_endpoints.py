@@ -182,6 +182,7 @@ def test_wrong_types_name_the_step_they_are_in(editor_client, journey):
     [problem] = response.json()["problems"]
     assert problem["step"] == "hello"
     assert problem["field"] == "steps.hello.config.template"
+    assert problem["message"] == "Template: must be a string."
 
 
 def test_save_and_publish_equals_the_api_put_of_the_same_definition(
