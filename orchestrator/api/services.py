@@ -19,13 +19,13 @@ from orchestrator.audience.models import Customer
 from orchestrator.audience.services import EventInput, EventsRecorded, customers_upsert
 from orchestrator.audience.services import events_record as audience_events_record
 from orchestrator.consent.models import Topic
-from orchestrator.delivery.models import Message, MessageTemplate
+from orchestrator.delivery.models import Message
 from orchestrator.delivery.services import (
     SendRefused,
     SendUnrenderable,
     message_build_checked,
     messages_queue,
-    template_variant_rows,
+    templates_with_variants,
 )
 
 
@@ -119,13 +119,7 @@ def messages_send(sends: Sequence[Mapping[str, Any]]) -> list[Message | ApiError
     cannot render with the data 422 naming the missing variables.
     """
     customers = recipients_resolve([send["to"] for send in sends])
-    templates = {
-        t.key: t
-        for t in MessageTemplate.objects.select_related("topic").filter(
-            key__in={send["template"] for send in sends}
-        )
-    }
-    variant_rows = template_variant_rows(t.pk for t in templates.values())
+    templates = templates_with_variants(send["template"] for send in sends)
     topic_keys = {send["topic"] for send in sends if send.get("topic") is not None}
     topics = {t.key: t for t in Topic.objects.filter(key__in=topic_keys)} if topic_keys else {}
     results: list[Message | ApiError] = []
@@ -133,7 +127,7 @@ def messages_send(sends: Sequence[Mapping[str, Any]]) -> list[Message | ApiError
         if isinstance(customer, ApiError):
             results.append(customer)
             continue
-        template = templates.get(send["template"])
+        template, variant_rows = templates.get(send["template"], (None, None))
         topic = send.get("topic")
         unknown: dict[str, list[str]] = {}
         if template is None:
@@ -148,7 +142,7 @@ def messages_send(sends: Sequence[Mapping[str, Any]]) -> list[Message | ApiError
         try:
             results.append(
                 message_build_checked(
-                    variant_rows=variant_rows[template.pk],
+                    variant_rows=variant_rows,
                     customer=customer,
                     template=template,
                     topic=topics.get(topic) if topic is not None else None,

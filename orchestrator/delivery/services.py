@@ -7,7 +7,10 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import transaction
+from django.db.models import OuterRef
+from django.db.models.functions import JSONObject
 from django.utils import timezone
 
 from orchestrator.audience.models import Customer
@@ -92,6 +95,23 @@ def template_variant_rows(template_ids: Iterable[int]) -> dict[int, list[tuple]]
         ).values_list("template_id", *VARIANT_COLUMNS):
             rows[template_id].append(tuple(row))
     return rows
+
+
+def templates_with_variants(keys: Iterable[str]) -> dict[str, tuple[MessageTemplate, list[tuple]]]:
+    """Templates by key, each with its topic and its variants (``VARIANT_COLUMNS``): one
+    query for any number of them."""
+    variants = TemplateVariant.objects.filter(template=OuterRef("pk")).values(
+        row=JSONObject(**{name: name for name in VARIANT_COLUMNS})
+    )
+    templates = (
+        MessageTemplate.objects.select_related("topic")
+        .filter(key__in=set(keys))
+        .annotate(variant_rows=ArraySubquery(variants))
+    )
+    return {
+        t.key: (t, [tuple(row[name] for name in VARIANT_COLUMNS) for row in t.variant_rows])
+        for t in templates
+    }
 
 
 def message_create(

@@ -12,13 +12,13 @@ def test_a_single_send_takes_a_bounded_number_of_queries(
     api, send_body, django_assert_max_num_queries
 ):
     api.post("/api/v1/messages", send_body, format="json")  # the key is read and cached
-    # Customer, template with its topic, variants, digest choice, message, history, and
+    # Customer, template with its topic and variants, digest choice, message, history, and
     # the savepoint the test's own transaction turns the send's transaction into (2).
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(7):
         assert api.post("/api/v1/messages", send_body, format="json").status_code == 202
     # With an Idempotency-Key: also the claim (committed alone) and the stored response,
     # and two more transactions, each a savepoint pair here.
-    with django_assert_max_num_queries(14):
+    with django_assert_max_num_queries(13):
         response = api.post("/api/v1/messages", send_body, format="json", HTTP_IDEMPOTENCY_KEY="k")
         assert response.status_code == 202
 
