@@ -41,7 +41,9 @@ def test_a_wait_step_shows_only_its_duration(panel_page, template):
     panel.locator('[name="mode"]').select_option("time_of_day")
     expect(panel.get_by_test_id("field-time")).to_be_visible()
     expect(panel.get_by_test_id("field-minutes")).to_have_count(0)
+    panel.locator('[name="time"]').fill("09:30")
     panel.locator('[name="mode"]').select_option("duration")
+    expect(panel.locator('[name="minutes"]')).to_have_value("")  # the time went with its mode
     # 36 hours is stored in the step's unit, minutes.
     panel.locator('[name="minutes"]').fill("36")
     panel.locator('[name="minutes_unit"]').select_option("hours")

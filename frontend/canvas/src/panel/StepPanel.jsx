@@ -67,7 +67,17 @@ export function StepPanel({ step, kindSpec, catalog, problems, urls, onChange, o
   const shown = specs.filter((s) => isShown(s, config, specs) && !inEditor(s));
   const names = specs.map((s) => s.name);
   const placed = placeProblems(stepProblems(problems, step.key), `steps.${step.key}`, [...names, "label"]);
-  const set = (name, value) => onChange({ ...step, config: withSetting(config, name, value) });
+  const set = (name, value) => {
+    let next = withSetting(config, name, value);
+    // Settings of another mode (a wait's minutes once it waits for a time of day) go,
+    // so the step saves only what its panel shows.
+    if (specs.some((s) => s.show_when?.field === name)) {
+      for (const s of specs) {
+        if (s.show_when && !isShown(s, next, specs)) next = withSetting(next, s.name, undefined);
+      }
+    }
+    onChange({ ...step, config: next });
+  };
   const sends = specs.some((s) => s.type === "template");
   return (
     <aside
