@@ -238,14 +238,14 @@ def customer_explanation(message, *, journey_name: str | None = None) -> list[st
         )
     elif status == "held" or _digest_entry(trail, "canceled"):
         lines.append(_digest_hold(trail, status))
+    elif status not in _WENT_OUT:
+        lines.extend(_not_sent(message, trail, last_hold, topic_name, channel, tz))
     if status != "held" and any(
         e.get("step") == "digest" and (e.get("details") or {}).get("released")
         for e in trail
         if e.get("decision") != "held"
     ):
         lines.append(_("It was held for your digest; you then chose to get these as they happen."))
-    elif status not in _WENT_OUT:
-        lines.extend(_not_sent(message, trail, last_hold, topic_name, channel, tz))
     digest = (message.data or {}).get("digest") if isinstance(message.data, dict) else None
     if isinstance(digest, dict) and status in _WENT_OUT:
         lines.append(
