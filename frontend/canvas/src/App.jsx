@@ -495,6 +495,16 @@ function Canvas({ initial }) {
         openStep(key);
         return;
       }
+      if ((event.key === "Delete" || event.key === "Backspace") && key !== TRIGGER) {
+        // The focused step, whether or not it was selected first.
+        event.preventDefault();
+        event.stopPropagation();
+        change(deleteStep(definition, key));
+        setStatus(`Deleted step ${key}.`);
+        setSelection(null);
+        setPanelOpen(false);
+        return;
+      }
       if (event.key === "ArrowDown") to = near.out[0];
       else if (event.key === "ArrowUp") to = near.in[0];
       else if (event.key === "ArrowRight") to = near.out[1];
@@ -508,7 +518,7 @@ function Canvas({ initial }) {
         focusNode(to);
       }
     },
-    [definition, openStep, focusNode],
+    [definition, openStep, focusNode, change],
   );
 
   // --- side column ----------------------------------------------------------------

@@ -146,5 +146,13 @@ def test_delete_undo_redo_insert_on_an_edge_and_the_keyboard(canvas_page):
     page.get_by_test_id("undo").click()
     settle(page)
     expect(node(page, "exit-1")).to_have_count(0)
+    node(page, "wait-1").focus()  # Delete removes the focused step
+    page.keyboard.press("Delete")
+    settle(page)
+    assert edge_ids(page) == ["__trigger__:next", "remind:next", "week:next"]
+    expect(node(page, "wait-1")).to_have_count(0)
+    page.keyboard.press("Control+z")
+    settle(page)
+    expect(node(page, "wait-1")).to_have_count(1)
     expect(page.get_by_test_id("status")).to_contain_text("All changes saved")
     assert not canvas_page.page_errors
