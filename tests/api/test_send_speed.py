@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+from django.db import connection
 from django.utils import timezone
 
 from orchestrator.api import auth
@@ -66,3 +68,28 @@ def test_a_zero_cache_reads_the_key_every_time(api, send_body, settings):
     assert api.post("/api/v1/messages", send_body, format="json").status_code == 202
     ApiKey.objects.update(revoked_at=timezone.now())
     assert api.post("/api/v1/messages", send_body, format="json").status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_commits_on_its_own_and_leaves_the_session_as_it_was(api_key_factory):
+    from orchestrator.api.idempotency import Claim, idempotency_claim
+
+    api_key_factory()
+    key = ApiKey.objects.get()
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        (before,) = cursor.fetchone()
+    outcome = idempotency_claim(api_key=key, key="k", method="POST", path="/p", digest="d")
+    assert isinstance(outcome, Claim)
+    assert connection.get_autocommit()  # no transaction left open
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == (before,)
+    # Committed: a second connection sees the claim at once.
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT state FROM api_idempotencyrecord WHERE key = 'k'")
+            assert cursor.fetchone() == ("in_flight",)
+    finally:
+        other.close()
