@@ -137,4 +137,11 @@ def test_marketer_builds_the_demo_replenishment_journey_from_empty(canvas_page):
     assert message.journey == journey.key
     enrollment = Enrollment.objects.get(id=enrollment_id)
     assert enrollment.status == Enrollment.Status.ACTIVE  # waiting a week for the nudge
+
+    # The canvas counts them: one entered the first step and one waits on the second.
+    page.reload()
+    page.wait_for_selector('.react-flow__node[data-id="send-2"]')
+    expect(node(page, "send-1").get_by_test_id("node-counts")).to_contain_text("1 in")
+    expect(node(page, "wait-1").get_by_test_id("node-counts")).to_contain_text("1 waiting")
+    expect(page.locator('[data-edge-id="send-1:next"]')).to_have_text("1")
     assert not canvas_page.page_errors
