@@ -2,12 +2,11 @@
 
 Journeys are edited as plain fields with their steps inline (``admin_forms``); the
 trigger settings' fieldsets come from the trigger kinds (``journeys.triggers.registry``).
-The page shows the journey as a diagram with live counts (``diagram`` +
-``orchestrator.analytics.journey_stats``) and its version history (who published what,
-when). Activate, pause, archive, test send, simulate, export and import are buttons
-that call the services in ``journeys.services``, ``journeys.test_send`` and
-``journeys.simulation``; this module only routes and reports. Enrollments and their
-step log are read-only records.
+The page shows its version history (who published what, when) and leads to the
+canvas, which draws the journey with live counts. Activate, pause, archive, test send,
+simulate, export and import are buttons that call the services in
+``journeys.services``, ``journeys.test_send`` and ``journeys.simulation``; this module
+only routes and reports. Enrollments and their step log are read-only records.
 
 The canvas (``<pk>/canvas/``) is the visual builder: a page plus JSON endpoints under
 it (state, validate, draft, diff, publish, simulate, counts, preview, versions), which
@@ -34,7 +33,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.timezone import localtime
 
-from journeys import canvas, diagram, simulation
+from journeys import canvas, simulation
 from journeys.admin_forms import (
     ImportForm,
     JourneyForm,
@@ -590,29 +589,13 @@ class JourneyAdmin(JourneyCanvasMixin, admin.ModelAdmin):
     # --- the page ----------------------------------------------------------------------
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        # The page's buttons (activate, pause, the canvas...) need the journey; the graph
+        # with its live counts is the canvas's.
         journey = self.get_object(request, object_id)
         extra = dict(extra_context or {})
         if journey is not None:
-            extra.update(self.diagram_context(journey))
+            extra["journey"] = journey
         return super().change_view(request, object_id, form_url, extra)
-
-    def diagram_context(self, journey: Journey) -> dict:
-        if journey.current_version_id:
-            definition = journey.current_version.definition
-            showing = f"published version {journey.current_version.number}"
-        else:
-            definition = definition_of(journey)
-            showing = "the draft (not published yet)"
-        counts, totals = stats.journey_counts(journey)
-        return {
-            "journey": journey,
-            "diagram": diagram.render(
-                definition, counts, title=f"Journey {journey.name}: {showing}"
-            ),
-            "diagram_rows": diagram.legend_rows(definition, counts),
-            "diagram_showing": showing,
-            "totals": totals,
-        }
 
     # --- buttons ----------------------------------------------------------------------
 
