@@ -29,8 +29,8 @@ from orchestrator.delivery.services import message_create, messages_cancel
 
 logger = logging.getLogger(__name__)
 
-#: The earliest a local time anywhere comes (UTC+14, Kiribati): a local-time broadcast
-#: is materialised then, so every customer's message is waiting in the outbox in time.
+#: The earliest a local time anywhere comes (UTC+14, Kiribati): a local-time broadcast's
+#: audience is frozen then; each copy enters the outbox shortly before its own time.
 EARLIEST_OFFSET = dt.timedelta(hours=14)
 
 #: Broadcast copies waiting in the outbox (all broadcasts together) above which the
