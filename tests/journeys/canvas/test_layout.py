@@ -124,6 +124,7 @@ def test_demo_journeys_are_laid_out_without_an_edge_crossing_a_step(canvas_page)
             if not update:
                 pytest.fail(f"no baseline screenshot: wrote {baseline}; check and commit it")
         diff = image_difference(page, shot, baseline.read_bytes())
+        print(f"screenshot {definition['key']}: {diff}")  # shown with -s and on failure
         assert diff["sameSize"], diff
         assert diff["mean"] <= MAX_MEAN and diff["changed"] <= MAX_CHANGED, (
             f"{definition['key']}: the canvas looks different from {baseline} ({diff}); "
