@@ -190,3 +190,19 @@ def test_a_batch_reads_its_references_in_a_fixed_number_of_queries(
     with django_assert_max_num_queries(20):
         response = batch(api, items)
     assert response.json()["accepted"] == 50
+
+
+def test_a_preferred_send_follows_each_customers_own_channel_order(api, send_body, customer):
+    from orchestrator.consent.models import ChannelPreference
+
+    ChannelPreference.objects.create(customer=customer, channel_order=["sms", "email"])
+    customer_upsert(external_id="kim", email="kim@example.com", phone="+819012345679")
+    send = {**send_body, "channel": "preferred"}
+    results = batch(
+        api,
+        [
+            {**send, "idempotency_key": "alex"},
+            {**send, "to": {"external_id": "kim"}, "idempotency_key": "kim"},
+        ],
+    ).json()["results"]
+    assert [(r["status"], r["channel"]) for r in results] == [(202, "sms"), (202, "email")]
