@@ -145,6 +145,7 @@ from channels.adapters.base import (
     SendResult,
     option_http_url,
 )
+from channels.adapters.http import fast_headers
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +259,7 @@ class LineAdapter(ChannelAdapter):
         with self._lock:
             if self._rest is None or self._pid != os.getpid():
                 self._rest = RESTClientObject(self._configuration)
+                fast_headers(self._rest.pool_manager)  # its answers' headers read directly
                 self._idle.clear()
                 self._pid = os.getpid()
             rest = self._rest
