@@ -95,12 +95,14 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
 
-_WAITING_ABOVE_SQL = """
-SELECT EXISTS (
-    SELECT 1 FROM delivery_message
-    WHERE status IN ('queued', 'scheduled', 'deferred') AND send_after <= %(now)s
-        AND priority > %(above)s
-)
+# The first row of the claim order: an index probe on message_claim_idx whatever the
+# statistics say (an EXISTS with "priority > n" may be planned as a sequential scan,
+# which on a table of millions of sent messages would cost a scan per chunk).
+_FIRST_DUE_SQL = """
+SELECT priority FROM delivery_message
+WHERE status IN ('queued', 'scheduled', 'deferred') AND send_after <= %(now)s
+ORDER BY priority DESC, send_after
+LIMIT 1
 """
 
 
@@ -110,8 +112,9 @@ def due_above(cursor, *, priority: int, now: dt.datetime) -> bool:
     Rows another dispatcher holds count too: the caller's claim then finds nothing
     and moves on.
     """
-    cursor.execute(_WAITING_ABOVE_SQL, {"now": now, "above": priority})
-    return bool(cursor.fetchone()[0])
+    cursor.execute(_FIRST_DUE_SQL, {"now": now})
+    row = cursor.fetchone()
+    return row is not None and row[0] > priority
 
 
 def lock_due(
