@@ -30,6 +30,7 @@ from bench.api import (
     CHECKOUT,
     SEED,
     SEED_KEY,
+    group_cpu_seconds,
     log,
     scratch_stack,
     server_environment,
@@ -91,10 +92,15 @@ def client_loop(port, api_key, args, name, deadline, totals, lock, errors) -> No
 
 def run(args, database_url: str, broker_url: str) -> dict:
     env = server_environment(database_url, broker_url)
-    with serving(args, env, SEED + SEED_CUSTOMERS % args.customers + SEED_KEY) as (port, api_key):
+    with serving(args, env, SEED + SEED_CUSTOMERS % args.customers + SEED_KEY) as (
+        port,
+        api_key,
+        pgid,
+    ):
         totals = {"accepted": 0, "sent": 0, "latencies": []}
         lock = threading.Lock()
         errors: list[str] = []
+        cpu_before = group_cpu_seconds(pgid)
         started = time.monotonic()
         deadline = started + args.seconds
         threads = [
@@ -109,6 +115,7 @@ def run(args, database_url: str, broker_url: str) -> dict:
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
+        cpu = group_cpu_seconds(pgid) - cpu_before
     if errors:
         raise SystemExit(f"the batch endpoint refused work: {errors[0]}")
     latencies = sorted(totals["latencies"])
@@ -117,6 +124,7 @@ def run(args, database_url: str, broker_url: str) -> dict:
         "sent": totals["sent"],
         "seconds": elapsed,
         "batches": len(latencies),
+        "server_cpu_ms_per_1000": round(cpu * 1000 * 1000 / max(totals["accepted"], 1), 1),
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 1),
     }
@@ -141,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     if stored != result["accepted"] or result["accepted"] != result["sent"]:
         raise SystemExit(f"accepted {result['accepted']} of {result['sent']}, stored {stored}")
     rate = result["accepted"] / result["seconds"]
+    print(
+        "server CPU per 1,000 messages (gunicorn workers, user+system): "
+        f"{result['server_cpu_ms_per_1000']} ms"
+    )
     print("plain DRF peer: none (it has no batch endpoint)")
     print(
         f"API batch send: {rate:,.0f} messages/s accepted ({args.clients} clients x "
