@@ -349,7 +349,6 @@ class JourneyCanvasMixin:
                 **canvas.state(journey, self.canvas_urls_of(journey)),
                 "can_change": can_change,
             },
-            "canvas_js": canvas.canvas_asset(),
             "can_change": can_change,
         }
         return TemplateResponse(request, "admin/journeys/journey/canvas.html", context)

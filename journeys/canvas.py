@@ -13,10 +13,8 @@ rendered for a sample customer, and the version history. The HTTP side is in
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from django.db import connection
@@ -48,27 +46,6 @@ ATTRIBUTE_SAMPLE = 1000
 
 _STEP_FIELD = re.compile(r"^steps\.([^.\[]+)")
 _STEP_INDEX = re.compile(r"^steps\[(\d+)\]")
-
-
-#: Where the built canvas is committed (``make assets`` writes it).
-ASSET_DIR = Path(__file__).resolve().parent / "static" / "journeys" / "canvas"
-DEFAULT_ASSET = "journeys/canvas/canvas.js"
-
-
-def canvas_asset() -> str:
-    """The static path of the canvas bundle: the versioned file its manifest names, else
-    the plain name."""
-    manifest = ASSET_DIR / "manifest.json"
-    try:
-        names = json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        return DEFAULT_ASSET
-    if isinstance(names, Mapping):
-        for key in ("canvas.js", "main.js", "js", "file"):
-            name = names.get(key)
-            if isinstance(name, str) and name:
-                return name if name.startswith("journeys/") else f"journeys/canvas/{name}"
-    return DEFAULT_ASSET
 
 
 # --- problems ---------------------------------------------------------------------------
