@@ -22,7 +22,6 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
@@ -48,9 +47,12 @@ from journeys.problems import DefinitionInvalid
 from journeys.services import (
     journey_activate,
     journey_archive,
+    journey_discard_draft,
     journey_pause,
     journey_publish,
+    journey_publish_draft,
     journey_save,
+    journey_save_draft,
 )
 from journeys.test_send import journey_test_send
 from journeys.triggers import registry
@@ -203,6 +205,7 @@ CANVAS_ENDPOINTS = {
     "counts": "counts.json",
     "preview": "preview.json",
     "versions": "versions.json",
+    "discard": "discard.json",
 }
 
 
@@ -308,7 +311,7 @@ class JourneyCanvasMixin:
 
     def _canvas_endpoint(self, name: str):
         handler = getattr(self, f"canvas_{name}")
-        writes = name in ("validate", "draft", "publish", "simulate")
+        writes = name in ("validate", "draft", "publish", "simulate", "discard")
 
         def endpoint(request, pk: int):
             if request.method != ("POST" if writes else "GET"):
@@ -317,7 +320,7 @@ class JourneyCanvasMixin:
                     {"message": f"Use {allowed}."}, status=405, headers={"Allow": allowed}
                 )
             # validate and simulate only read, but they are POSTed: view permission will do.
-            change = name in ("draft", "publish")
+            change = name in ("draft", "publish", "discard")
             journey = self._journey(request, pk, change=change)
             try:
                 return handler(request, journey)
@@ -369,39 +372,46 @@ class JourneyCanvasMixin:
         )
 
     def canvas_draft(self, request, journey: Journey) -> JsonResponse:
+        """Keep the canvas's draft apart from what runs, problems and all (they are
+        returned to be shown); only a body of the wrong shape or types is refused."""
         raw = _json_body(request).get("definition")
         try:
             definition = _definition_of_request(request)
-            problems = canvas.check({**definition, "key": journey.key})
-            if problems:
-                raise DefinitionInvalid(problems)
-            saved = journey_save(definition, key=journey.key, by=request.user)
         except DefinitionInvalid as exc:
             return _invalid(exc.problems, raw)
-        saved = Journey.objects.select_related("topic", "current_version").get(pk=saved.pk)
+        saved = journey_save_draft(journey=journey, definition=definition, by=request.user)
+        saved = Journey.objects.select_related("topic", "current_version", "draft_saved_by").get(
+            pk=saved.pk
+        )
+        draft = canvas.pending(saved)
         return JsonResponse(
             {
-                "draft": definition_of(saved),
-                "problems": [],
+                "draft": draft,
+                "problems": canvas.problems_json(canvas.check(draft), draft),
                 "has_unpublished_changes": canvas.has_unpublished_changes(saved),
                 "journey": canvas.journey_json(saved),
             }
         )
+
+    def canvas_discard(self, request, journey: Journey) -> JsonResponse:
+        journey_discard_draft(journey=journey)
+        fresh = Journey.objects.select_related("topic", "current_version").get(pk=journey.pk)
+        return JsonResponse({"draft": canvas.pending(fresh), "journey": canvas.journey_json(fresh)})
 
     def canvas_diff(self, request, journey: Journey) -> JsonResponse:
         return JsonResponse(canvas.draft_changes(journey))
 
     def canvas_publish(self, request, journey: Journey) -> JsonResponse:
         try:
-            with transaction.atomic():
-                locked = Journey.objects.select_for_update().get(pk=journey.pk)
-                version = journey_publish(journey=locked, by=request.user)
+            version = journey_publish_draft(journey=journey, by=request.user)
         except DefinitionInvalid as exc:
-            return _invalid(exc.problems, definition_of(journey))
+            return _invalid(exc.problems, canvas.pending(journey))
         return JsonResponse(
             {
                 "version": version.number,
-                "journey": canvas.journey_json(Journey.objects.get(pk=journey.pk)),
+                "journey": canvas.journey_json(
+                    Journey.objects.select_related("current_version").get(pk=journey.pk)
+                ),
             }
         )
 
@@ -416,12 +426,16 @@ class JourneyCanvasMixin:
         if not form.is_valid():
             messages_ = [f"{name}: {' '.join(e)}" for name, e in form.errors.items()]
             raise BadRequest(" ".join(messages_))
+        draft = canvas.pending(journey)
         try:
             result = simulation.simulate(
-                journey, days=form.cleaned_data["days"], sample=form.cleaned_data["sample"]
+                journey,
+                days=form.cleaned_data["days"],
+                sample=form.cleaned_data["sample"],
+                definition=draft,
             )
         except DefinitionInvalid as exc:
-            return _invalid(exc.problems, definition_of(journey))
+            return _invalid(exc.problems, draft)
         held = {*result["totals"]["held"]}
         return JsonResponse({**result, "hold_reasons": {code: hold_reason(code) for code in held}})
 

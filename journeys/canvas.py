@@ -24,6 +24,7 @@ from journeys.definition import EXITS, definition_of, normalized, validate
 from journeys.diagram import KIND_SHORT, duration, summarize
 from journeys.models import Journey, JourneyVersion, StepKind
 from journeys.problems import Problem
+from journeys.services import pending_draft_stale
 from journeys.test_send import sample_context
 from journeys.triggers import registry
 from orchestrator.audience.models import Customer
@@ -188,11 +189,18 @@ def catalog() -> dict[str, Any]:
 # --- the state ------------------------------------------------------------------------------
 
 
+def pending(journey: Journey) -> dict[str, Any]:
+    """The canvas's draft: the pending draft when there is one, else what runs."""
+    if journey.draft_definition is not None:
+        return journey.draft_definition
+    return definition_of(journey)
+
+
 def has_unpublished_changes(journey: Journey, draft: Mapping[str, Any] | None = None) -> bool:
     version = journey.current_version
     if version is None:
         return True
-    draft = draft if draft is not None else definition_of(journey)
+    draft = draft if draft is not None else pending(journey)
     try:
         return normalized(draft) != version.definition
     except (KeyError, AttributeError, TypeError):  # a draft too broken to compare
@@ -201,6 +209,7 @@ def has_unpublished_changes(journey: Journey, draft: Mapping[str, Any] | None = 
 
 def journey_json(journey: Journey) -> dict[str, Any]:
     version = journey.current_version
+    saved_by = journey.draft_saved_by if journey.draft_saved_by_id else None
     return {
         "pk": journey.pk,
         "key": journey.key,
@@ -208,11 +217,17 @@ def journey_json(journey: Journey) -> dict[str, Any]:
         "status": journey.status,
         "published_version": version.number if version else None,
         "has_unpublished_changes": has_unpublished_changes(journey),
+        "draft_pending": journey.draft_definition is not None,
+        "draft_saved_at": journey.draft_saved_at.isoformat() if journey.draft_saved_at else None,
+        "draft_saved_by": (saved_by.get_full_name() or saved_by.get_username())
+        if saved_by
+        else None,
+        "stale": pending_draft_stale(journey),
     }
 
 
 def state(journey: Journey, urls: Mapping[str, str]) -> dict[str, Any]:
-    draft = definition_of(journey)
+    draft = pending(journey)
     version = journey.current_version
     return {
         "journey": journey_json(journey),
@@ -389,7 +404,7 @@ def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[dict[
 
 def draft_changes(journey: Journey) -> dict[str, Any]:
     version = journey.current_version
-    draft = definition_of(journey)
+    draft = pending(journey)
     with contextlib.suppress(KeyError, AttributeError, TypeError):  # else compared as it is
         draft = normalized(draft)
     return {
@@ -488,7 +503,7 @@ def counts(journey: Journey, *, of: str = "published") -> dict[str, Any]:
     definition = (
         journey.current_version.definition
         if of == "published" and journey.current_version_id
-        else definition_of(journey)
+        else pending(journey)
     )
     version = journey.current_version_id if of == "published" else None
     if of == "published" and version is None:
@@ -498,7 +513,11 @@ def counts(journey: Journey, *, of: str = "published") -> dict[str, Any]:
             cursor.execute(COUNTS_SQL, {"journey": journey.pk, "version": version})
             rows = cursor.fetchall()
     zero = {"entered": 0, "waiting": 0, "sent": 0, "converted": 0}
-    steps = {s["key"]: dict(zero) for s in definition.get("steps") or []}
+    steps = {
+        s["key"]: dict(zero)
+        for s in definition.get("steps") or []
+        if isinstance(s, Mapping) and isinstance(s.get("key"), str)
+    }
     edges: dict[str, int] = {}
     for what, step, target, n, sent, converted in rows:
         if what == "edge":
@@ -588,9 +607,12 @@ def preview(
     variant = variants[(channel, chosen)]
     step_data = next(
         (
-            (s.config or {}).get("data")
-            for s in journey.steps.filter(key=step or "")
-            if isinstance((s.config or {}).get("data"), dict)
+            s["config"]["data"]
+            for s in pending(journey).get("steps") or []
+            if isinstance(s, Mapping)
+            and s.get("key") == step
+            and isinstance(s.get("config"), Mapping)
+            and isinstance(s["config"].get("data"), dict)
         ),
         None,
     )

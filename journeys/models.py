@@ -94,6 +94,21 @@ class Journey(models.Model):
         related_name="+",
         help_text="The published definition new enrollments start on.",
     )
+    #: The canvas's pending draft: a definition saved apart from what runs (the row and
+    #: its Step rows, which the engine and the trigger sweeps read), possibly with
+    #: problems; publishing applies it. Null: no pending changes.
+    draft_definition = models.JSONField(null=True, blank=True)
+    draft_saved_at = models.DateTimeField(null=True, blank=True)
+    draft_saved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    #: Fingerprint of the running definition the pending draft was saved over; another
+    #: write (the API's PUT, the form) changes it and the draft is then stale.
+    draft_base = models.CharField(max_length=64, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

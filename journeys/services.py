@@ -1,5 +1,10 @@
 """The journey lifecycle: save a draft, publish it, activate, pause, archive, delete.
 
+Two kinds of draft: the journey's row and Step rows (what ``PUT /api/v1/journeys/{key}``
+and the form write; on an active or paused journey saving them publishes, since the
+trigger sweeps read the row), and the canvas's pending draft (``Journey.draft_definition``),
+kept apart from what runs, possibly with problems, until it is published or discarded.
+
 One home for each change of a journey's state, whatever the door (the admin builder,
 ``/api/v1/journeys``, imports, the demo): each validates through
 ``journeys.definition``, keeps the recurring beat entry in step (``schedules``) and
@@ -8,6 +13,9 @@ wakes the engine and the trigger's sweep on commit.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +42,8 @@ def journey_save(
 
     Raises DefinitionInvalid with every problem. ``key`` (from a URL) wins over the body's.
     ``by`` (an admin user) or ``via`` (e.g. ``API key ci``) is who publishes, if it does.
+    A pending canvas draft (``draft_definition``) is left as it is: this write wins, and
+    the pending draft is then stale (``pending_draft_stale``) until published or discarded.
     """
     if key is not None and isinstance(definition, Mapping):
         definition = {**definition, "key": key}
@@ -180,3 +190,81 @@ def journey_delete(*, journey: Journey) -> bool:
     Journey.objects.filter(pk=journey.pk).update(current_version=None)
     journey.delete()
     return True
+
+
+# --- the canvas's pending draft -----------------------------------------------------------
+
+
+def running_fingerprint(journey: Journey) -> str:
+    """A digest of the journey's running definition (row and Step rows)."""
+    definition = definition_of(journey)
+    with contextlib.suppress(KeyError, AttributeError, TypeError, ValueError):
+        definition = normalized(definition)  # else compared as it is
+    text = json.dumps(definition, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def pending_draft_stale(journey: Journey) -> bool:
+    """The pending draft was saved over a running definition that has changed since."""
+    if journey.draft_definition is None:
+        return False
+    return journey.draft_base != running_fingerprint(journey)
+
+
+@transaction.atomic
+def journey_save_draft(
+    *, journey: Journey, definition: Mapping[str, Any], by: Any = None
+) -> Journey:
+    """Keep ``definition`` as the journey's pending draft, problems and all; nothing that
+    runs changes (no version, no trigger settings, no enrollment)."""
+    journey = Journey.objects.select_for_update().get(pk=journey.pk)
+    if journey.draft_definition is None or not journey.draft_base:
+        # A draft already pending keeps the base it was started from (so it stays
+        # stale after the API changed the journey, until published or discarded).
+        journey.draft_base = running_fingerprint(journey)
+    journey.draft_definition = {**definition, "key": journey.key}
+    journey.draft_saved_at = timezone.now()
+    journey.draft_saved_by = by if getattr(by, "is_authenticated", False) else None
+    journey.save(
+        update_fields=[
+            "draft_definition",
+            "draft_saved_at",
+            "draft_saved_by",
+            "draft_base",
+            "updated_at",
+        ]
+    )
+    return journey
+
+
+def _clear_draft(journey: Journey) -> None:
+    Journey.objects.filter(pk=journey.pk).update(
+        draft_definition=None, draft_saved_at=None, draft_saved_by=None, draft_base=""
+    )
+
+
+@transaction.atomic
+def journey_discard_draft(*, journey: Journey) -> None:
+    """Drop the pending draft; what runs is untouched."""
+    Journey.objects.select_for_update().filter(pk=journey.pk).first()
+    _clear_draft(journey)
+
+
+@transaction.atomic
+def journey_publish_draft(*, journey: Journey, by: Any = None, via: str = "") -> JourneyVersion:
+    """Publish the pending draft (else the running draft): validate it, apply it to the
+    journey's row and steps, publish a version recording ``by``, clear the draft.
+
+    Raises DefinitionInvalid with every problem; nothing changes then.
+    """
+    journey = Journey.objects.select_for_update().get(pk=journey.pk)
+    pending = journey.draft_definition
+    if pending is not None:
+        definition = {**pending, "key": journey.key}
+        problems = validate(definition)
+        if problems:
+            raise DefinitionInvalid(problems)
+        journey = journey_save(definition, key=journey.key, by=by, via=via)
+    version = journey_publish(journey=journey, by=by, via=via)
+    _clear_draft(journey)
+    return version

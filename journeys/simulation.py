@@ -32,7 +32,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from journeys.definition import definition_of, validate
+from journeys.definition import definition_of, normalized, validate
 from journeys.engine import next_local_time, parse_instant
 from journeys.forecasting import HISTORY, Entrant, Forecast, Window, draw, zone_of
 from journeys.models import MESSAGE_KINDS, Journey, StepKind
@@ -462,21 +462,53 @@ def _summed(days: Sequence[dict[str, int]]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def _as_defined(journey: Journey, definition: Mapping[str, Any]) -> Journey:
+    """An unsaved copy of ``journey`` carrying a (valid, normalized) definition's
+    settings that the forecast reads from the journey (entry rule, topic, priority)."""
+    copy = Journey(
+        pk=journey.pk,
+        key=journey.key,
+        name=definition["name"],
+        status=journey.status,
+        topic=Topic.objects.get(key=definition["topic"]),
+        priority=definition["priority"],
+        entry=definition["entry"]["rule"],
+        entry_days=definition["entry"]["days"],
+        trigger_kind=definition["trigger"]["kind"],
+        trigger={k: v for k, v in definition["trigger"].items() if k != "kind"},
+        exit_events=definition["exit_events"],
+        on_hold=definition["on_hold"],
+        current_version_id=journey.current_version_id,
+    )
+    return copy
+
+
 def simulate(
-    journey: Journey, *, days: int = 14, sample: int = 2000, now: dt.datetime | None = None
+    journey: Journey,
+    *,
+    days: int = 14,
+    sample: int = 2000,
+    now: dt.datetime | None = None,
+    definition: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Forecast the journey's draft over the next ``days`` days; reads only.
 
-    Raises DefinitionInvalid when the draft has problems (as activating would).
+    ``definition``: forecast this one (e.g. the canvas's pending draft) instead of the
+    journey's row and steps. Raises DefinitionInvalid when it has problems (as
+    activating would).
     """
     if not 1 <= days <= MAX_DAYS:
         raise ValueError(f"days must be between 1 and {MAX_DAYS}")
     sample = max(1, min(sample, MAX_SAMPLE))
     now = (now or timezone.now()).astimezone(dt.UTC)
-    definition = definition_of(journey)
+    given = definition is not None
+    definition = {**definition, "key": journey.key} if given else definition_of(journey)
     problems = validate(definition)
     if problems:
         raise DefinitionInvalid(problems)
+    if given:
+        definition = normalized(definition)
+        journey = _as_defined(journey, definition)
     window = Window(now, days)
     forecast = _forecast(journey, definition["trigger"], window, sample)
     per_day_sampled = [0] * days

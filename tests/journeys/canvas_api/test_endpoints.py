@@ -28,11 +28,15 @@ def test_state_has_the_draft_problems_catalog_and_every_url(editor_client, journ
         "status": "draft",
         "published_version": None,
         "has_unpublished_changes": True,
+        "draft_pending": False,
+        "draft_saved_at": None,
+        "draft_saved_by": None,
+        "stale": False,
     }
     assert data["draft"] == definition_of(journey)
     assert data["published"] is None
     assert data["problems"] == []
-    for name in ("state", "validate", "draft", "diff", "publish", "simulate", "counts"):
+    for name in ("state", "validate", "draft", "diff", "publish", "simulate", "counts", "discard"):
         assert data["urls"][name] == url(name, journey)
     assert data["urls"]["preview"] == url("preview", journey)
     assert data["urls"]["versions"] == url("versions", journey)
@@ -112,7 +116,7 @@ def test_validate_returns_problems_per_step_in_plain_words_and_saves_nothing(
     assert definition_of(journey)["steps"][0]["config"]["template"] == "journey-hello"
 
 
-def test_saving_a_draft_goes_through_the_same_path_as_the_api(editor_client, journey):
+def test_saving_a_draft_keeps_it_apart_from_the_running_journey(editor_client, journey):
     changed = definition(name="Welcome back")
     changed["steps"][1]["config"]["minutes"] = 4320
 
@@ -122,19 +126,20 @@ def test_saving_a_draft_goes_through_the_same_path_as_the_api(editor_client, jou
     data = response.json()
     assert data["problems"] == []
     assert data["has_unpublished_changes"] is True
+    assert data["draft"] == changed
     journey.refresh_from_db()
-    assert data["draft"] == definition_of(journey)
-    assert journey.name == "Welcome back"
-    assert definition_of(journey)["steps"][1]["config"]["minutes"] == 4320
+    assert journey.draft_definition == changed
+    assert journey.name == "Welcome"
+    assert definition_of(journey)["steps"][1]["config"]["minutes"] == 2880
 
 
-def test_an_invalid_draft_is_a_400_with_the_problems_and_nothing_is_saved(editor_client, journey):
+def test_a_draft_with_problems_is_saved_and_its_problems_returned(editor_client, journey):
     broken = definition()
     broken["steps"][1]["next"] = "nowhere"
 
     response = post(editor_client, "draft", journey, {"definition": broken})
 
-    assert response.status_code == 400
+    assert response.status_code == 200
     assert response.json()["problems"] == [
         {
             "field": "steps.pause",
@@ -142,6 +147,8 @@ def test_an_invalid_draft_is_a_400_with_the_problems_and_nothing_is_saved(editor
             "message": "Goes to 'nowhere', which is not a step.",
         }
     ]
+    journey.refresh_from_db()
+    assert journey.draft_definition["steps"][1]["next"] == "nowhere"
     assert definition_of(journey)["steps"][1]["next"] == "vip"
 
 
@@ -225,7 +232,9 @@ def test_publish_records_who_published_and_an_unchanged_draft_publishes_nothing_
 
 
 def test_publishing_a_broken_draft_is_a_400_with_the_problems(editor_client, journey):
-    journey.steps.filter(key="pause").update(next="gone")
+    broken = definition()
+    broken["steps"][1]["next"] = "gone"
+    assert post(editor_client, "draft", journey, {"definition": broken}).status_code == 200
 
     response = post(editor_client, "publish", journey, {})
 
