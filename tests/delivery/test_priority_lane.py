@@ -72,3 +72,33 @@ def test_an_equal_priority_arrival_waits_for_the_batch_under_way(settings, outbo
     [message] = arrived
     message.refresh_from_db()
     assert message.status == MessageStatus.QUEUED
+
+
+def test_a_flood_of_urgent_sends_takes_one_lane_batch_per_chunk(settings, outbox):
+    """The batch under way still moves: its rows are not parked until recovery takes
+    them back as a dead worker's."""
+    settings.DISPATCH_SEND_CHUNK_SIZE = 2
+    newsletter = make_template(topic=make_topic("newsletter"))
+    receipts = make_template(topic=make_topic("receipts", kind="transactional"))
+    broadcast = [queue(make_customer(), newsletter, priority=1) for _ in range(4)]
+    buyers = [make_customer() for _ in range(6)]
+    arrived: list[Message] = []
+
+    def rush() -> None:
+        with transaction.atomic():
+            arrived.extend(queue(buyer, receipts, priority=8) for buyer in buyers)
+
+    settings.CHANNEL_ADAPTERS = _adapters(rush)
+
+    stats = dispatch_batch(batch_size=4)
+
+    assert (
+        [m.message_id for m in outbox]
+        == [
+            *(m.id for m in broadcast[:2]),
+            *(m.id for m in arrived[:4]),  # one lane batch (the batch size)
+            *(m.id for m in broadcast[2:]),
+        ]
+    )
+    assert stats.overtaken == 4
+    assert Message.objects.filter(status=MessageStatus.QUEUED).count() == 2

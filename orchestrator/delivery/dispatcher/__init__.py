@@ -258,20 +258,19 @@ def _higher_due(priority: int) -> bool:
 
 
 def _overtake(priority: int, stats: DispatchStats, limit: int) -> None:
-    """The priority lane: dispatch due messages of a higher priority than ``priority``.
+    """The priority lane: dispatch one batch of due messages of a higher priority than
+    ``priority``.
 
     Called between two chunks, when nothing of this batch is locked or in flight (its
     rows are ``sending`` under its attempt id, which no claim takes), so the lane's
     batch is an ordinary one. Its own chunks let only still higher priorities overtake
-    them, so the nesting ends by priority 9.
+    them, so the nesting ends by priority 9. One lane batch per chunk at most: a flood
+    of urgent messages slows this batch down but never parks it until recovery would
+    take its rows back.
     """
-    while True:
-        lane = dispatch_batch(batch_size=limit, above=priority)
-        stats.add(lane)
-        stats.overtaken += lane.claimed
-        # A short batch took everything due up there (or another dispatcher holds it).
-        if lane.claimed < limit or not _higher_due(priority):
-            return
+    lane = dispatch_batch(batch_size=limit, above=priority)
+    stats.add(lane)
+    stats.overtaken += lane.claimed
 
 
 def _record_and_hand_off(
