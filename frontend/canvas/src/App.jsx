@@ -418,8 +418,8 @@ function Canvas({ initial }) {
       setSaved(JSON.stringify(draft));
       dispatch({ type: "replace", definition: draft });
       setProblems(result.data.problems || []);
-      setJourney((j) => ({ ...j, has_unpublished_changes: result.data.has_unpublished_changes }));
-      setStatus("Draft saved.");
+      setJourney((j) => ({ ...j, ...(result.data.journey || {}), has_unpublished_changes: result.data.has_unpublished_changes }));
+      setStatus("Draft saved - not live until published.");
       return true;
     }
     if (result.data?.problems) setProblems(result.data.problems);
@@ -433,7 +433,7 @@ function Canvas({ initial }) {
     setStatus("Publishing…");
     const result = await call(endpoint(urls, "publish"), { method: "POST", body: {} });
     if (result.ok) {
-      setJourney((j) => ({ ...j, published_version: result.data.version, has_unpublished_changes: false }));
+      setJourney((j) => ({ ...j, published_version: result.data.version, has_unpublished_changes: false, ...(result.data.journey || {}) }));
       setStatus(`Published version ${result.data.version}.`);
       loadCounts();
     } else {
@@ -441,6 +441,23 @@ function Canvas({ initial }) {
       setStatus(`Not published: ${errorText(result)}`);
     }
   }, [dirty, save, urls, loadCounts]);
+
+  // Drops the pending draft on the server; the canvas then shows what runs.
+  const discard = useCallback(async () => {
+    if (!window.confirm("Discard the draft? Its changes are lost; the published journey stays as it is.")) return;
+    setStatus("Discarding the draft…");
+    const result = await call(endpoint(urls, "discard"), { method: "POST", body: {} });
+    if (result.ok) {
+      const draft = result.data.draft;
+      setSaved(JSON.stringify(draft));
+      dispatch({ type: "replace", definition: draft });
+      setJourney((j) => ({ ...j, ...(result.data.journey || {}) }));
+      setStatus("Draft discarded.");
+      loadCounts();
+    } else {
+      setStatus(`Not discarded: ${errorText(result)}`);
+    }
+  }, [urls, loadCounts]);
 
   const undo = useCallback(() => dispatch({ type: "undo" }), []);
   const redo = useCallback(() => dispatch({ type: "redo" }), []);
@@ -568,6 +585,10 @@ function Canvas({ initial }) {
   }
 
   const problemCount = problems.length;
+  const publishBlocked = problemCount
+    ? `Fix the ${problemCount} problem${problemCount === 1 ? "" : "s"} first: a draft with problems cannot be published.`
+    : "";
+  const pendingDraft = Boolean(journey?.draft_pending);
   return (
     <div className="jc-app" ref={wrapper}>
       <div className="jc-toolbar" role="toolbar" aria-label="Journey canvas">
@@ -609,16 +630,27 @@ function Canvas({ initial }) {
         <button type="button" data-testid="versions" aria-pressed={drawer === "versions"} onClick={() => setDrawer(drawer === "versions" ? null : "versions")}>
           Versions
         </button>
-        <button type="button" data-testid="publish" onClick={() => setPublishing(true)}>
-          Publish…
+        <button type="button" data-testid="discard-draft" onClick={discard} disabled={!pendingDraft} title={pendingDraft ? "Drop the saved draft and go back to what is published" : "There is no saved draft to discard"}>
+          Discard draft
         </button>
+        <span className="jc-tip" title={publishBlocked || undefined}>
+          <button type="button" data-testid="publish" onClick={() => setPublishing(true)} disabled={Boolean(publishBlocked)} title={publishBlocked || "Publish the draft: customers who enter from now on follow it"} aria-describedby={publishBlocked ? "jc-publish-why" : undefined}>
+            Publish…
+          </button>
+          {publishBlocked ? <span id="jc-publish-why" className="jc-sr-only">{publishBlocked}</span> : null}
+        </span>
       </div>
       <div className="jc-status" data-testid="status" role="status" aria-live="polite">
         <span>{dirty ? "Unsaved changes" : "All changes saved"}</span>
         <span>
           {journey?.published_version ? `Published: version ${journey.published_version}` : "Not published yet"}
-          {journey?.has_unpublished_changes ? " (the draft differs)" : ""}
         </span>
+        {journey?.has_unpublished_changes ? <span className="jc-warn" data-testid="unpublished">Unpublished changes</span> : null}
+        {journey?.stale ? (
+          <span className="jc-bad" data-testid="stale-draft">
+            The journey was changed elsewhere (e.g. through the API) after this draft was started: publishing it replaces those changes.
+          </span>
+        ) : null}
         <span className={problemCount ? "jc-bad" : ""}>
           {problemCount ? `${problemCount} problem${problemCount === 1 ? "" : "s"} to fix before publishing` : "No problems"}
         </span>

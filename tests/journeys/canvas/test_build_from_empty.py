@@ -90,7 +90,7 @@ def test_marketer_builds_the_demo_replenishment_journey_from_empty(canvas_page):
     expect(page.get_by_test_id("status")).to_contain_text("No problems")
 
     page.get_by_test_id("save-draft").click()
-    expect_status(page, "Draft saved.")
+    expect_status(page, "Draft saved - not live until published")
 
     # Reloaded, the canvas shows what the server holds, and that is the demo's journey.
     page.reload()

@@ -5,6 +5,8 @@ keyboard."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("playwright", reason="playwright is not installed - browser test skipped")
@@ -19,6 +21,7 @@ from tests.journeys.canvas.helpers import (
     edge_ids,
     expect_status,
     node,
+    saved_state,
     set_field,
     settle,
 )
@@ -26,6 +29,7 @@ from tests.journeys.canvas.helpers import (
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 ORIGINAL = ["__trigger__:next", "remind:next", "week:next"]
+RUNNING = [("remind", "week"), ("week", "nudge"), ("nudge", "")]
 
 
 def links(journey: Journey) -> list[tuple[str, str]]:
@@ -101,22 +105,32 @@ def test_delete_undo_redo_insert_on_an_edge_and_the_keyboard(canvas_page):
     expect(problems).to_have_attribute(
         "title", "Say how long to wait (a positive number of minutes)."
     )
+    # Half-done work saves as a draft, problems and all; publishing waits for the fix.
     page.get_by_test_id("save-draft").click()
-    expect_status(page, "Not saved")
-    assert links(journey) == [("remind", "week"), ("week", "nudge"), ("nudge", "")]
+    expect_status(page, "Draft saved - not live until published")
+    expect(page.get_by_test_id("save-draft")).to_be_disabled()
+    publish = page.get_by_test_id("publish")
+    expect(publish).to_be_disabled()
+    expect(publish).to_have_attribute("title", re.compile(r"Fix the 1 problem first"))
+    state = saved_state(page)
+    assert [p["step"] for p in state["problems"]] == ["wait-1"]
+    assert [s["key"] for s in state["draft"]["steps"]] == ["remind", "wait-1", "week", "nudge"]
+    assert links(journey) == RUNNING  # what runs is untouched
     set_field(page, "minutes_unit", "days")
     set_field(page, "minutes", 2)
     expect(problems).to_have_count(0)
+    expect(publish).to_be_enabled()
     page.get_by_test_id("save-draft").click()
-    expect_status(page, "Draft saved.")
-    journey.refresh_from_db()
-    assert links(journey) == [
+    expect(page.get_by_test_id("save-draft")).to_be_disabled()
+    draft = saved_state(page)["draft"]
+    assert [(s["key"], s.get("next") or "") for s in draft["steps"]] == [
         ("remind", "wait-1"),
         ("wait-1", "week"),
         ("week", "nudge"),
         ("nudge", ""),
     ]
-    assert definition_of(journey)["steps"][1]["config"] == {"mode": "duration", "minutes": 2880}
+    assert draft["steps"][1]["config"] == {"mode": "duration", "minutes": 2880}
+    assert links(journey) == RUNNING
     expect(node(page, "wait-1")).to_contain_text("Wait 2 days")
 
     # The keyboard: steps take focus, arrows follow the links, Enter opens the panel,
