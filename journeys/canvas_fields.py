@@ -311,6 +311,8 @@ def _trigger_field_type(setting: str, field: forms.Field, fields: Mapping[str, f
         return "select", {"choices": list(field.choices)}
     if isinstance(field, forms.BooleanField):
         return "bool", {}
+    if isinstance(field, forms.JSONField):
+        return "json", {}
     if isinstance(field, forms.IntegerField | forms.FloatField):
         extra = {}
         if getattr(field, "min_value", None) is not None:
@@ -336,6 +338,8 @@ def trigger_fields(module: ModuleType) -> list[Spec]:
             extra["default"] = module.DEFAULTS[setting]
         if setting == "segment" and type_ == "conditions":
             extra["or_segment"] = True  # a saved segment's key stands in for conditions
+        if when := getattr(module, "SHOW_WHEN", {}).get(setting):
+            extra["show_when"] = dict(when)
         out.append(
             _spec(setting, text, type_, required=False, help=str(field.help_text or ""), **extra)
         )

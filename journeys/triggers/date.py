@@ -71,6 +71,12 @@ FORM_PLACES = {
     "offset_minutes": "date_offset",
     "grace_minutes": "date_grace_minutes",
 }
+#: Settings that apply only with another setting's value (the canvas shows them then).
+SHOW_WHEN: dict[str, dict[str, Any]] = {
+    "attribute": {"field": "source", "equals": "attribute"},
+    "event": {"field": "source", "equals": "event"},
+    "property": {"field": "source", "equals": "event"},
+}
 FIELDSETS = (
     (
         "Trigger: a date",

@@ -12,7 +12,8 @@ A kind module says what starts a journey and offers the same small interface:
 - the builder's ``form_fields()``, ``FIELDSETS``, ``form_initial(trigger)``,
   ``form_values(cleaned)``, ``FORM_PLACES`` (setting -> field, where its problems
   show) and ``DEFAULTS`` (values a saved form leaves unspelled)
-  (``journeys.admin_forms``);
+  (``journeys.admin_forms``); optionally ``SHOW_WHEN`` (setting -> ``{"field",
+  "equals"}``: the canvas shows it only then, ``journeys.canvas_fields``);
 - ``CONTEXT_FROM_EVENT``: its enrollments carry a trigger event's properties, so a test
   send samples the customer's latest such event; ``EXAMPLE``: valid settings.
 

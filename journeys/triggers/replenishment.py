@@ -53,7 +53,7 @@ EXAMPLE: dict[str, Any] = {
     "default_cycle_days": 30,
 }
 #: Settings a builder form leaves unspelled when they have these values.
-DEFAULTS: dict[str, Any] = {"min_purchases": 3, "remind_days_before": 0}
+DEFAULTS: dict[str, Any] = {"min_purchases": 3, "remind_days_before": 0, "grace_days": 3}
 #: Trigger setting -> the builder's form field for it.
 FORM_PLACES = {
     "event": "rep_event",
@@ -61,6 +61,8 @@ FORM_PLACES = {
     "default_cycle_days": "rep_default_cycle_days",
     "min_purchases": "rep_min_purchases",
     "remind_days_before": "rep_remind_days_before",
+    "product_cycles": "rep_product_cycles",
+    "grace_days": "rep_grace_days",
 }
 FIELDSETS = (
     (
@@ -68,8 +70,9 @@ FIELDSETS = (
         (
             ("rep_event", "rep_product_property"),
             "rep_default_cycle_days",
+            "rep_product_cycles",
             "rep_min_purchases",
-            "rep_remind_days_before",
+            ("rep_remind_days_before", "rep_grace_days"),
         ),
     ),
 )
@@ -304,6 +307,9 @@ def validate(trigger: Mapping[str, Any]) -> list[Problem]:
     cycles = trigger.get("product_cycles", {})
     if not isinstance(cycles, Mapping) or not all(positive(v) for v in cycles.values()):
         p.append(Problem("trigger.product_cycles", "Each product's cycle is a day count."))
+    grace = trigger.get("grace_days", 3)
+    if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
+        p.append(Problem("trigger.grace_days", "A number of days, 0 or more."))
     return p
 
 
@@ -325,6 +331,18 @@ def form_fields() -> dict[str, forms.Field]:
         "rep_remind_days_before": forms.IntegerField(
             required=False, min_value=0, label="Remind this many days before"
         ),
+        "rep_product_cycles": forms.JSONField(
+            required=False,
+            label="Usual cycle of particular products (days)",
+            help_text='Products that last longer or shorter than usual, e.g. {"gel-24": 30}.',
+        ),
+        "rep_grace_days": forms.FloatField(
+            required=False,
+            min_value=0,
+            label="Still remind up to this many days late",
+            help_text="A reminder missed (the journey paused, say) still goes this long "
+            "after its day. Default 3.",
+        ),
     }
 
 
@@ -339,6 +357,8 @@ def form_values(cleaned: Mapping[str, Any]) -> dict[str, Any]:
         "default_cycle_days": number(cleaned.get("rep_default_cycle_days")),
         "min_purchases": cleaned.get("rep_min_purchases"),
         "remind_days_before": cleaned.get("rep_remind_days_before"),
+        "product_cycles": cleaned.get("rep_product_cycles") or None,
+        "grace_days": number(cleaned.get("rep_grace_days")),
     }
 
 

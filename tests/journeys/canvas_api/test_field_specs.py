@@ -123,3 +123,31 @@ def test_trigger_specs_come_from_each_kinds_builder_fields():
     assert date["source"]["type"] == "select"
     assert kinds["event"]["fields"][1]["type"] == "conditions"
     assert kinds["manual"]["fields"] == []
+
+
+def test_every_replenishment_setting_has_a_field_and_date_fields_follow_the_source():
+    kinds = {k["kind"]: k for k in canvas_fields.trigger_kinds()}
+    replenishment = {s["name"]: s for s in kinds["replenishment"]["fields"]}
+    assert replenishment["product_cycles"]["type"] == "json"
+    assert replenishment["grace_days"]["type"] == "number"
+    assert replenishment["grace_days"]["default"] == 3
+    # Every setting the trigger reads has a field (its example's, and the optional ones).
+    documented = {"product_cycles", "min_purchases", "remind_days_before", "grace_days"}
+    assert set(registry.KINDS["replenishment"].EXAMPLE) | documented <= set(replenishment)
+    date = {s["name"]: s for s in kinds["date"]["fields"]}
+    assert date["attribute"]["show_when"] == {"field": "source", "equals": "attribute"}
+    assert date["event"]["show_when"] == {"field": "source", "equals": "event"}
+    assert date["property"]["show_when"] == {"field": "source", "equals": "event"}
+    assert "show_when" not in date["offset_minutes"]
+
+
+def test_replenishment_grace_days_is_checked():
+    module = registry.KINDS["replenishment"]
+    trigger = {**module.EXAMPLE}
+    assert module.validate({**trigger, "grace_days": 2.5}) == []
+    assert [p.field for p in module.validate({**trigger, "grace_days": -1})] == [
+        "trigger.grace_days"
+    ]
+    assert [p.field for p in module.validate({**trigger, "grace_days": "soon"})] == [
+        "trigger.grace_days"
+    ]
