@@ -7,6 +7,7 @@ import datetime as dt
 
 import pytest
 import time_machine
+from django.urls import reverse
 
 from journeys import canvas
 from journeys.definition import definition_of
@@ -198,3 +199,14 @@ def test_an_api_put_wins_and_the_pending_draft_is_kept_but_flagged_stale(editor_
     assert canvas.journey_json(Journey.objects.get(pk=live.pk))["stale"] is True
     post(editor_client, "discard", live, {})
     assert editor_client.get(url("state", live)).json()["journey"]["stale"] is False
+
+
+def test_the_form_page_says_when_a_canvas_draft_is_pending(editor_client, live):
+    change = reverse("admin:journeys_journey_change", args=[live.pk])
+    assert b"canvas-draft-note" not in editor_client.get(change).content
+
+    post(editor_client, "draft", live, {"definition": retriggered()})
+
+    page = editor_client.get(change)
+    assert page.status_code == 200
+    assert b"canvas-draft-note" in page.content
