@@ -15,9 +15,11 @@ from journeys.enrollment import Candidate, enroll
 from journeys.events import process_pending
 from journeys.models import Enrollment, Journey, JourneyVersion
 from journeys.services import journey_activate
+from journeys.triggers import date
+from orchestrator.audience.models import Customer
 from orchestrator.audience.services import event_record
 from tests.journeys.canvas_api.conftest import definition, post, url
-from tests.journeys.conftest import make_customer
+from tests.journeys.conftest import make_customer, make_journey, send
 
 pytestmark = pytest.mark.django_db
 
@@ -210,3 +212,22 @@ def test_the_form_page_says_when_a_canvas_draft_is_pending(editor_client, live):
     page = editor_client.get(change)
     assert page.status_code == 200
     assert b"canvas-draft-note" in page.content
+
+
+def test_the_date_sweep_reads_the_published_trigger_not_the_pending_draft(editor_client, template):
+    journey = make_journey(
+        [send(channel="email")],
+        key="reminder",
+        trigger={"kind": "date", "source": "attribute", "attribute": "appointment_at"},
+    )
+    due = dt.datetime(2026, 6, 1, 1, 0, tzinfo=dt.UTC)
+    for name, attribute in (("booked", "appointment_at"), ("renewing", "renewal_at")):
+        customer = make_customer(name)
+        Customer.objects.filter(pk=customer.pk).update(attributes={attribute: due.isoformat()})
+    draft = definition_of(journey)
+    draft["trigger"]["attribute"] = "renewal_at"
+    assert post(editor_client, "draft", journey, {"definition": draft}).status_code == 200
+
+    assert date.sweep(Journey.objects.get(pk=journey.pk), now=due + dt.timedelta(minutes=1)) == 1
+
+    assert list(Enrollment.objects.values_list("customer__external_id", flat=True)) == ["booked"]
