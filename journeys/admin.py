@@ -41,7 +41,7 @@ from journeys.admin_forms import (
     TestSendForm,
     definition_problems_text,
 )
-from journeys.definition import definition_of, export, normalized
+from journeys.definition import export
 from journeys.models import Enrollment, Journey, Step, StepRun
 from journeys.problems import DefinitionInvalid
 from journeys.services import (
@@ -726,7 +726,9 @@ class JourneyAdmin(JourneyCanvasMixin, admin.ModelAdmin):
             days = form.cleaned_data["days"] if form.is_bound else form.fields["days"].initial
             sample = form.cleaned_data["sample"] if form.is_bound else form.fields["sample"].initial
             try:
-                result = simulation.simulate(journey, days=days, sample=sample)
+                result = simulation.simulate(
+                    journey, days=days, sample=sample, definition=canvas.pending(journey)
+                )
             except DefinitionInvalid as exc:
                 problems = definition_problems_text(exc.problems)
         context = {
@@ -745,12 +747,13 @@ class JourneyAdmin(JourneyCanvasMixin, admin.ModelAdmin):
         version = journey.current_version
         if version is None:
             return "It has no published version yet."
-        try:
-            same = version.definition == normalized(definition_of(journey))
-        except (KeyError, AttributeError, TypeError):  # a draft too broken to compare
-            same = False
-        if same:
+        if not canvas.has_unpublished_changes(journey):
             return f"It is the same as published version {version.number}."
+        if journey.draft_definition is not None:
+            return (
+                f"It is the canvas's saved draft, which differs from published version "
+                f"{version.number}: customers get that version until the draft is published."
+            )
         return (
             f"It differs from published version {version.number}, which is what "
             "customers get until you save or activate the draft."

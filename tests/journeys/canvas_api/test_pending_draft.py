@@ -231,3 +231,21 @@ def test_the_date_sweep_reads_the_published_trigger_not_the_pending_draft(editor
     assert date.sweep(Journey.objects.get(pk=journey.pk), now=due + dt.timedelta(minutes=1)) == 1
 
     assert list(Enrollment.objects.values_list("customer__external_id", flat=True)) == ["booked"]
+
+
+def test_the_simulate_page_forecasts_the_pending_draft(editor_client, live):
+    page = reverse("admin:journeys_journey_simulate", args=[live.pk])
+    assert b"same as published version 1" in editor_client.get(page).content
+
+    broken = retriggered()
+    broken["steps"][0]["config"]["template"] = ""
+    post(editor_client, "draft", live, {"definition": broken})
+    refused = editor_client.get(page)
+    assert b"canvas&#x27;s saved draft" in refused.content
+    assert refused.context["problems"]  # the draft's problems, not the running journey's
+
+    post(editor_client, "draft", live, {"definition": retriggered()})
+    with time_machine.travel(T0, tick=False):
+        shown = editor_client.get(page, {"days": 2, "sample": 20})
+    assert shown.status_code == 200
+    assert not shown.context["problems"]
