@@ -24,7 +24,7 @@ from channels.webhooks.privacy import webhooks_erase, webhooks_export, webhooks_
 from journeys.privacy import journeys_erase, journeys_export
 from orchestrator.audience.models import Customer
 from orchestrator.audience.selectors import customer_addresses
-from orchestrator.broadcasts.privacy import broadcasts_erase
+from orchestrator.broadcasts.privacy import broadcasts_erase, broadcasts_export
 from orchestrator.consent.models import Suppression, address_hash
 from orchestrator.consent.suppressions import suppressions_add
 from orchestrator.core.jsonable import iso
@@ -81,7 +81,8 @@ def customer_export(*, customer: Customer) -> dict[str, Any]:
     portability): the row, events, consent (current state and the full ledger),
     preferences, suppressions of their addresses, every message with its rendered
     content, decision trail and status history, their journeys, and what providers
-    told us about them (inbound messages, raw webhook payloads)."""
+    told us about them (inbound messages, raw webhook payloads), and the broadcasts
+    they are due to get whose copies are not written yet."""
     preference = getattr(customer, "preference", None)
     hashes = {(c, address_hash(c, a)) for c, a in customer_addresses(customer)}
     suppressions = Suppression.objects.filter(address_hash__in={h for _c, h in hashes})
@@ -160,6 +161,7 @@ def customer_export(*, customer: Customer) -> dict[str, Any]:
     }
     export["webhooks"] = webhooks_export(customer)
     export["journeys"] = journeys_export(customer)
+    export["pending_broadcasts"] = broadcasts_export(customer)
     return export
 
 

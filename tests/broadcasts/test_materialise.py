@@ -31,7 +31,7 @@ from orchestrator.broadcasts.services import (
 from orchestrator.consent.channel_consent import topic_subscription_set
 from orchestrator.delivery.dispatcher import dispatch_due
 from orchestrator.delivery.models import Message, MessageEvent, MessageStatus
-from orchestrator.privacy.services import customer_erase
+from orchestrator.privacy.services import customer_erase, customer_export
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
 
 pytestmark = pytest.mark.django_db
@@ -317,6 +317,10 @@ def test_erasure_deletes_pending_recipients_and_the_expansion_skips_a_deleted_cu
     broadcast_schedule(broadcast=broadcast)
     with time_machine.travel(broadcast.due_at, tick=False):
         assert broadcasts_sweep()["recipients"] == 3
+    # Their export names the broadcast they are due to get, copy not written yet.
+    assert customer_export(customer=erased)["pending_broadcasts"] == [
+        {"broadcast": broadcast.name, "due_at": "2026-12-10T14:00:00+00:00", "variant": None}
+    ]
     summary = customer_erase(customer=erased, source="api")
     assert summary.deleted["broadcasts.Recipient"] == 1
     deleted.delete()  # no foreign key: the recipient row stays, the customer does not
