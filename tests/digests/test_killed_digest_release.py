@@ -30,6 +30,7 @@ from orchestrator.delivery.models import Digest, Message, MessageStatus
 from tests.delivery.factories import locmem_adapters, make_customer, make_template, make_topic
 from tests.delivery.factories import queue as queue_message
 from tests.faults.accounting import Accounting, unsettled
+from tests.faults.workers import reaped
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,17 +84,11 @@ def test_an_update_killed_mid_release_loses_and_doubles_nothing(settings):
     assert Message.objects.filter(id__in=every_held, status=MessageStatus.HELD).count() == sum(HELD)
 
     worker = _worker([c.pk for c in customers], topic.key)
-    try:
+    with reaped(worker):
         line = worker.stdout.readline()
         assert line.strip() == "releasing", worker.stderr.read()
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
-        worker.stdout.close()
-        worker.stderr.close()
 
     # The first three switches stand; the fourth rolled back whole; the rest never ran.
     for index, customer in enumerate(customers):

@@ -28,6 +28,7 @@ from orchestrator.broadcasts.services import broadcast_save, broadcast_schedule,
 from orchestrator.delivery.models import Message, MessageEvent
 from tests.delivery.factories import make_template, make_topic
 from tests.faults.conftest import PROVIDERS, accounting, customers, drain
+from tests.faults.workers import reaped
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,7 +57,7 @@ def _worker(stall_on_slice: int | None) -> subprocess.Popen:
 def _run_until(worker: subprocess.Popen, word: str) -> None:
     """Read the worker's lines until it says ``word``; then kill it (``expanding``) or
     let it exit (``done``)."""
-    try:
+    with reaped(worker):
         lines: list[str] = []
         while word not in lines:
             line = worker.stdout.readline()
@@ -65,12 +66,6 @@ def _run_until(worker: subprocess.Popen, word: str) -> None:
         if word == "expanding":
             os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
-        worker.stdout.close()
-        worker.stderr.close()
 
 
 def test_a_worker_killed_mid_expansion_loses_and_doubles_nothing(wired, clock, monkeypatch):

@@ -31,6 +31,7 @@ from tests.delivery.factories import queue as queue_message
 from tests.emulator import ProviderEmulator
 from tests.emulator import twilio as twilio_emulator
 from tests.faults.accounting import Accounting, duplicated, message_ids_on_the_wire, unsettled
+from tests.faults.workers import reaped
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,7 +99,7 @@ def test_a_builder_killed_mid_build_loses_and_doubles_nothing(settings, emulator
     Digest.objects.update(due_at=timezone.now())
 
     builder = _builder()
-    try:
+    with reaped(builder):
         lines = []
         while "building" not in lines:
             line = builder.stdout.readline()
@@ -106,12 +107,6 @@ def test_a_builder_killed_mid_build_loses_and_doubles_nothing(settings, emulator
             lines.append(line.strip())
         os.kill(builder.pid, signal.SIGKILL)
         builder.wait()
-    finally:
-        if builder.poll() is None:
-            builder.kill()
-            builder.wait()
-        builder.stdout.close()
-        builder.stderr.close()
 
     # Two batches stand; the third rolled back whole: no digest message, nothing folded.
     assert Digest.objects.filter(status=Digest.Status.SENT).count() == 2 * BATCH

@@ -31,6 +31,7 @@ from tests.emulator import ProviderEmulator
 from tests.emulator import twilio as twilio_emulator
 from tests.emulator.server import wait_until
 from tests.faults.accounting import Accounting, duplicated, message_ids_on_the_wire, unsettled
+from tests.faults.workers import reaped
 from tests.ops.promtext import parse
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -110,7 +111,7 @@ def test_a_worker_killed_mid_batch_leaves_one_chunk_in_doubt_and_sends_the_rest_
     ]
 
     worker = _start_worker(adapters)
-    try:
+    with reaped(worker):
         # The third chunk's calls are under way: it was handed off, and it cannot finish
         # within the few milliseconds the kill takes to land.
         assert wait_until(lambda: len(emulator.requests_to(TWILIO)) >= 2 * CHUNK + 3, 60), (
@@ -119,12 +120,6 @@ def test_a_worker_killed_mid_batch_leaves_one_chunk_in_doubt_and_sends_the_rest_
         )
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
-        worker.stdout.close()
-        worker.stderr.close()
     killed_at = timezone.now()
     # Requests that reached the emulator before the kill are answered all the same.
     assert wait_until(lambda: all(r.status is not None for r in emulator.requests_to(TWILIO)), 10)
