@@ -117,9 +117,15 @@ def _topic_wants(messages: Sequence[Message], now: dt.datetime) -> dict[tuple[in
     topic_ids = {m.topic_id for m in candidates}
     if not topic_ids:
         return {}
-    digestible = set(
-        Topic.objects.filter(id__in=topic_ids, digestible=True).values_list("id", flat=True)
-    )
+    # The senders have usually loaded the topic already (the API, a journey's step):
+    # ask the database only about the topics no message carries.
+    topic_field = Message._meta.get_field("topic")
+    loaded = {m.topic_id: m.topic for m in candidates if topic_field.is_cached(m)}
+    digestible = {pk for pk, topic in loaded.items() if topic is not None and topic.digestible}
+    if unknown := topic_ids - loaded.keys():
+        digestible |= set(
+            Topic.objects.filter(id__in=unknown, digestible=True).values_list("id", flat=True)
+        )
     candidates = [m for m in candidates if m.topic_id in digestible]
     if not candidates:
         return {}
