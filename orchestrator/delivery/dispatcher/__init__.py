@@ -329,17 +329,18 @@ def _record_called(called: _Called, attempt_id: uuid.UUID, stats: DispatchStats)
 
 
 def dispatch_due(
-    *, time_budget: float = 20.0, batch_size: int | None = None
+    *, time_budget: float = 20.0, batch_size: int | None = None, above: int = ANY_PRIORITY
 ) -> tuple[DispatchStats, bool]:
     """Dispatch batches until nothing is due or ``time_budget`` seconds have passed.
 
+    ``above``: only messages of a higher priority than this (the lane worker's share).
     Returns the totals and whether the budget ran out with work possibly left.
     """
     limit = batch_size or settings.DISPATCH_BATCH_SIZE
     deadline = time.monotonic() + time_budget
     total = DispatchStats()
     while True:
-        stats = dispatch_batch(batch_size=limit)
+        stats = dispatch_batch(batch_size=limit, above=above)
         total.add(stats)
         out_of_time = time.monotonic() >= deadline
         if stats.busy and not out_of_time:
