@@ -19,12 +19,15 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 
 app.conf.task_queues = [
     Queue("dispatch"),
+    Queue("lane"),
     Queue("journeys"),
     Queue("webhooks"),
     Queue("sweeps"),
     Queue("default"),
 ]
 app.conf.task_routes = {
+    # The first matching pattern wins: the lane's task before the rest of delivery.
+    "delivery.dispatch_lane": {"queue": "lane"},
     "delivery.*": {"queue": "dispatch"},
     "journeys.*": {"queue": "journeys"},
     "webhooks.*": {"queue": "webhooks"},

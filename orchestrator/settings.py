@@ -218,6 +218,9 @@ DISPATCH_BATCH_SIZE = env.get_int("DISPATCH_BATCH_SIZE", 500, minimum=1)
 #: Messages stamped "handed off" together just before their provider calls: a worker
 #: killed mid-batch leaves at most this many "maybe sent".
 DISPATCH_SEND_CHUNK_SIZE = env.get_int("DISPATCH_SEND_CHUNK_SIZE", 50, minimum=1)
+#: Messages of at least this priority (transactional and journey sends are 5 by default,
+#: broadcasts 1) also wake the lane worker (queue "lane"), which dispatches only them.
+DISPATCH_LANE_PRIORITY = env.get_int("DISPATCH_LANE_PRIORITY", 5, minimum=0)
 #: Tries before a transiently failing message is given up as failed.
 DISPATCH_MAX_ATTEMPTS = env.get_int("DISPATCH_MAX_ATTEMPTS", 5, minimum=1)
 DISPATCH_BACKOFF_BASE_SECONDS = env.get_int("DISPATCH_BACKOFF_BASE_SECONDS", 30, minimum=1)

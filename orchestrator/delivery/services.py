@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, models, transaction
 from django.utils import timezone
 
@@ -379,16 +380,24 @@ def messages_queue(messages: list[Message]) -> list[Message]:
             for m in messages
         )
         holds.digests_after_hold(digests, now=now)
-    if any(m.status == MessageStatus.QUEUED for m in messages):
-        kick_dispatcher()
+    queued = [m.priority for m in messages if m.status == MessageStatus.QUEUED]
+    if queued:
+        kick_dispatcher(priority=max(queued))
     return messages
 
 
-def kick_dispatcher() -> None:
+def kick_dispatcher(*, priority: int = 0) -> None:
     """Ask a worker to dispatch now, once the current transaction commits (once per
     transaction). The outbox row, not the task, is the truth: beat's periodic dispatch
-    finds the message if the broker is down."""
+    finds the message if the broker is down.
+
+    A message of at least ``DISPATCH_LANE_PRIORITY`` also wakes the lane worker, which
+    dispatches only such messages: a broadcast backlog keeping every dispatcher busy
+    does not stand between a transactional or triggered send and its provider.
+    """
     publish_on_commit("delivery.dispatch")
+    if priority >= settings.DISPATCH_LANE_PRIORITY:
+        publish_on_commit("delivery.dispatch_lane")
 
 
 def messages_cancel(*, message_ids: list[int], reason: str) -> list[int]:
