@@ -395,7 +395,7 @@ def expand(
         if queued:
             from orchestrator.delivery.services import kick_dispatcher
 
-            kick_dispatcher()
+            kick_dispatcher(priority=broadcast.priority)
     return Expanded(written, more)
 
 

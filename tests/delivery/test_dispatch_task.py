@@ -46,3 +46,38 @@ def test_message_queued_in_a_transaction_is_sent_by_a_worker_via_the_commit_kick
 
     assert elapsed is not None, "not sent within 5 s of the commit"
     assert [m.message_id for m in outbox] == [message.id]
+
+
+def test_the_lane_task_has_a_queue_of_its_own():
+    assert app.amqp.router.route({}, "delivery.dispatch_lane")["queue"].name == "lane"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_on_the_lane_alone_sends_the_urgent_message_and_leaves_the_backlog(
+    outbox, broker_url, settings
+):
+    """With no dispatch worker running at all (as if all were deep in a broadcast), a
+    transactional send still goes out through the lane; the broadcast's copies wait."""
+    from celery.contrib.testing.worker import start_worker
+
+    settings.DISPATCH_LANE_PRIORITY = 5
+    topic = make_topic()
+    backlog_template = make_template(topic=topic)
+    backlog = [queue(make_customer(f"b{i}"), backlog_template, priority=1) for i in range(20)]
+    app.conf.broker_url = broker_url
+    app.control.purge()
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING",
+        queues=["lane"],
+    ):  # fmt: skip
+        with transaction.atomic():
+            urgent = queue(make_customer("u"), make_template(topic=topic), priority=5)
+        elapsed = _wait_for(
+            lambda: Message.objects.filter(pk=urgent.pk, status=MessageStatus.SENT).exists(),
+            timeout=5.0,
+        )
+
+    assert elapsed is not None, "the lane did not send the urgent message within 5 s"
+    assert [m.message_id for m in outbox] == [urgent.id]
+    waiting = Message.objects.filter(pk__in=[m.pk for m in backlog], status=MessageStatus.QUEUED)
+    assert waiting.count() == len(backlog)

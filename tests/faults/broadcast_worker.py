@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
     services.OUTBOX_HIGH_WATER = 10**9
     slices = {"n": 0}
 
-    def stalling_kick() -> None:
+    def stalling_kick(**_kick) -> None:
         # Called inside the slice's transaction, after its one statement wrote the copies.
         slices["n"] += 1
         if slices["n"] == config.get("stall_on_slice"):

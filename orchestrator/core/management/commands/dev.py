@@ -26,10 +26,12 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from orchestrator.celery import app as celery_app
 from orchestrator.core import env
 from orchestrator.core.devserver import Supervisor
 
-WORKER_QUEUES = "dispatch,journeys,webhooks,sweeps,default"
+#: One local worker consumes every queue (the lane's included).
+WORKER_QUEUES = ",".join(q.name for q in celery_app.conf.task_queues)
 ADMIN_USERNAME = "admin"
 
 
