@@ -1,6 +1,6 @@
 """Real-time journeys: from the event API call to the provider hand-off, under load.
 
-    python -m bench.realtime [--events 100] [--backlog 50000] [--dispatchers 2]
+    python -m bench.realtime [--events 100] [--backlog 50000] [--dispatchers 2] [--lane-workers 1]
 
 An event-triggered journey (``order.completed`` → send an order follow-up, priority 8)
 is live while the dispatchers work through a backlog of about ``--backlog`` waiting
@@ -16,7 +16,9 @@ and accepted (``sent_at``).
 What runs, as in production: a real Celery worker consuming the ``journeys`` queue on
 a real broker (an embedded Valkey, or the one ``--broker-url`` names), woken by the
 commit of the event; dispatcher processes running the same loop as the
-``delivery.dispatch`` task. The provider is
+``delivery.dispatch`` task; and, as ``deploy/`` runs it, a real Celery worker on the
+``lane`` queue (``--lane-workers``, 0 to leave it out), woken by the journey send's
+commit, dispatching only messages of at least ``DISPATCH_LANE_PRIORITY``. The provider is
 modeled as accepting ``--provider-rate`` messages per second per dispatcher process
 (the sleep happens where the provider call would), so the backlog keeps the
 dispatchers busy for the whole measurement instead of vanishing in a few seconds.
@@ -81,16 +83,17 @@ def _dispatcher(stop, rate: float, batch_size: int) -> None:
             time.sleep(0.02)
 
 
-def _journeys_worker(broker_url: str) -> None:
+def _worker(broker_url: str, queue: str, rate: float) -> None:
+    """A real Celery worker consuming ``queue`` (the lane's sends reach the modeled provider)."""
     import django
+    from django.conf import settings
 
     django.setup()
+    settings.CHANNEL_ADAPTERS = _adapter_settings(rate)
     from orchestrator.celery import app
 
     app.conf.broker_url = broker_url
-    worker = app.Worker(
-        queues=["journeys"], pool="solo", concurrency=1, loglevel="WARNING", quiet=True
-    )
+    worker = app.Worker(queues=[queue], pool="solo", concurrency=1, loglevel="WARNING", quiet=True)
     worker.start()
 
 
@@ -245,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         help="default: enough for the backlog (a tenth unsubscribed from the newsletter)",
     )
     parser.add_argument("--dispatchers", type=int, default=2)
+    parser.add_argument(
+        "--lane-workers", type=int, default=1, help="Celery workers on the lane queue (0: none)"
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--provider-rate", type=float, default=1000.0)
     parser.add_argument(
@@ -288,8 +294,12 @@ def main(argv: list[str] | None = None) -> None:
 
     ctx = multiprocessing.get_context("fork")
     stop = ctx.Event()
-    worker = ctx.Process(target=_journeys_worker, args=(broker_url,), daemon=True)
-    worker.start()
+    workers = [
+        ctx.Process(target=_worker, args=(broker_url, queue, args.provider_rate), daemon=True)
+        for queue in ["journeys"] + ["lane"] * args.lane_workers
+    ]
+    for p in workers:
+        p.start()
     dispatchers = [
         ctx.Process(target=_dispatcher, args=(stop, args.provider_rate, args.batch_size))
         for _ in range(args.dispatchers)
@@ -321,8 +331,9 @@ def main(argv: list[str] | None = None) -> None:
     stop.set()
     for p in dispatchers:
         p.join(timeout=10)
-    worker.terminate()
-    worker.join(timeout=10)
+    for p in workers:
+        p.terminate()
+        p.join(timeout=10)
     connection.close()
     drop_database(args.database)
     if valkey is not None:
@@ -347,7 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"event API call to provider hand-off over {len(handed)} events with a "
-        f"{backlog}-message broadcast backlog: p50 {statistics.median(handed) * 1000:.0f} ms, "
+        f"{backlog}-message broadcast backlog, {args.lane_workers} lane worker(s): "
+        f"p50 {statistics.median(handed) * 1000:.0f} ms, "
         f"p99 {_percentile(handed, 99) * 1000:.0f} ms"
     )
 

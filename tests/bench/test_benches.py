@@ -142,8 +142,7 @@ def test_realtime_prints_hand_off_latency(broker_url):
     assert_figure(
         lines,
         r"event API call to provider hand-off over \d+ events with a \d+-message broadcast "
-        r"backlog: "
-        r"p50 \d+ ms, p99 \d+ ms",
+        r"backlog, 1 lane worker\(s\): p50 \d+ ms, p99 \d+ ms",
     )
 
 
