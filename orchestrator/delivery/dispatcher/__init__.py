@@ -12,9 +12,12 @@ One batch is a handful of set-based statements whatever its size:
    send locks: ``claim.mark_handed_off`` stamps the chunk handed off (only rows still
    ours), ``send.call_adapters`` calls the providers *outside* any transaction, and
    ``outcomes.record`` writes every provider outcome with its history row - in the
-   same transaction as the next chunk's hand-off, so a chunk costs one commit.
+   same statement as the next chunk's hand-off (``claim.record_and_hand_off``; in the
+   same transaction when a refused address is suppressed with it), so a chunk costs
+   one commit.
 
-The priority lane: before each chunk, one index probe asks whether a message of a
+The priority lane: before each chunk, one index probe (in the same round trip as the
+chunk's send locks, when they are tried) asks whether a message of a
 higher priority than the chunk's has come due (a triggered or transactional send
 queued while this batch, say of a broadcast, was being worked). If so, a batch of
 only those is dispatched first, then the chunks go on: such a message waits for at
@@ -46,9 +49,11 @@ from orchestrator.delivery.dispatcher.claim import (
     Claimed,
     RecoveryStats,
     due_above,
+    due_above_or_try_lock,
     hand_off,
     lock_due,
     mark_handed_off,
+    record_and_hand_off,
     recover_stalled,
 )
 from orchestrator.delivery.dispatcher.compose import Prepared, fallbacks, load_batch, prepare
@@ -190,15 +195,21 @@ def _send_and_record(
         for start in range(0, len(handed.to_send), size):
             chunk = handed.to_send[start : start + size]
             priority = max(handed.priorities[o.message_id] for o in chunk)
-            if _higher_due(priority):
+            customers = [handed.customers[o.message_id] for o in chunk]
+            locked = None
+            # Without waiting, while the chunk before still holds its locks (see below).
+            try_lock = called is not None and not set(customers) & set(called.locked)
+            if try_lock and priority < TOP_PRIORITY:
+                higher, locked = _higher_due_or_try_lock(priority, customers)
+            else:
+                higher = _higher_due(priority)
+                if try_lock:
+                    locked = try_lock_sending(customers)
+            if higher:
                 if called is not None:
                     pending, called = called, None
                     _record_called(pending, attempt_id, stats)
                 _overtake(priority, stats, limit)
-            customers = [handed.customers[o.message_id] for o in chunk]
-            locked = None
-            if called is not None and not set(customers) & set(called.locked):
-                locked = try_lock_sending(customers)
             if locked is None and called is not None:
                 # A customer of both chunks (a lock this session holds is taken again
                 # without queuing, so an erasure waiting for it would wait for ever),
@@ -257,6 +268,15 @@ def _higher_due(priority: int) -> bool:
         return due_above(cursor, priority=priority, now=timezone.now())
 
 
+def _higher_due_or_try_lock(priority: int, customers: list[int]) -> tuple[bool, list[int] | None]:
+    """The lane's probe and the chunk's try-lock in one round trip: whether a higher
+    priority is due (then no lock is held) and the locks taken (None if not all free)."""
+    with connection.cursor() as cursor:
+        return due_above_or_try_lock(
+            cursor, priority=priority, now=timezone.now(), customer_ids=customers
+        )
+
+
 def _overtake(priority: int, stats: DispatchStats, limit: int) -> None:
     """The priority lane: dispatch one batch of due messages of a higher priority than
     ``priority``.
@@ -285,6 +305,19 @@ def _record_and_hand_off(
     if called is None:
         with connection.cursor() as cursor:
             return mark_handed_off(cursor, ids, attempt_id=attempt_id, now=timezone.now())
+    if not _refusals(called):
+        # One statement, so one round trip and one commit for both.
+        with connection.cursor() as cursor:
+            written, keys = record_and_hand_off(
+                cursor,
+                called.outcomes,
+                ids,
+                attempt_id=attempt_id,
+                done=called.done,
+                now=timezone.now(),
+            )
+        tally(stats, called.outcomes, written)
+        return keys
     with transaction.atomic(), connection.cursor() as cursor:
         written = _write_called(cursor, called, attempt_id)
         keys = mark_handed_off(cursor, ids, attempt_id=attempt_id, now=timezone.now())
@@ -308,6 +341,12 @@ def _call(handed: _HandedOff, to_send: list[OutboundMessage], locked: list[int])
         for result, provider in results
     ]
     return _Called(outcomes, results, {o.message_id: o for o in to_send}, done, locked)
+
+
+def _refusals(called: _Called) -> bool:
+    """Whether a provider called an address unusable: its suppression is written with
+    the outcome, in one transaction (``_write_called``)."""
+    return any(result.suppress and not result.accepted for result, _p in called.results)
 
 
 def _write_called(cursor, called: _Called, attempt_id: uuid.UUID) -> set:

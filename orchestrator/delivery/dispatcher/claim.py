@@ -29,14 +29,23 @@ from django.utils import timezone
 
 from channels.adapters import OutboundMessage, get_adapter
 from orchestrator.delivery.dispatcher.outcomes import (
+    RECORD_SENT_CTES,
     Outcome,
     as_json,
     insert_events,
     record,
+    record_params,
     result_outcome,
     suppress_refused_addresses,
 )
-from orchestrator.delivery.dispatcher.send import call_adapters, customers_sending
+from orchestrator.delivery.dispatcher.send import (
+    TRY_LOCK_SENDING_SQL,
+    call_adapters,
+    customers_sending,
+    lock_params,
+    taken_all,
+    unlock_sending,
+)
 from orchestrator.delivery.models import MessageStatus
 from orchestrator.delivery.services import kick_dispatcher
 from orchestrator.delivery.trail import explain
@@ -115,6 +124,31 @@ def due_above(cursor, *, priority: int, now: dt.datetime) -> bool:
     cursor.execute(_FIRST_DUE_SQL, {"now": now})
     row = cursor.fetchone()
     return row is not None and row[0] > priority
+
+
+# The lane's probe and a chunk's try-lock (``send.try_lock_sending``) in one round trip.
+_DUE_AND_TRY_LOCK_SQL = f"""
+SELECT ({_FIRST_DUE_SQL}), ARRAY({TRY_LOCK_SENDING_SQL})
+"""
+
+
+def due_above_or_try_lock(
+    cursor, *, priority: int, now: dt.datetime, customer_ids: list[int]
+) -> tuple[bool, list[int] | None]:
+    """``due_above`` and ``send.try_lock_sending`` in one statement.
+
+    Returns whether a higher priority is due and, if not, the send locks taken (None,
+    and none held, if one was not free at once). When one is due, no lock is left held:
+    the caller dispatches the lane first, then locks the chunk.
+    """
+    ids = sorted(set(customer_ids))
+    cursor.execute(_DUE_AND_TRY_LOCK_SQL, {"now": now, **lock_params(ids)})
+    first, taken = cursor.fetchone()
+    higher = first is not None and first > priority
+    if higher:
+        unlock_sending(taken)
+        return True, None
+    return False, taken_all(ids, taken)
 
 
 def lock_due(
@@ -216,6 +250,54 @@ def mark_handed_off(
         _HANDED_OFF_SQL, {"ids": list(message_ids), "attempt_id": attempt_id, "now": now}
     )
     return {row[0]: row[1] for row in cursor.fetchall()}
+
+
+# A chunk's provider outcomes and the next chunk's hand-off in one statement (one
+# implicit transaction): the rows are disjoint, and it commits as the two did together.
+_AND_HAND_OFF = """
+WITH {ctes}, handed AS (
+    UPDATE delivery_message SET
+        handed_off_at = %(handed_at)s, retry_key = gen_random_uuid(), updated_at = %(handed_at)s
+    WHERE id = ANY(%(ids)s) AND attempt_id = %(attempt_id)s AND status = 'sending'
+        AND handed_off_at IS NULL
+    RETURNING id, retry_key
+)
+SELECT message_id, NULL::uuid FROM recorded
+UNION ALL
+SELECT id, retry_key FROM handed
+"""
+_RECORD_AND_HAND_OFF_SQL = _AND_HAND_OFF.format(ctes=RECORD_SENT_CTES)
+
+
+def record_and_hand_off(
+    cursor,
+    outcomes: list[Outcome],
+    message_ids: list[int],
+    *,
+    attempt_id: uuid.UUID,
+    done: dt.datetime,
+    now: dt.datetime,
+) -> tuple[set[int], dict[int, uuid.UUID]]:
+    """``outcomes.record`` of a called chunk (at ``done``) and ``mark_handed_off`` of the
+    next one (at ``now``), in one statement; returns the ids recorded and id -> retry key
+    of the rows handed off. The caller is outside any transaction: it commits on its own.
+    """
+    cursor.execute(
+        _RECORD_AND_HAND_OFF_SQL,
+        {
+            **record_params(outcomes, attempt_id, done),
+            "ids": list(message_ids),
+            "handed_at": now,
+        },
+    )
+    written: set[int] = set()
+    keys: dict[int, uuid.UUID] = {}
+    for message_id, key in cursor.fetchall():
+        if key is None:
+            written.add(message_id)
+        else:
+            keys[message_id] = key
+    return written, keys
 
 
 @dataclass

@@ -104,8 +104,8 @@ _WAITING = "m.status IN ('queued', 'scheduled', 'deferred')"
 # The outcome update and its history rows in one statement: history is written only
 # for the rows the update matched - rows still locked and waiting (before the hand-off)
 # or still under this worker's attempt id (after the provider call).
-_RECORD_SQL = """
-WITH u AS (
+_RECORD_CTES = """
+u AS (
     SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS u(
         id bigint, status text, reason text, entry jsonb, provider text,
         provider_message_id text, sent_at timestamptz, last_error text,
@@ -131,11 +131,11 @@ WITH u AS (
     FROM u
     WHERE m.id = u.id AND {guard}
     RETURNING m.id, u.status, u.reason, u.code
-)
-INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason, code)
-SELECT id, status, %(now)s, reason, COALESCE(code, '') FROM updated
-RETURNING message_id
-"""
+), recorded AS (
+    INSERT INTO delivery_messageevent (message_id, status, occurred_at, reason, code)
+    SELECT id, status, %(now)s, reason, COALESCE(code, '') FROM updated
+    RETURNING message_id
+)"""
 
 
 def _json_default(value: Any) -> str:
@@ -162,10 +162,14 @@ def insert_events(cursor, rows: Sequence[tuple[int, str, str]], now: dt.datetime
     )
 
 
-_RECORD_LOCKED_SQL = _RECORD_SQL.format(guard=_WAITING)
-_RECORD_SENT_SQL = _RECORD_SQL.format(
+_RECORDED = "WITH {ctes} SELECT message_id FROM recorded"
+_RECORD_LOCKED_SQL = _RECORDED.format(ctes=_RECORD_CTES.format(guard=_WAITING))
+#: The outcomes of provider calls, as common table expressions ending in ``recorded``
+#: (the ids written): a statement may write more after them (``claim.record_and_hand_off``).
+RECORD_SENT_CTES = _RECORD_CTES.format(
     guard="m.attempt_id = %(attempt_id)s AND m.status = 'sending'"
 )
+_RECORD_SENT_SQL = _RECORDED.format(ctes=RECORD_SENT_CTES)
 
 
 def record(
@@ -183,6 +187,15 @@ def record(
     """
     if not outcomes:
         return set()
+    sql = _RECORD_LOCKED_SQL if locked else _RECORD_SENT_SQL
+    cursor.execute(sql, record_params(outcomes, attempt_id, now))
+    return {row[0] for row in cursor.fetchall()}
+
+
+def record_params(
+    outcomes: Sequence[Outcome], attempt_id: uuid.UUID | None, now: dt.datetime
+) -> dict[str, Any]:
+    """The parameters of the record statements (``rows``, ``attempt_id``, ``now``)."""
     rows = [
         {
             "id": o.message_id,
@@ -202,9 +215,7 @@ def record(
         }
         for o in outcomes
     ]
-    sql = _RECORD_LOCKED_SQL if locked else _RECORD_SENT_SQL
-    cursor.execute(sql, {"rows": as_json(rows), "attempt_id": attempt_id, "now": now})
-    return {row[0] for row in cursor.fetchall()}
+    return {"rows": as_json(rows), "attempt_id": attempt_id, "now": now}
 
 
 def backoff(attempts: int) -> dt.timedelta:

@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from django.db import DatabaseError, connection
 
@@ -57,6 +58,18 @@ def lock_sending(customer_ids: Iterable[int]) -> list[int]:
     return ids
 
 
+#: The send locks of ``%(customers)s`` that are free at once, taken shared (the ids).
+TRY_LOCK_SENDING_SQL = (
+    "SELECT k FROM unnest(%(customers)s::bigint[]) AS k"
+    " WHERE pg_try_advisory_lock_shared(%(send_lock)s + k)"
+)
+
+
+def lock_params(ids: list[int]) -> dict[str, Any]:
+    """The parameters of ``TRY_LOCK_SENDING_SQL`` for these customers."""
+    return {"customers": ids, "send_lock": _SEND_LOCK}
+
+
 def try_lock_sending(customer_ids: Iterable[int]) -> list[int] | None:
     """Take all the customers' send locks, shared, without waiting; None (and none held)
     if one is not free at once (an erasure holds or waits for it).
@@ -68,11 +81,13 @@ def try_lock_sending(customer_ids: Iterable[int]) -> list[int] | None:
     if not ids:
         return ids
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock_shared(%s + k)",
-            [ids, _SEND_LOCK],
-        )
+        cursor.execute(TRY_LOCK_SENDING_SQL, lock_params(ids))
         taken = [row[0] for row in cursor.fetchall()]
+    return taken_all(ids, taken)
+
+
+def taken_all(ids: list[int], taken: Sequence[int]) -> list[int] | None:
+    """All or nothing: ``ids`` if every lock was ``taken``, else None, the taken released."""
     if len(taken) == len(ids):
         return ids
     unlock_sending(taken)
