@@ -379,18 +379,39 @@ def seed(messages: int, customers: int) -> None:
     log(f"seeded {customers} customers and {count} messages in {elapsed:.1f} s")
 
 
-def _drain(batch_size: int) -> dict[str, int]:
+def _server_cpu() -> float:
+    """CPU seconds of this process's database session (its backend process), when the
+    server runs on this machine; 0 when it cannot be read (a remote server)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime: fields 14 and 15 of stat(5), counted after the ")" from field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _drain(batch_size: int) -> dict[str, float]:
     from orchestrator.delivery.dispatcher import DispatchStats, dispatch_due
 
     total = DispatchStats()
+    started = time.process_time()
     while True:
         stats, _more = dispatch_due(time_budget=3600.0, batch_size=batch_size)
         total.add(stats)
         if stats.claimed == 0:
-            return total.as_dict()
+            return {
+                **total.as_dict(),
+                "worker_cpu": time.process_time() - started,
+                "server_cpu": _server_cpu(),
+            }
 
 
-def _worker(batch_size: int) -> dict[str, int]:
+def _worker(batch_size: int) -> dict[str, float]:
     from django.db import connection
 
     try:
@@ -399,7 +420,7 @@ def _worker(batch_size: int) -> dict[str, int]:
         connection.close()
 
 
-def run(workers: int, batch_size: int, profile: bool) -> tuple[dict[str, int], float]:
+def run(workers: int, batch_size: int, profile: bool) -> tuple[dict[str, float], float]:
     from django.db import connections
 
     connections.close_all()  # forked workers must open their own connections
@@ -504,6 +525,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"sent {totals['sent'] / elapsed:.0f} messages/s to the adapters")
     share = totals["policy_seconds"] / (elapsed * args.workers)
     print(f"policy stage: {totals['policy_seconds']:.1f} s of worker time ({share:.0%})")
+    # CPU per message, not wall time: what the code costs, whatever else the machine runs.
+    per_1000 = 1000 / max(decided, 1)
+    cpu = f"worker CPU {totals['worker_cpu'] * per_1000 * 1000:.0f} ms per 1,000 messages"
+    if totals["server_cpu"]:
+        cpu += f", their database sessions {totals['server_cpu'] * per_1000 * 1000:.0f} ms"
+    print(cpu + (" (under cProfile)" if args.profile else ""))
     verb = "decided" if args.with_policy else "dispatched"
     rate = decided / elapsed
     if "django-post-office" in peers:
