@@ -11,15 +11,53 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from io import StringIO
 from typing import Any
 
-from liquid import Environment, StrictDefaultUndefined
-from liquid.exceptions import LiquidError, TemplateNotFoundError, UndefinedError
+from liquid import BoundTemplate, Environment, StrictDefaultUndefined
+from liquid.exceptions import (
+    LiquidError,
+    OutputStreamLimitError,
+    TemplateNotFoundError,
+    UndefinedError,
+)
+from liquid.output import LimitedStringIO
 
 from orchestrator.consent.message_links import preference_link
 
 
+class _OutputLimit(LimitedStringIO):
+    """Liquid's bounded output stream, counted as it counts (UTF-8 bytes), without
+    encoding the ASCII pieces - most of them - to count them."""
+
+    def write(self, text: str, /) -> int:
+        if text:
+            self.size += len(text) if text.isascii() else len(text.encode("utf-8"))
+            if self.size > self.limit:
+                raise OutputStreamLimitError("output stream limit reached", token=None)
+        return StringIO.write(self, text)
+
+
+class _BoundedTemplate(BoundTemplate):
+    def _get_buffer(self) -> StringIO:
+        return _OutputLimit(limit=self.env.output_stream_limit)
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        """As Liquid renders, with the arguments as the globals themselves when the
+        template has no globals or front matter of its own to chain them with: one
+        mapping less for every variable lookup of every message."""
+        render_args = dict(*args, **kwargs)
+        context = self.context_class(
+            self,
+            globals=self.make_globals(render_args) if self.matter or self.globals else render_args,
+        )
+        buffer = self._get_buffer()
+        self.render_with_context(context, buffer)
+        return buffer.getvalue()
+
+
 class _BoundedEnvironment(Environment):
+    template_class = _BoundedTemplate
     loop_iteration_limit = 10_000
     output_stream_limit = 200_000  # characters
     local_namespace_limit = 20_000
