@@ -12,6 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -109,11 +110,30 @@ def _put_body(serializer_class: type[serializers.Serializer]) -> type[serializer
     return type(f"{name}PutSerializer", (serializer_class,), {"key": optional})
 
 
+class JsonNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, answering at once the common case - no format override and an
+    Accept header that is absent, ``*/*`` or the first renderer's own media type - with
+    what the full negotiation would choose for it: that renderer and its media type."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        accept = request.META.get("HTTP_ACCEPT", "*/*")
+        first = renderers[0] if renderers else None
+        if (
+            first is not None
+            and not format_suffix
+            and accept in ("*/*", first.media_type)
+            and self.settings.URL_FORMAT_OVERRIDE not in request.query_params
+        ):
+            return first, first.media_type
+        return super().select_renderer(request, renderers, format_suffix)
+
+
 # Every endpoint parses JSON with the hardened parser, and documents the statuses the
 # plumbing adds (orchestrator.api.schema). A comment, not a docstring: drf-spectacular
 # would show a docstring as every operation's description.
 class ApiView(APIView):
     parser_classes = [SafeJSONParser]
+    content_negotiation_class = JsonNegotiation
     schema = ApiAutoSchema()
 
 

@@ -113,3 +113,25 @@ def test_message_detail_shows_status_history_explanation_and_a_masked_address(ap
 
 def test_unknown_message_is_a_json_404(api):
     assert_error(api.get("/api/v1/messages/999999"), 404, "not_found")
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json"])
+def test_a_send_answers_json_to_any_client_that_takes_it(api, send_body, accept):
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    response = api.post("/api/v1/messages", send_body, format="json", **headers)
+
+    assert response.status_code == 202
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["status"] == "queued"
+
+
+def test_a_send_honours_accept_parameters_and_refuses_what_it_cannot_answer(api, send_body):
+    indented = api.post(
+        "/api/v1/messages", send_body, format="json", HTTP_ACCEPT="application/json; indent=2"
+    )
+    assert indented.status_code == 202
+    assert indented.content.startswith(b'{\n  "id"')
+
+    refused = api.post("/api/v1/messages", send_body, format="json", HTTP_ACCEPT="text/html")
+    assert_error(refused, 406, "not_acceptable")
+    assert Message.objects.count() == 1  # the refused request wrote nothing
