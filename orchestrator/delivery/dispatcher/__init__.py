@@ -360,8 +360,13 @@ def _write_called(cursor, called: _Called, attempt_id: uuid.UUID) -> set:
 def _record_called(called: _Called, attempt_id: uuid.UUID, stats: DispatchStats) -> None:
     """Record a called chunk on its own, then release its customers' send locks."""
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            written = _write_called(cursor, called, attempt_id)
+        if _refusals(called):
+            with transaction.atomic(), connection.cursor() as cursor:
+                written = _write_called(cursor, called, attempt_id)
+        else:
+            # One statement: it commits on its own, without a transaction's two round trips.
+            with connection.cursor() as cursor:
+                written = record(cursor, called.outcomes, attempt_id, called.done)
     finally:
         unlock_sending(called.locked)
     tally(stats, called.outcomes, written)
