@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import functools
 import json
 import logging
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, models, transaction
+from django.db.models.expressions import DatabaseDefault
 from django.utils import timezone
 
 from orchestrator.audience.models import Customer
@@ -355,8 +358,65 @@ def message_build(
     )
 
 
+def _json_default(value: Any) -> str:
+    """What ``json.dumps`` cannot write of a row: times and UUIDs, as PostgreSQL reads them."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | decimal.Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a column value")
+
+
+def _constant(default: Any) -> Any:
+    """A column's database default as a value (every one the models declare is a constant)."""
+    if isinstance(default, models.Value):
+        return default.value
+    if isinstance(default, models.expressions.BaseExpression):
+        raise TypeError(f"messages_queue writes constant database defaults only, not {default}")
+    return default
+
+
+@functools.cache
+def _queue_statement() -> tuple[str, tuple[models.Field, ...]]:
+    """The statement ``messages_queue`` runs, and the message fields it writes.
+
+    One statement for both tables: the messages' ids are drawn from their sequence in
+    the batch's order, the history rows take them, and the ids come back by position.
+    """
+    quote = connection.ops.quote_name
+    fields = tuple(f for f in Message._meta.concrete_fields if not f.primary_key)
+    record = ", ".join(
+        [
+            "i integer",
+            *(f"{quote(f.column)} {f.db_type(connection)}" for f in fields),
+            "history_reason text",
+            "history_code text",
+        ]
+    )
+    columns = ", ".join(quote(f.column) for f in fields)
+    events = MessageEvent._meta.db_table
+    statement = f"""
+        WITH src AS (
+            SELECT nextval(pg_get_serial_sequence(%s, 'id')) AS id, r.*
+            FROM (
+                SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r({record}) ORDER BY i
+            ) r
+        ), written AS (
+            INSERT INTO {quote(Message._meta.db_table)} (id, {columns})
+            SELECT id, {columns} FROM src
+        ), history AS (
+            INSERT INTO {quote(events)} (message_id, status, occurred_at, reason, code)
+            SELECT id, status, %s::timestamptz, history_reason, history_code FROM src
+        )
+        SELECT i, id FROM src
+    """  # noqa: S608 - table and column names come from the models
+    return statement, fields
+
+
 def messages_queue(messages: list[Message]) -> list[Message]:
-    """Insert built messages and their first history rows, two statements for the batch.
+    """Insert built messages and their first history rows: one statement for the batch,
+    the rows passed as one JSON document (the ORM's building of a thousand-row INSERT
+    cost more than the database's work on it). The messages come back saved, with ids.
 
     In one transaction: a dispatcher must never find a message whose first history row
     is not there yet (its trail would start with its own "deferred" before "queued").
@@ -364,21 +424,40 @@ def messages_queue(messages: list[Message]) -> list[Message]:
     if not messages:
         return messages
     now = timezone.now()
+    statement, fields = _queue_statement()
+    stamped = [
+        f.attname for f in fields if getattr(f, "auto_now", 0) or getattr(f, "auto_now_add", 0)
+    ]
+    # JSON values nest as they are (a JSON column's null is SQL NULL, as the ORM stores
+    # None); a database default left in place is written as its constant (a Value).
+    columns = [(f.column, f.attname) for f in fields]
+    constants = [(f.column, _constant(f.db_default)) for f in fields if f.has_db_default()]
     with transaction.atomic():
         # Those the customer (or a journey's digest step) wants in a digest wait there.
         digests = holds.messages_hold(messages, now=now)
-        Message.objects.bulk_create(messages)
-        MessageEvent.objects.bulk_create(
-            MessageEvent(
-                message=m,
-                status=m.status,
-                occurred_at=now,
-                # A held message's history says so from its first row.
-                reason=m.explanation[-1 if m.status == MessageStatus.HELD else 0]["reason"],
-                code="digest_held" if m.status == MessageStatus.HELD else "",
+        rows = []
+        for index, m in enumerate(messages):
+            for attname in stamped:
+                setattr(m, attname, now)
+            held = m.status == MessageStatus.HELD
+            row = {column: getattr(m, attname) for column, attname in columns}
+            for column, default in constants:
+                if isinstance(row[column], DatabaseDefault):
+                    row[column] = default
+            row["i"] = index
+            # A held message's history says so from its first row.
+            row["history_reason"] = m.explanation[-1 if held else 0]["reason"]
+            row["history_code"] = "digest_held" if held else ""
+            rows.append(row)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                statement, [Message._meta.db_table, json.dumps(rows, default=_json_default), now]
             )
-            for m in messages
-        )
+            ids = dict(cursor.fetchall())
+        for index, m in enumerate(messages):
+            m.pk = ids[index]
+            m._state.adding = False
+            m._state.db = connection.alias
         holds.digests_after_hold(digests, now=now)
     queued = [m.priority for m in messages if m.status == MessageStatus.QUEUED]
     if queued:

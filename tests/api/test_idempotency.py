@@ -154,25 +154,19 @@ def test_purge_task_deletes_records_past_the_ttl_and_keeps_younger_ones(api, sen
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
 
 
-def _wait_for_lock_waiter(query_prefix: str, timeout: float = 10.0) -> None:
-    """Poll until another backend waits on a lock while running ``query_prefix``."""
+def _wait_for_lock_waiter(table: str, timeout: float = 10.0) -> None:
+    """Poll until another backend waits for a lock on ``table`` (a write held back)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with connection.cursor() as cursor:
-            # Inside a transaction the activity view is a snapshot taken once: refresh it.
-            cursor.execute("SELECT pg_stat_clear_snapshot()")
             cursor.execute(
-                """
-                SELECT count(*) FROM pg_stat_activity
-                WHERE datname = current_database() AND wait_event_type = 'Lock'
-                  AND query LIKE %s
-                """,
-                [f"{query_prefix}%"],
+                "SELECT count(*) FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
+                [table],
             )
             if cursor.fetchone()[0]:
                 return
         time.sleep(0.05)
-    pytest.fail(f"no request blocked on {query_prefix!r} within {timeout}s")
+    pytest.fail(f"no request blocked on {table!r} within {timeout}s")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -189,13 +183,13 @@ def test_two_concurrent_requests_with_one_key_make_one_message(api_key_factory, 
             connections.close_all()  # this thread's own database connection
 
     # A third connection holds the message table so the first request stops inside
-    # message_create, at its INSERT, while it owns the key.
+    # messages_queue, at its INSERT, while it owns the key.
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("LOCK TABLE delivery_message IN SHARE MODE")
         first = threading.Thread(target=post, args=("first",))
         first.start()
-        _wait_for_lock_waiter('INSERT INTO "delivery_message"')
+        _wait_for_lock_waiter("delivery_message")
 
         second = threading.Thread(target=post, args=("second",))
         second.start()

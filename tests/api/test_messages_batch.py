@@ -153,21 +153,16 @@ def test_consent_is_decided_per_item(api, customer):
     assert [r["channel"] for r in results] == ["email", "sms"]
 
 
-def test_a_database_error_mid_batch_leaves_nothing_written(api, send_body, monkeypatch):
-    from django.db import DatabaseError
+def test_a_database_error_mid_batch_leaves_nothing_written(api, send_body):
+    from django.db import DatabaseError, connection
 
-    from orchestrator.delivery import services as delivery_services
+    def failing(execute, sql, params, many, context):
+        if 'INSERT INTO "delivery_messageevent"' in sql:
+            raise DatabaseError("the disk is full")
+        return execute(sql, params, many, context)
 
-    real = MessageEvent.objects.bulk_create
-
-    def failing(*args, **kwargs):
-        raise DatabaseError("the disk is full")
-
-    monkeypatch.setattr(MessageEvent.objects, "bulk_create", failing)
-    assert delivery_services.MessageEvent is MessageEvent
-    with pytest.raises(DatabaseError):
+    with connection.execute_wrapper(failing), pytest.raises(DatabaseError):
         batch(api, [item(send_body, "a"), item(send_body, "b")])
-    monkeypatch.setattr(MessageEvent.objects, "bulk_create", real)
     assert not Message.objects.exists()
     assert not IdempotencyRecord.objects.exists()  # the keys are free for the retry
     results = batch(api, [item(send_body, "a"), item(send_body, "b")]).json()["results"]

@@ -151,12 +151,14 @@ def test_message_and_its_first_history_row_commit_together(api_key_factory, key)
     lock = threading.Lock()
 
     def look_from_outside(execute, sql, params, many, context):
-        if sql.lstrip().upper().startswith('INSERT INTO "DELIVERY_MESSAGEEVENT"'):
+        result = execute(sql, params, many, context)
+        if 'INSERT INTO "delivery_messageevent"' in sql:
+            # The history row is written: the message is not visible before both commit.
             with lock, _other_connection() as other:
                 seen_by_others.append(
                     other.execute("SELECT count(*) FROM delivery_message").fetchone()[0]
                 )
-        return execute(sql, params, many, context)
+        return result
 
     headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
     with connection.execute_wrapper(look_from_outside):
