@@ -39,6 +39,7 @@ from orchestrator.api.idempotency import (
     request_hash,
 )
 from orchestrator.api.models import ApiKey
+from orchestrator.api.plain import validated
 from orchestrator.api.serializers import (
     BoundedListField,
     ErrorDetailSerializer,
@@ -128,7 +129,7 @@ def messages_batch(*, api_key: ApiKey, items: list[Any]) -> dict[str, Any]:
             continue
         try:
             # One serializer for every item: building one per item copies its fields.
-            fields = checker.run_validation(item)
+            fields = validated(checker, item)
         except serializers.ValidationError as exc:
             invalid = flatten_errors(exc.detail)
             error = ApiError(code="invalid", message="The item has invalid fields.", fields=invalid)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from orchestrator.api.errors import ApiError, flatten_errors
+from orchestrator.api.plain import validated
 from orchestrator.api.serializers import CustomerInSerializer
 from orchestrator.audience.models import Customer
 from orchestrator.audience.services import EventInput, EventsRecorded, customers_upsert
@@ -208,7 +209,7 @@ def customers_bulk_upsert(items: list[Any]) -> dict[str, Any]:
         }
         results.append(result)
         try:
-            valid.append((index, checker.run_validation(item)))
+            valid.append((index, validated(checker, item)))
         except serializers.ValidationError as exc:
             result.update(status="invalid", errors=flatten_errors(exc.detail))
     upserted = customers_upsert([fields for _index, fields in valid])
