@@ -26,6 +26,7 @@ from orchestrator.api.batch import (
 from orchestrator.api.errors import ApiError
 from orchestrator.api.idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from orchestrator.api.parsers import SafeJSONParser
+from orchestrator.api.plain import validated
 from orchestrator.api.schema import ApiAutoSchema
 from orchestrator.api.serializers import (
     CustomerBulkInSerializer,
@@ -149,15 +150,16 @@ _checkers: dict[type[serializers.Serializer], serializers.Serializer] = {}
 
 def _checked(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
     """``_valid`` for the single-item endpoints a client calls per event or send: the
-    data is checked by one serializer kept per class, as the bulk endpoints check their
-    items. Only for serializers that keep no state of their own while validating (no
-    context, no instance). A refused body goes through ``_valid`` again, so the error
-    body is exactly the one a fresh serializer gives."""
+    data is checked by one serializer kept per class, with the plain checks first, as
+    the bulk endpoints check their items (``orchestrator.api.plain``). Only for
+    serializers that keep no state of their own while validating (no context, no
+    instance). A refused body goes through ``_valid`` again, so the error body is
+    exactly the one a fresh serializer gives."""
     checker = _checkers.get(serializer_class)
     if checker is None:
         checker = _checkers.setdefault(serializer_class, serializer_class())
     try:
-        return dict(checker.run_validation(data))
+        return dict(validated(checker, data))
     except serializers.ValidationError:
         return _valid(serializer_class, data)
 
