@@ -163,9 +163,9 @@ def messages_batch(*, api_key: ApiKey, items: list[Any]) -> dict[str, Any]:
                 sent = services.messages_send([sends[k] for k in keys])
                 for key, outcome in zip(keys, sent, strict=True):
                     if isinstance(outcome, Message):
-                        content = _render(MessageAcceptedSerializer.of(outcome))
-                        done.append((claimed[key], 202, content))
-                        stored[key] = (202, json.loads(content))
+                        body = MessageAcceptedSerializer.of(outcome)
+                        done.append((claimed[key], 202, _render(body)))
+                        stored[key] = (202, body)
                         fresh.add(key)
                     else:
                         failed.append(claimed[key])

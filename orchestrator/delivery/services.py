@@ -17,6 +17,7 @@ from django.db.models.expressions import DatabaseDefault
 from django.utils import timezone
 
 from orchestrator.audience.models import Customer
+from orchestrator.consent.message_links import LINK_VARIABLES
 from orchestrator.consent.models import CHANNELS, Topic
 from orchestrator.core.tasking import publish_on_commit
 from orchestrator.delivery import holds, routing
@@ -27,7 +28,12 @@ from orchestrator.delivery.models import (
     MessageTemplate,
     TemplateVariant,
 )
-from orchestrator.delivery.rendering import build_context, render_check
+from orchestrator.delivery.rendering import (
+    build_context,
+    option_strings,
+    render_check,
+    variables_used,
+)
 from orchestrator.delivery.trail import explain
 
 logger = logging.getLogger(__name__)
@@ -230,15 +236,24 @@ def _check_renderable(message: Message, rows: list[tuple]) -> None:
     fallback = message.fallback_channel
     if fallback and fallback not in channels and customer.address_for(fallback):
         channels.append(fallback)
-    context = build_context(customer=customer, message_data=message.data)
-    missing: dict[str, list[str]] = {}
-    problems: dict[str, str] = {}
+    checked = []
     for channel in channels:
         locales = by_channel.get(channel, {})
         locale = routing.pick_locale(message.locale or customer.locale, locales.keys())
-        if locale is None:
-            continue
-        subject, body, html, options = locales[locale]
+        if locale is not None:
+            checked.append((channel, locale, *locales[locale]))
+    # The preference links are signed (an HMAC each): made only if a variant reads them,
+    # as the dispatcher makes them; a variable no variant reads cannot change a render.
+    reads_links = any(
+        _variables_read(subject, body, html, options) & LINK_VARIABLES
+        for _c, _l, subject, body, html, options in checked
+    )
+    context = build_context(
+        customer=customer, message_data=message.data, links=None if reads_links else {}
+    )
+    missing: dict[str, list[str]] = {}
+    problems: dict[str, str] = {}
+    for channel, locale, subject, body, html, options in checked:
         check = render_check(
             channel=channel,
             subject=subject,
@@ -268,6 +283,14 @@ def _check_renderable(message: Message, rows: list[tuple]) -> None:
         missing=missing,
         problems=problems,
     )
+
+
+def _variables_read(subject: str, body: str, html: str, options: Any) -> frozenset[str]:
+    """The top-level variables a variant reads, in any of its texts and provider options."""
+    used = variables_used(subject) | variables_used(body) | variables_used(html, True)
+    for text in option_strings(options):
+        used |= variables_used(text)
+    return used
 
 
 def message_build(
