@@ -174,6 +174,7 @@ def run(args, database_url: str, broker_url: str) -> dict:
         lock = threading.Lock()
         errors: list[str] = []
         cpu_before = group_cpu_seconds(pgid)
+        database_before = database_cpu_seconds()
         started = time.monotonic()
         deadline = started + args.seconds
         threads = [
@@ -189,6 +190,10 @@ def run(args, database_url: str, broker_url: str) -> dict:
             thread.join()
         elapsed = time.monotonic() - started
         cpu = group_cpu_seconds(pgid) - cpu_before
+        database_cpu = sum(
+            seconds - database_before.get(pid, 0.0)
+            for pid, seconds in database_cpu_seconds().items()
+        )
     if errors:
         raise SystemExit(f"the batch endpoint refused work: {errors[0]}")
     latencies = sorted(totals["latencies"])
@@ -200,6 +205,9 @@ def run(args, database_url: str, broker_url: str) -> dict:
         "seconds": elapsed,
         "batches": len(latencies),
         "server_cpu_ms_per_1000": round(cpu * 1000 * 1000 / max(totals["accepted"], 1), 1),
+        "database_cpu_ms_per_1000": round(
+            database_cpu * 1000 * 1000 / max(totals["accepted"], 1), 1
+        ),
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 1),
     }
@@ -237,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     }[args.kind]
     print(
         f"server CPU per 1,000 {args.kind} (gunicorn workers, user+system): "
-        f"{result['server_cpu_ms_per_1000']} ms"
+        f"{result['server_cpu_ms_per_1000']} ms; PostgreSQL (the server's connections): "
+        f"{result['database_cpu_ms_per_1000']} ms"
     )
     print("plain DRF peer: none (it has no batch endpoint)")
     print(
@@ -246,6 +255,28 @@ def main(argv: list[str] | None = None) -> None:
         f"p50 {result['p50_ms']} ms, "
         f"p99 {result['p99_ms']} ms per batch, gunicorn -w {args.workers})"
     )
+
+
+def database_cpu_seconds() -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each PostgreSQL backend of the server's
+    connections to the scratch database (persistent: the same ones serve the whole run);
+    the database's share of the work, apart from anyone else's on a shared server."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        pids = [row[0] for row in cursor.fetchall()]
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile, or the server runs elsewhere
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
 
 
 def count_rows(table: str) -> int:
