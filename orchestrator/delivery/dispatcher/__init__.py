@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import gc
 import time
 import uuid
 from collections.abc import Sequence
@@ -372,6 +374,19 @@ def _record_called(called: _Called, attempt_id: uuid.UUID, stats: DispatchStats)
     tally(stats, called.outcomes, written)
 
 
+@functools.cache
+def _freeze_long_lived_objects() -> None:
+    """Once per process, before its first dispatch: what the process holds by then
+    (Django, the apps, their modules and caches) lives as long as the process, so it is
+    collected once and then left out of the collector's full passes (``gc.freeze``).
+
+    Each full pass walked every one of those objects again, every few batches: a fifth
+    of a dispatcher's CPU. A batch's own objects are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def dispatch_due(
     *, time_budget: float = 20.0, batch_size: int | None = None, above: int = ANY_PRIORITY
 ) -> tuple[DispatchStats, bool]:
@@ -380,6 +395,7 @@ def dispatch_due(
     ``above``: only messages of a higher priority than this (the lane worker's share).
     Returns the totals and whether the budget ran out with work possibly left.
     """
+    _freeze_long_lived_objects()
     limit = batch_size or settings.DISPATCH_BATCH_SIZE
     deadline = time.monotonic() + time_budget
     total = DispatchStats()
