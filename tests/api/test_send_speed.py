@@ -93,3 +93,48 @@ def test_a_claim_commits_on_its_own_and_leaves_the_session_as_it_was(api_key_fac
             assert cursor.fetchone() == ("in_flight",)
     finally:
         other.close()
+
+
+def test_the_shared_send_checker_gives_what_a_fresh_serializer_gives_across_threads():
+    """One MessageInSerializer serves every single send of a process (``_checked``): it
+    keeps nothing from one body to the next, in one thread or in several at once."""
+    import threading
+
+    from rest_framework import serializers
+
+    from orchestrator.api.serializers import MessageInSerializer
+    from orchestrator.api.views import _checked, _valid
+
+    bodies = [
+        {"to": {"external_id": f"c-{i}"}, "template": f"t{i}", "data": {"n": i}, "priority": i}
+        for i in range(10)
+    ] + [
+        {"to": {"email": "a@example.com"}, "template": "t", "channel": "sms", "topic": None},
+        {"to": {"phone": "+81 90-1234-5678"}, "template": "t", "send_at": "2026-12-06T08:00Z"},
+        {"to": {}, "template": "t"},  # refused: no recipient
+        {"to": {"external_id": "x"}, "template": 5},  # refused: not a string
+        {"to": {"external_id": "x"}, "template": "t", "priority": 10},  # refused: range
+    ]
+
+    def outcome(check, body):
+        try:
+            return "ok", check(MessageInSerializer, body)
+        except serializers.ValidationError as exc:
+            return "refused", exc.detail
+
+    expected = [outcome(_valid, body) for body in bodies]
+    assert [kind for kind, _ in expected].count("refused") == 3
+    mismatches: list[int] = []
+
+    def run() -> None:
+        for _ in range(20):
+            for index, body in enumerate(bodies):
+                if outcome(_checked, body) != expected[index]:
+                    mismatches.append(index)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert mismatches == []
