@@ -405,31 +405,30 @@ def _queue_statement() -> tuple[str, tuple[models.Field, ...]]:
 
     One statement for both tables: the messages' ids are drawn from their sequence in
     the batch's order, the history rows take them, and the ids come back by position.
+    Each row is a JSON object keyed ``i`` (its position), ``f0``, ``f1``... (the fields,
+    in order: short keys, as PostgreSQL parses the whole document), ``r`` and ``k`` (the
+    history row's reason and code).
     """
     quote = connection.ops.quote_name
     fields = tuple(f for f in Message._meta.concrete_fields if not f.primary_key)
-    record = ", ".join(
-        [
-            "i integer",
-            *(f"{quote(f.column)} {f.db_type(connection)}" for f in fields),
-            "history_reason text",
-            "history_code text",
-        ]
-    )
+    keys = [f"f{n}" for n in range(len(fields))]
+    typed = [f"{key} {f.db_type(connection)}" for key, f in zip(keys, fields, strict=True)]
+    record = ", ".join(["i integer", *typed, "r text", "k text"])
     columns = ", ".join(quote(f.column) for f in fields)
+    status = keys[next(n for n, f in enumerate(fields) if f.name == "status")]
     events = MessageEvent._meta.db_table
     statement = f"""
         WITH src AS (
-            SELECT nextval(pg_get_serial_sequence(%s, 'id')) AS id, r.*
+            SELECT nextval(pg_get_serial_sequence(%s, 'id')) AS id, t.*
             FROM (
-                SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r({record}) ORDER BY i
-            ) r
+                SELECT * FROM json_to_recordset(%s::json) AS t({record}) ORDER BY i
+            ) t
         ), written AS (
             INSERT INTO {quote(Message._meta.db_table)} (id, {columns})
-            SELECT id, {columns} FROM src
+            SELECT id, {", ".join(keys)} FROM src
         ), history AS (
             INSERT INTO {quote(events)} (message_id, status, occurred_at, reason, code)
-            SELECT id, status, %s::timestamptz, history_reason, history_code FROM src
+            SELECT id, {status}, %s::timestamptz, r, k FROM src
         )
         SELECT i, id FROM src
     """  # noqa: S608 - table and column names come from the models
@@ -453,8 +452,10 @@ def messages_queue(messages: list[Message]) -> list[Message]:
     ]
     # JSON values nest as they are (a JSON column's null is SQL NULL, as the ORM stores
     # None); a database default left in place is written as its constant (a Value).
-    columns = [(f.column, f.attname) for f in fields]
-    constants = [(f.column, _constant(f.db_default)) for f in fields if f.has_db_default()]
+    columns = [(f"f{n}", f.attname) for n, f in enumerate(fields)]
+    constants = [
+        (f"f{n}", _constant(f.db_default)) for n, f in enumerate(fields) if f.has_db_default()
+    ]
     with transaction.atomic():
         # Those the customer (or a journey's digest step) wants in a digest wait there.
         digests = holds.messages_hold(messages, now=now)
@@ -469,8 +470,8 @@ def messages_queue(messages: list[Message]) -> list[Message]:
                     row[column] = default
             row["i"] = index
             # A held message's history says so from its first row.
-            row["history_reason"] = m.explanation[-1 if held else 0]["reason"]
-            row["history_code"] = "digest_held" if held else ""
+            row["r"] = m.explanation[-1 if held else 0]["reason"]
+            row["k"] = "digest_held" if held else ""
             rows.append(row)
         with connection.cursor() as cursor:
             cursor.execute(
