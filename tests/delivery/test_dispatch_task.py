@@ -8,6 +8,7 @@ import pytest
 from django.db import transaction
 
 from orchestrator.celery import app
+from orchestrator.core import tasking
 from orchestrator.delivery.models import Message, MessageStatus
 from orchestrator.delivery.tasks import dispatch
 from tests.delivery.factories import make_customer, make_template, make_topic, queue
@@ -66,16 +67,23 @@ def test_a_worker_on_the_lane_alone_sends_the_urgent_message_and_leaves_the_back
     backlog = [queue(make_customer(f"b{i}"), backlog_template, priority=1) for i in range(20)]
     app.conf.broker_url = broker_url
     app.control.purge()
-    with start_worker(
-        app, pool="solo", perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING",
-        queues=["lane"],
-    ):  # fmt: skip
-        with transaction.atomic():
-            urgent = queue(make_customer("u"), make_template(topic=topic), priority=5)
-        elapsed = _wait_for(
-            lambda: Message.objects.filter(pk=urgent.pk, status=MessageStatus.SENT).exists(),
-            timeout=5.0,
-        )
+    try:
+        with start_worker(
+            app, pool="solo", perform_ping_check=False, shutdown_timeout=10, loglevel="WARNING",
+            queues=["lane"],
+        ):  # fmt: skip
+            with transaction.atomic():
+                urgent = queue(make_customer("u"), make_template(topic=topic), priority=5)
+            elapsed = _wait_for(
+                lambda: Message.objects.filter(pk=urgent.pk, status=MessageStatus.SENT).exists(),
+                timeout=5.0,
+            )
+    finally:
+        # The worker narrowed the app's queue selection to "lane", and purge() empties
+        # only the selected queues: select them all again, then drop the unserved kicks.
+        app.amqp.queues.select([q.name for q in app.conf.task_queues])
+        app.control.purge()
+        tasking.clear_kick_markers()
 
     assert elapsed is not None, "the lane did not send the urgent message within 5 s"
     assert [m.message_id for m in outbox] == [urgent.id]
