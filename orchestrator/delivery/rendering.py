@@ -23,7 +23,7 @@ from liquid.exceptions import (
 )
 from liquid.output import LimitedStringIO
 
-from orchestrator.consent.message_links import preference_link
+from orchestrator.consent.message_links import LINK_VARIABLES, preference_link
 
 
 class _OutputLimit(LimitedStringIO):
@@ -325,6 +325,16 @@ def option_strings(options: Any) -> Iterator[str]:
     elif isinstance(options, list):
         for item in options:
             yield from option_strings(item)
+
+
+def link_variables_read(subject: str, body: str, html: str, options: Any) -> frozenset[str]:
+    """Which of the link variables (``preferences_url``, ``unsubscribe_url``) a variant
+    reads in any of its texts and provider options. Each link is signed (an HMAC), so
+    the dispatcher and the send checks make only these."""
+    used = variables_used(subject) | variables_used(body) | variables_used(html, True)
+    for text in option_strings(options):
+        used |= variables_used(text)
+    return used & LINK_VARIABLES
 
 
 def customer_context(customer) -> dict[str, Any]:

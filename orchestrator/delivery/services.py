@@ -17,7 +17,6 @@ from django.db.models.expressions import DatabaseDefault
 from django.utils import timezone
 
 from orchestrator.audience.models import Customer
-from orchestrator.consent.message_links import LINK_VARIABLES
 from orchestrator.consent.models import CHANNELS, Topic
 from orchestrator.core.tasking import publish_on_commit
 from orchestrator.delivery import holds, routing
@@ -28,12 +27,7 @@ from orchestrator.delivery.models import (
     MessageTemplate,
     TemplateVariant,
 )
-from orchestrator.delivery.rendering import (
-    build_context,
-    option_strings,
-    render_check,
-    variables_used,
-)
+from orchestrator.delivery.rendering import build_context, link_variables_read, render_check
 from orchestrator.delivery.trail import explain
 
 logger = logging.getLogger(__name__)
@@ -245,7 +239,7 @@ def _check_renderable(message: Message, rows: list[tuple]) -> None:
     # The preference links are signed (an HMAC each): made only if a variant reads them,
     # as the dispatcher makes them; a variable no variant reads cannot change a render.
     reads_links = any(
-        _variables_read(subject, body, html, options) & LINK_VARIABLES
+        link_variables_read(subject, body, html, options)
         for _c, _l, subject, body, html, options in checked
     )
     context = build_context(
@@ -283,14 +277,6 @@ def _check_renderable(message: Message, rows: list[tuple]) -> None:
         missing=missing,
         problems=problems,
     )
-
-
-def _variables_read(subject: str, body: str, html: str, options: Any) -> frozenset[str]:
-    """The top-level variables a variant reads, in any of its texts and provider options."""
-    used = variables_used(subject) | variables_used(body) | variables_used(html, True)
-    for text in option_strings(options):
-        used |= variables_used(text)
-    return used
 
 
 def message_build(

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from channels.adapters import OutboundMessage, get_adapter
 from orchestrator.audience.models import Customer
-from orchestrator.consent.message_links import LINK_VARIABLES, preference_link
+from orchestrator.consent.message_links import preference_link
 from orchestrator.consent.models import Topic
 from orchestrator.consent.selectors import ConsentRequest, consent_decisions
 from orchestrator.consent.unsubscribe import one_click_headers, unsubscribe_url
@@ -40,9 +40,8 @@ from orchestrator.delivery.rendering import (
     TemplateProblem,
     build_context,
     customer_context,
-    option_strings,
+    link_variables_read,
     render_message,
-    variables_used,
 )
 from orchestrator.delivery.trail import explain
 
@@ -163,14 +162,6 @@ def load_batch(claimed: Sequence[Claimed]) -> Loaded:
 #: WhatsApp allows free-form messages this long after the customer last wrote, less a
 #: margin for the time between deciding and the provider receiving the message.
 WHATSAPP_SESSION = dt.timedelta(hours=24) - dt.timedelta(minutes=5)
-
-
-def _link_variables(subject: str, body: str, html: str, options: Any) -> frozenset[str]:
-    """Which of ``preferences_url`` and ``unsubscribe_url`` a variant reads."""
-    used = variables_used(subject) | variables_used(body) | variables_used(html, True)
-    for text in option_strings(options):
-        used |= variables_used(text)
-    return used & LINK_VARIABLES
 
 
 def _links(
@@ -344,7 +335,7 @@ def prepare(claimed: Sequence[Claimed], loaded: Loaded, now: dt.datetime) -> Pre
         subject, body, html, options = by_locale[locale]
         variant_key = (message.template_id, message.channel, locale)
         if variant_key not in link_variables:
-            link_variables[variant_key] = _link_variables(subject, body, html, options)
+            link_variables[variant_key] = link_variables_read(subject, body, html, options)
         links, headers = _links(message, topic, link_variables[variant_key], preference_links)
         try:
             context = build_context(
