@@ -33,7 +33,9 @@ class IdempotencyRecord(models.Model):
         IN_FLIGHT = "in_flight", "In flight"
         DONE = "done", "Done"
 
-    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique (api_key, key) constraint's index serves the
+    # lookups and the cascade, and every keyed request would write both.
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+", db_index=False)
     key = models.CharField(max_length=255)
     method = models.CharField(max_length=8)
     path = models.CharField(max_length=255)
