@@ -43,24 +43,30 @@ _SOCKET_TIMEOUT = 0.5
 
 
 class _Kick:
-    """The on-commit callback for one task name; equal kicks coalesce."""
+    """The on-commit callback for one or more task names; equal kicks coalesce."""
 
-    __slots__ = ("expires", "kwargs", "name")
+    __slots__ = ("expires", "kwargs", "names")
 
-    def __init__(self, name: str, expires: float, kwargs: dict[str, Any] | None) -> None:
-        self.name = name
+    def __init__(
+        self, names: tuple[str, ...], expires: float, kwargs: dict[str, Any] | None
+    ) -> None:
+        self.names = names
         self.expires = expires
         self.kwargs = kwargs
 
     def __call__(self) -> None:
-        if _mark_pending(self.name, self.kwargs, self.expires):
-            publish_now(self.name, expires=self.expires, kwargs=self.kwargs)
+        marked = _mark_pending(self.names, self.kwargs, self.expires)
+        for name, pending in zip(self.names, marked, strict=True):
+            if pending:
+                publish_now(name, expires=self.expires, kwargs=self.kwargs)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Kick) and other.name == self.name and other.kwargs == self.kwargs
+        return (
+            isinstance(other, _Kick) and other.names == self.names and other.kwargs == self.kwargs
+        )
 
     def __hash__(self) -> int:
-        return hash(self.name)
+        return hash(self.names)
 
 
 def publish_now(name: str, *, expires: float = 30, kwargs: dict[str, Any] | None = None) -> None:
@@ -76,17 +82,19 @@ def publish_now(name: str, *, expires: float = 30, kwargs: dict[str, Any] | None
 
 
 def publish_on_commit(
-    name: str, *, expires: float = 30, kwargs: dict[str, Any] | None = None
+    *names: str, expires: float = 30, kwargs: dict[str, Any] | None = None
 ) -> None:
-    """Publish the task ``name`` once the current transaction commits (at once outside one).
+    """Publish the tasks ``names`` once the current transaction commits (at once outside
+    one).
 
     Repeated calls in one transaction queue a single publish. Django keeps the
     pending callbacks per connection, savepoints included (a rolled-back savepoint
     drops its callbacks), so looking there is exact; this is the only place that does.
-    After the commit, the publish happens only if no kick of the same task is already
-    waiting in the broker (see the module docstring).
+    After the commit, each task is published only if no kick of it is already waiting
+    in the broker (see the module docstring); the markers of several names are asked
+    for in one round trip.
     """
-    kick = _Kick(name, expires, kwargs)
+    kick = _Kick(names, expires, kwargs)
     connection = transaction.get_connection()
     if connection.in_atomic_block and any(
         func == kick for _sids, func, _robust in connection.run_on_commit
@@ -163,24 +171,28 @@ def _store_url() -> str:
     return "" if url.startswith("unix") else url
 
 
-def _mark_pending(name: str, kwargs: dict[str, Any] | None, expires: float) -> bool:
-    """Set the marker unless set; True when this caller should publish.
+def _mark_pending(
+    names: tuple[str, ...], kwargs: dict[str, Any] | None, expires: float
+) -> list[bool]:
+    """Set each name's marker unless set; True for each name this caller should publish.
 
     The marker lives as long as the kick may wait in the broker (``expires``): a kick
     that expired unrun leaves no marker behind to silence the next one.
     """
     client = _store.client()
     if client is None:
-        return True
+        return [True] * len(names)
     from redis.exceptions import RedisError
 
+    ttl = max(int(expires * 1000), 1)
     try:
-        return bool(
-            client.set(marker_key(name, kwargs), "1", nx=True, px=max(int(expires * 1000), 1))
-        )
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.set(marker_key(name, kwargs), "1", nx=True, px=ttl)
+        return [bool(marked) for marked in pipe.execute()]
     except RedisError as exc:
         _store.failed(exc)
-        return True
+        return [True] * len(names)
 
 
 def _clear_pending(name: str, kwargs: dict[str, Any] | None = None) -> None:

@@ -484,9 +484,10 @@ def kick_dispatcher(*, priority: int = 0) -> None:
     dispatches only such messages: a broadcast backlog keeping every dispatcher busy
     does not stand between a transactional or triggered send and its provider.
     """
-    publish_on_commit("delivery.dispatch")
     if priority >= settings.DISPATCH_LANE_PRIORITY:
-        publish_on_commit("delivery.dispatch_lane")
+        publish_on_commit("delivery.dispatch", "delivery.dispatch_lane")
+    else:
+        publish_on_commit("delivery.dispatch")
 
 
 def messages_cancel(*, message_ids: list[int], reason: str) -> list[int]:

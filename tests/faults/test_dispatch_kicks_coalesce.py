@@ -39,6 +39,9 @@ def queued_dispatch_tasks(store: redis.Redis) -> int:
 
 @pytest.fixture
 def store(broker_url):
+    # An earlier test may have left the store "unreachable, retry in 5 s" (every kick
+    # published meanwhile): each test starts with the store asked again.
+    tasking._store._retry_at = 0.0
     app.control.purge()
     tasking.clear_kick_markers()
     client = redis.Redis.from_url(broker_url)
@@ -121,3 +124,20 @@ def test_kicks_are_published_when_the_store_is_unreachable(store, settings):
         tasking._store._retry_at = 0.0
 
     assert queued_dispatch_tasks(store) == 2  # no marker to be had: every kick goes out
+
+
+def test_an_urgent_send_kicks_the_dispatchers_and_the_lane_each_once(store, settings):
+    settings.DISPATCH_LANE_PRIORITY = 5
+    topic = make_topic("receipts", kind="transactional")
+    template = make_template(topic=topic)
+    customer = make_customer()
+    for _ in range(3):
+        with transaction.atomic():
+            queue(customer, template, priority=8)
+    with transaction.atomic():
+        queue(customer, template, priority=1)  # below the lane: the dispatchers' kick only
+
+    lane_kicks = store.llen("lane")
+    assert (queued_dispatch_tasks(store), lane_kicks) == (1, 1)
+    assert store.exists(tasking.marker_key("delivery.dispatch"))
+    assert store.exists(tasking.marker_key("delivery.dispatch_lane"))
