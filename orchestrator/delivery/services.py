@@ -442,7 +442,9 @@ def messages_queue(messages: list[Message]) -> list[Message]:
     constants = [
         (f"f{n}", _constant(f.db_default)) for n, f in enumerate(fields) if f.has_db_default()
     ]
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction (two round trips per send): no caller
+    # catches a failure here and carries on, so the whole transaction fails with it.
+    with transaction.atomic(savepoint=False):
         # Those the customer (or a journey's digest step) wants in a digest wait there.
         digests = holds.messages_hold(messages, now=now)
         rows = []
