@@ -12,7 +12,7 @@ from tests.journeys.conftest import make_customer, make_journey, send
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_event_reaches_the_provider_within_a_second_or_two_of_the_api_call(
+def test_an_event_reaches_the_provider_through_the_commit_kicks_alone(
     outbox, template, celery_worker, api_key_factory
 ):
     make_journey(
@@ -38,15 +38,15 @@ def test_an_event_reaches_the_provider_within_a_second_or_two_of_the_api_call(
         HTTP_AUTHORIZATION=f"Bearer {key}",
     )
     assert response.status_code == 202
-    while not outbox and time.monotonic() - started < 10:
+    # No beat runs here: only the kicks published on the event's and the message's
+    # commits can carry it to the provider. How fast is bench.realtime's question (a
+    # timed assertion here would fail on a busy machine, not on a broken path).
+    while not outbox and time.monotonic() - started < 30:
         time.sleep(0.02)
-    elapsed = time.monotonic() - started
 
     from orchestrator.delivery.models import Message
 
     assert outbox, list(Message.objects.values_list("status", "last_error", "explanation"))
-    # One worker (solo pool) does both hops here; the benchmark measures it under load.
-    assert elapsed < 3.0, f"took {elapsed:.2f} s"
     assert outbox[0].to == "chicago-runner@example.com"
     assert Enrollment.objects.get().status == Enrollment.Status.COMPLETED
     assert not PendingEvent.objects.exists()
