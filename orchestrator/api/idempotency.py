@@ -39,6 +39,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models import DurationField, ExpressionWrapper, F
+from django.db.models.functions import Now
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.renderers import JSONRenderer
@@ -152,6 +154,13 @@ def _take_over(*, record_id: int, lease: dt.datetime) -> dt.datetime | None:
     return row[0] if row else None
 
 
+def _records(*, api_key: ApiKey, keys: list[str]):
+    """The records holding ``keys``, each with its ``age`` by the database's clock."""
+    return IdempotencyRecord.objects.filter(api_key=api_key, key__in=keys).annotate(
+        age=ExpressionWrapper(Now() - F("created_at"), output_field=DurationField())
+    )
+
+
 def _existing(record: IdempotencyRecord | None, digest: str) -> Claim | Replay | None:
     """How to answer a request whose key ``record`` already holds (raises ApiError 409/422);
     None when the row vanished (its request failed and released it): claim again."""
@@ -166,7 +175,9 @@ def _existing(record: IdempotencyRecord | None, digest: str) -> Claim | Replay |
         )
     if record.state == IdempotencyRecord.State.DONE:
         return Replay(status=record.response_status, content=record.response_body)
-    age = timezone.now() - record.created_at
+    # The lease is the database's clock (clock_timestamp()), so its age is too: an
+    # application server whose clock differs must not misjudge an abandoned claim.
+    age = record.age
     if age < ABANDONED_AFTER:
         raise _in_flight()
     lease = _take_over(record_id=record.pk, lease=record.created_at)
@@ -184,9 +195,7 @@ def idempotency_claim(
         inserted = _insert(api_key=api_key, key=key, method=method, path=path, digest=digest)
         if inserted:
             return Claim(record_id=inserted[0], lease=inserted[1])
-        outcome = _existing(
-            IdempotencyRecord.objects.filter(api_key=api_key, key=key).first(), digest
-        )
+        outcome = _existing(_records(api_key=api_key, keys=[key]).first(), digest)
         if outcome is not None:
             return outcome
     raise _in_flight()
@@ -223,9 +232,7 @@ def idempotency_claim_many(
     }
     taken = [k for k in keys if k not in outcomes]
     if taken:
-        records = {
-            r.key: r for r in IdempotencyRecord.objects.filter(api_key=api_key, key__in=taken)
-        }
+        records = {r.key: r for r in _records(api_key=api_key, keys=taken)}
         for key in taken:
             try:
                 outcome = _existing(records.get(key), digests[key])

@@ -7,7 +7,9 @@ import threading
 import time
 
 import pytest
+import time_machine
 from django.db import connection, connections, transaction
+from django.db.models.functions import Now
 from rest_framework.test import APIClient
 
 from orchestrator.api.idempotency import (
@@ -118,10 +120,33 @@ def test_key_still_in_flight_is_answered_with_409(api, send_body):
 
 
 @pytest.mark.django_db
+def test_claims_are_aged_by_the_database_clock_whatever_the_servers_clock(api, send_body):
+    """The lease is the database's clock, so is its age: a server whose clock runs an hour
+    behind still takes over a claim abandoned two minutes ago, and one an hour ahead
+    does not take over a claim made a moment ago (and run the request twice)."""
+    api_key = ApiKey.objects.get()
+    now = dt.datetime.now(dt.UTC)
+    _claim_for(api_key, send_body, "fresh")
+    with time_machine.travel(now + dt.timedelta(hours=1)):
+        assert_error(send(api, send_body, "fresh"), 409, "idempotency_key_in_flight")
+
+    _claim_for(api_key, send_body, "abandoned")
+    IdempotencyRecord.objects.filter(key="abandoned").update(
+        created_at=Now() - dt.timedelta(minutes=2)
+    )
+    with time_machine.travel(now - dt.timedelta(hours=1)):
+        assert send(api, send_body, "abandoned").status_code == 202
+
+    assert Message.objects.count() == 1
+
+
+@pytest.mark.django_db
 def test_claim_abandoned_by_a_crashed_process_is_taken_over(api, send_body):
     _claim_for(ApiKey.objects.get(), send_body, "crashed")
     # The process that claimed it died two minutes ago without finishing.
-    IdempotencyRecord.objects.update(created_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2))
+    IdempotencyRecord.objects.update(
+        created_at=Now() - dt.timedelta(minutes=2)
+    )  # the lease's clock: the database's
 
     response = send(api, send_body, "crashed")
 
@@ -134,7 +159,9 @@ def test_claim_abandoned_by_a_crashed_process_is_taken_over(api, send_body):
 def test_owner_that_lost_its_claim_to_a_takeover_cannot_store_its_response(api, send_body):
     api_key = ApiKey.objects.get()
     stalled = _claim_for(api_key, send_body, "slow")
-    IdempotencyRecord.objects.update(created_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2))
+    IdempotencyRecord.objects.update(
+        created_at=Now() - dt.timedelta(minutes=2)
+    )  # the lease's clock: the database's
     successor = _claim_for(api_key, send_body, "slow")
 
     assert isinstance(successor, Claim)
