@@ -39,7 +39,7 @@ from orchestrator.api.idempotency import (
     request_hash,
 )
 from orchestrator.api.models import ApiKey
-from orchestrator.api.plain import validated
+from orchestrator.api.plain import checker, validated
 from orchestrator.api.serializers import (
     BoundedListField,
     ErrorDetailSerializer,
@@ -127,7 +127,7 @@ def messages_batch(*, api_key: ApiKey, items: list[Any]) -> dict[str, Any]:
     sends: dict[str, dict[str, Any]] = {}  # key -> validated fields, first item per key
     digests: dict[str, str] = {}
     later: list[tuple[int, str, str]] = []  # (index, key, digest) of repeated keys
-    checker = MessageBatchItemSerializer()
+    item_checker = checker(MessageBatchItemSerializer)
     for index, item in enumerate(items):
         key = item.get(KEY_FIELD) if isinstance(item, dict) else None
         result = {"index": index, "idempotency_key": key if isinstance(key, str) else None}
@@ -138,7 +138,7 @@ def messages_batch(*, api_key: ApiKey, items: list[Any]) -> dict[str, Any]:
             continue
         try:
             # One serializer for every item: building one per item copies its fields.
-            fields = validated(checker, item)
+            fields = validated(item_checker, item)
         except serializers.ValidationError as exc:
             invalid = flatten_errors(exc.detail)
             error = ApiError(code="invalid", message="The item has invalid fields.", fields=invalid)

@@ -133,3 +133,17 @@ def validated(serializer: serializers.Serializer, data: Any) -> dict[str, Any]:
     else the serializer itself (raising its ValidationError)."""
     checked = plain_validated(serializer, data)
     return checked if checked is not None else serializer.run_validation(data)
+
+
+#: One serializer per class: building one deep-copies its declared fields.
+_checkers: dict[type[serializers.Serializer], serializers.Serializer] = {}
+
+
+def checker(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
+    """The serializer of ``serializer_class`` kept to check items with (``validated``),
+    for serializers that keep no state of their own while validating (no context, no
+    instance)."""
+    found = _checkers.get(serializer_class)
+    if found is None:
+        found = _checkers.setdefault(serializer_class, serializer_class())
+    return found

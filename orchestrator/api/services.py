@@ -15,7 +15,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from orchestrator.api.errors import ApiError, flatten_errors
-from orchestrator.api.plain import validated
+from orchestrator.api.plain import checker, validated
 from orchestrator.api.serializers import CustomerInSerializer
 from orchestrator.audience.models import Customer
 from orchestrator.audience.services import EventInput, EventsRecorded, customers_upsert
@@ -199,7 +199,7 @@ def customers_bulk_upsert(items: list[Any]) -> dict[str, Any]:
     (``customers_upsert``): one bad item is reported and does not sink the others."""
     results: list[dict[str, Any]] = []
     valid: list[tuple[int, dict[str, Any]]] = []
-    checker = CustomerInSerializer()  # one for every item: building one copies its fields
+    item_checker = checker(CustomerInSerializer)
     for index, item in enumerate(items):
         external_id = item.get("external_id") if isinstance(item, dict) else None
         result: dict[str, Any] = {
@@ -209,7 +209,7 @@ def customers_bulk_upsert(items: list[Any]) -> dict[str, Any]:
         }
         results.append(result)
         try:
-            valid.append((index, validated(checker, item)))
+            valid.append((index, validated(item_checker, item)))
         except serializers.ValidationError as exc:
             result.update(status="invalid", errors=flatten_errors(exc.detail))
     upserted = customers_upsert([fields for _index, fields in valid])

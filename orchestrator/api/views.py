@@ -26,7 +26,7 @@ from orchestrator.api.batch import (
 from orchestrator.api.errors import ApiError
 from orchestrator.api.idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from orchestrator.api.parsers import SafeJSONParser
-from orchestrator.api.plain import validated
+from orchestrator.api.plain import checker, validated
 from orchestrator.api.schema import ApiAutoSchema
 from orchestrator.api.serializers import (
     CustomerBulkInSerializer,
@@ -144,10 +144,6 @@ def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[st
     return dict(serializer.validated_data)
 
 
-#: One serializer per class for ``_checked``: building one deep-copies its declared fields.
-_checkers: dict[type[serializers.Serializer], serializers.Serializer] = {}
-
-
 def _checked(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
     """``_valid`` for the single-item endpoints a client calls per event or send: the
     data is checked by one serializer kept per class, with the plain checks first, as
@@ -155,11 +151,8 @@ def _checked(serializer_class: type[serializers.Serializer], data: Any) -> dict[
     serializers that keep no state of their own while validating (no context, no
     instance). A refused body goes through ``_valid`` again, so the error body is
     exactly the one a fresh serializer gives."""
-    checker = _checkers.get(serializer_class)
-    if checker is None:
-        checker = _checkers.setdefault(serializer_class, serializer_class())
     try:
-        return dict(validated(checker, data))
+        return dict(validated(checker(serializer_class), data))
     except serializers.ValidationError:
         return _valid(serializer_class, data)
 
